@@ -1,0 +1,5 @@
+import sys
+
+from xcnn.cli import main
+
+sys.exit(main())

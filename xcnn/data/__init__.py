@@ -1,0 +1,1 @@
+"""Ground truth: COCO-format datasets, COCO->ImageNet classes, masks."""
