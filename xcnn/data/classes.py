@@ -1,0 +1,62 @@
+"""COCO category -> ImageNet-1k classes (table shipped as coco_imagenet.csv)."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from xcnn.errors import XcnnError
+
+TABLE = Path(__file__).with_name("coco_imagenet.csv")
+
+
+@dataclass(frozen=True)
+class ClassMapping:
+    coco_id: int
+    coco_name: str
+    imagenet_ids: tuple[int, ...]
+    rationale: str
+
+
+@lru_cache(maxsize=1)
+def coco_imagenet_table() -> tuple[ClassMapping, ...]:
+    """All 80 COCO categories with their ImageNet-1k class indices (empty: no counterpart)."""
+    rows = []
+    with TABLE.open(newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            ids = tuple(int(i) for i in row["imagenet_ids"].split())
+            rows.append(ClassMapping(int(row["coco_id"]), row["coco_name"], ids, row["rationale"]))
+    return tuple(rows)
+
+
+def usable_categories() -> list[str]:
+    """COCO categories that have at least one ImageNet-1k counterpart."""
+    return [m.coco_name for m in coco_imagenet_table() if m.imagenet_ids]
+
+
+def imagenet_classes(category: str) -> list[int]:
+    """ImageNet-1k class indices standing for a COCO category (matched case-insensitively)."""
+    key = category.strip().lower()
+    for m in coco_imagenet_table():
+        if m.coco_name == key:
+            if not m.imagenet_ids:
+                raise XcnnError(
+                    f"COCO category {category!r} has no ImageNet-1k counterpart ({m.rationale}); "
+                    f"use one of: {', '.join(usable_categories())}"
+                )
+            return list(m.imagenet_ids)
+    raise XcnnError(f"{category!r} is not a COCO category; use one of: {', '.join(usable_categories())}")
+
+
+@lru_cache(maxsize=1)
+def _names() -> tuple[str, ...]:
+    # The weights' metadata ships inside torchvision: no download is involved.
+    from torchvision.models import MobileNet_V2_Weights
+
+    return tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def imagenet_names() -> list[str]:
+    """The 1000 ImageNet-1k class names, indexed like the classifiers' outputs."""
+    return list(_names())
