@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,7 +68,10 @@ class CocoDataset:
         mask = np.zeros((info["height"], info["width"]), dtype=bool)
         for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id], catIds=[cat["id"]], iscrowd=None)):
             try:
-                mask |= self.coco.annToMask(ann).astype(bool)
+                with warnings.catch_warnings():
+                    # pycocotools' decode trips a NumPy 2 copy-keyword DeprecationWarning per call.
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    mask |= self.coco.annToMask(ann).astype(bool)
             except Exception as err:  # pycocotools raises bare Exceptions/TypeErrors on bad segmentations
                 raise XcnnError(
                     f"annotation {ann.get('id')} of image {image_id} in {self.ann_file} has an unreadable "
