@@ -1,0 +1,306 @@
+"""The experiment's TOML config: parsed, checked as a whole before any work, hashed.
+
+Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
+
+    [data]
+    demo = true                  # the offline demo set, or a folder to cache it in;
+    # ann_file = "instances_train2017.json"   # ...or a COCO-format dataset
+    # image_dir = "train2017"
+    categories = ["traffic light", "dog"]
+    images_per_category = 30
+    seed = 0
+    min_area = 0.01              # smallest object area, as a fraction of the image
+
+    [[models]]
+    name = "resnet50"
+    gradcam_layer = "layer4"     # default "auto"
+    weights = "resnet50.pth"     # default: the model's ImageNet weights; "random" for tests
+
+    [run]
+    sizes = ["original", 224]    # "original", a side length, or "HxW"
+    methods = [...]              # default: all five
+    growth = 0.20                # mask dilation: area grows by this fraction
+    batch_size = 8
+    device = "auto"              # "cpu", "cuda", "cuda:1" or "auto"
+
+Relative paths are taken from the config file's folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xcnn.errors import XcnnError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+ALL_METHODS = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
+
+# Keys that change how fast a run goes but not what it computes: a run may resume with others.
+_NOT_HASHED = ("batch_size", "device")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    gradcam_layer: str = "auto"
+    weights: str | None = None  # None: the model's ImageNet weights; "random"; or a file path
+
+
+@dataclass(frozen=True)
+class Size:
+    label: str  # "original", "224", "240x320"
+    hw: tuple[int, int] | None  # None: the image's own size
+
+    @property
+    def group(self) -> str:
+        return "original" if self.hw is None else "resized"
+
+
+@dataclass(frozen=True)
+class Config:
+    categories: tuple[str, ...]
+    models: tuple[ModelSpec, ...]
+    demo: bool = False
+    demo_dir: str | None = None  # cache folder for the demo set; None: RUN_DIR/demo-data
+    ann_file: str | None = None
+    image_dir: str | None = None
+    images_per_category: int = 30
+    seed: int = 0
+    min_area: float = 0.01
+    sizes: tuple[Size, ...] = (Size("original", None), Size("224", (224, 224)))
+    methods: tuple[str, ...] = ALL_METHODS
+    growth: float = 0.20
+    batch_size: int = 8
+    device: str = "auto"
+    source: str = field(default="", compare=False)  # the TOML file it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sizes"] = [s.label for s in self.sizes]
+        d.pop("source")
+        return d
+
+    def hash(self) -> str:
+        """Canonical hash of everything that changes the records (not speed settings)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        text = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+_SECTIONS = {
+    "data": {"demo", "ann_file", "image_dir", "categories", "images_per_category", "seed", "min_area"},
+    "models": {"name", "gradcam_layer", "weights"},
+    "run": {"sizes", "methods", "growth", "batch_size", "device"},
+}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a config file; any problem is one XcnnError line naming the key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise XcnnError(f"{path}: config file not found; give the path of a .toml file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise XcnnError(f"{path}: cannot read config ({err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise XcnnError(f"{path}: not valid TOML ({err}); fix the syntax") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict[str, Any], path: Path) -> Config:
+    where = str(path)
+
+    def fail(key: str, what: str) -> XcnnError:
+        return XcnnError(f"{where}: {key}: {what}")
+
+    for key in raw:
+        if key not in _SECTIONS:
+            raise fail(key, f"unknown section; known: {', '.join(sorted(_SECTIONS))}")
+    data = _table(raw.get("data", {}), "data", fail)
+    run = _table(raw.get("run", {}), "run", fail)
+    _known(data, "data", fail)
+    _known(run, "run", fail)
+    base = path.parent
+
+    kw: dict[str, Any] = {"source": str(path)}
+    demo = data.get("demo", False)
+    if isinstance(demo, str):
+        kw["demo"], kw["demo_dir"] = True, str((base / demo).resolve())
+    elif isinstance(demo, bool):
+        kw["demo"] = demo
+    else:
+        raise fail("data.demo", f"expected true/false or a cache folder, got {demo!r}")
+    if kw["demo"]:
+        if "ann_file" in data or "image_dir" in data:
+            raise fail("data.demo", "give either demo or ann_file + image_dir, not both")
+    else:
+        for key in ("ann_file", "image_dir"):
+            if key not in data:
+                raise fail(f"data.{key}", "missing; give a COCO-format dataset (ann_file + image_dir) or demo = true")
+            kw[key] = str((base / _typed(data[key], str, f"data.{key}", fail)).resolve())
+
+    if "categories" not in data:
+        raise fail("data.categories", 'missing; list COCO category names, e.g. ["traffic light", "dog"]')
+    cats = _typed(data["categories"], list, "data.categories", fail)
+    if not cats or not all(isinstance(c, str) for c in cats):
+        raise fail("data.categories", f"expected a non-empty list of names, got {cats!r}")
+    if len(set(cats)) != len(cats):
+        raise fail("data.categories", f"a category is listed twice: {cats!r}")
+    _check_categories(cats, fail)
+    kw["categories"] = tuple(cats)
+
+    if "images_per_category" in data:
+        kw["images_per_category"] = _positive_int(data["images_per_category"], "data.images_per_category", fail)
+    if "seed" in data:
+        kw["seed"] = _typed(data["seed"], int, "data.seed", fail)
+    if "min_area" in data:
+        kw["min_area"] = _fraction(data["min_area"], "data.min_area", fail)
+
+    kw["models"] = _models(raw.get("models"), base, fail)
+
+    if "sizes" in run:
+        kw["sizes"] = _sizes(run["sizes"], fail)
+    if "methods" in run:
+        methods = _typed(run["methods"], list, "run.methods", fail)
+        bad = [m for m in methods if m not in ALL_METHODS]
+        if not methods or bad or len(set(methods)) != len(methods):
+            raise fail("run.methods", f"got {methods!r}; choose distinct names from {', '.join(ALL_METHODS)}")
+        # The order of METHODS, whatever the config's order, so records sort the same way.
+        kw["methods"] = tuple(m for m in ALL_METHODS if m in methods)
+    if "growth" in run:
+        g = run["growth"]
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 10:
+            raise fail("run.growth", f"expected a number between 0 and 10 (0.20 = +20 % area), got {g!r}")
+        kw["growth"] = float(g)
+    if "batch_size" in run:
+        kw["batch_size"] = _positive_int(run["batch_size"], "run.batch_size", fail)
+    if "device" in run:
+        dev = _typed(run["device"], str, "run.device", fail)
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", dev):
+            raise fail("run.device", f'got {dev!r}; use "cpu", "cuda", "cuda:N" or "auto"')
+        kw["device"] = dev
+    return Config(**kw)
+
+
+def _table(value: Any, key: str, fail: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise fail(key, f"expected a [{key}] table")
+    return value
+
+
+def _known(table: dict[str, Any], section: str, fail: Any) -> None:
+    for key in table:
+        if key not in _SECTIONS[section]:
+            raise fail(f"{section}.{key}", f"unknown key; known: {', '.join(sorted(_SECTIONS[section]))}")
+
+
+def _typed(value: Any, kind: type, key: str, fail: Any) -> Any:
+    # bool is an int to Python, never to a config reader
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise fail(key, f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any, key: str, fail: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise fail(key, f"expected a whole number >= 1, got {value!r}")
+    return value
+
+
+def _fraction(value: Any, key: str, fail: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < 1):
+        raise fail(key, f"expected a fraction in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_categories(cats: list[str], fail: Any) -> None:
+    from xcnn.data import imagenet_classes
+
+    for cat in cats:
+        try:
+            imagenet_classes(cat)
+        except XcnnError as err:
+            raise fail("data.categories", f"{cat!r}: {err}; remove it from the list") from None
+
+
+def _models(value: Any, base: Path, fail: Any) -> tuple[ModelSpec, ...]:
+    if value is None:
+        raise fail("models", 'missing; add at least one [[models]] table with name = "resnet50"')
+    if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
+        raise fail("models", "expected one or more [[models]] tables")
+    specs = []
+    for i, m in enumerate(value):
+        key = f"models[{i}]"
+        _known(m, "models", lambda k, w: fail(k.replace("models", key, 1), w))
+        if "name" not in m:
+            raise fail(f"{key}.name", 'missing; e.g. name = "resnet50"')
+        name = _typed(m["name"], str, f"{key}.name", fail)
+        _check_model_name(name, f"{key}.name", fail)
+        layer = _typed(m.get("gradcam_layer", "auto"), str, f"{key}.gradcam_layer", fail)
+        weights = m.get("weights")
+        if weights is not None:
+            weights = _typed(weights, str, f"{key}.weights", fail)
+            if weights != "random":
+                file = (base / weights).resolve()
+                if not file.is_file():
+                    raise fail(f"{key}.weights", f"{file}: no such file; give a weights file, \"random\", or leave it out")
+                weights = str(file)
+        specs.append(ModelSpec(name, layer, weights))
+    labels = [(s.name, s.gradcam_layer, s.weights) for s in specs]
+    if len(set(s.name for s in specs)) != len(specs):
+        raise fail("models", f"a model name is listed twice ({labels}); records are keyed by name")
+    return tuple(specs)
+
+
+def _check_model_name(name: str, key: str, fail: Any) -> None:
+    from xcnn import models
+
+    known = models.available()
+    if name not in known:
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=4)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+        raise fail(key, f"unknown model {name!r}; {hint}")
+
+
+def _sizes(value: Any, fail: Any) -> tuple[Size, ...]:
+    if not isinstance(value, list) or not value:
+        raise fail("run.sizes", f'expected a list such as ["original", 224], got {value!r}')
+    sizes = []
+    for s in value:
+        size = _size(s)
+        if size is None:
+            raise fail("run.sizes", f'{s!r} is not "original", a side length (e.g. 224) or "HxW" (e.g. "240x320")')
+        sizes.append(size)
+    labels = [s.label for s in sizes]
+    if len(set(labels)) != len(labels):
+        raise fail("run.sizes", f"a size is listed twice: {labels}")
+    return tuple(sizes)
+
+
+def _size(s: Any) -> Size | None:
+    if s == "original":
+        return Size("original", None)
+    if isinstance(s, int) and not isinstance(s, bool):
+        return Size(str(s), (s, s)) if 8 <= s <= 8192 else None
+    if isinstance(s, str):
+        if re.fullmatch(r"\d+", s):
+            return _size(int(s))
+        hw = re.fullmatch(r"(\d+)x(\d+)", s)
+        if hw:
+            h, w = int(hw.group(1)), int(hw.group(2))
+            if not (8 <= h <= 8192 and 8 <= w <= 8192):
+                return None
+            return Size(str(h), (h, w)) if h == w else Size(f"{h}x{w}", (h, w))
+    return None
