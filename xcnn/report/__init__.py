@@ -1,0 +1,62 @@
+"""Report layer: reads RUN_DIR only and writes RUN_DIR/report/ (tables, figures, grids, index.html)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_report"]
+
+
+def write_report(run_dir: Path, images: list[int | tuple[int, str]] | None = None) -> Path:
+    """Write RUN_DIR/report/ and return the path of its index.html.
+
+    `images` picks the images of the grids: ids (every category of that image) or (id, category)
+    pairs; None takes the first few (image, category) pairs by id.
+    """
+    # Imported here so `import xcnn.report` stays cheap for callers that only need the name.
+    from xcnn.report import figures, grids, html, stats, tables
+
+    run_dir = Path(run_dir)
+    df = tables.load_records(run_dir)
+    report_dir = run_dir / "report"
+    table_dir = report_dir / "tables"
+    table_dir.mkdir(parents=True, exist_ok=True)
+
+    summaries = {
+        "method": tables.summary_table(df),
+        "CNN": tables.summary_table(df, by="CNN"),
+        "size": tables.summary_table(df, by="size"),
+        "class": tables.summary_table(df, by="class"),
+        "CNN_size": tables.summary_table(df.assign(CNN_size=df["CNN"] + "\t" + df["size"]), by="CNN_size"),
+    }
+    split = summaries["CNN_size"]["CNN_size"].str.split("\t", expand=True)
+    summaries["CNN_size"] = summaries["CNN_size"].drop(columns="CNN_size").assign(CNN=split[0], size=split[1])
+
+    mean_note = ("Mean, median, 95 % interval (percentile bootstrap of the mean, 2000 resamples, seed 0), "
+                 "chance level (area share of the dilated mask) and lift (P / chance) are over records with a "
+                 "finite P. " + tables.NAN_CAPTION)
+    sections = []
+    for key, name, title in [
+        ("method", "table_7_1_methods", "Table 7.1 — energy concentration P per method"),
+        ("CNN", "table_by_cnn", "P per method for each CNN"),
+        ("size", "table_by_size", "P per method for each input size"),
+        ("class", "table_by_category", "P per method for each category"),
+    ]:
+        shown = tables.table_for_display(summaries[key])
+        files = tables.write_table(shown, table_dir, name, f"{title}. {mean_note}")
+        sections.append(html.TableSection(title, mean_note, shown, files))
+
+    paired = tables.paired_for_display(stats.paired_comparison(df, tables.order_methods(set(df["method"]))))
+    paired_caption = ("Pairs: the same image, category, CNN and size; pairs with a NaN P are dropped. "
+                      "'A wins' counts a tie as half. Two-sided Wilcoxon signed-rank test, p-values "
+                      "Holm-corrected over all method pairs.")
+    files = tables.write_table(paired, table_dir, "paired_comparison", f"Paired comparison of methods. {paired_caption}")
+    sections.append(html.TableSection("Paired comparison of methods", paired_caption, paired, files))
+
+    figs = figures.write_figures(df, summaries, report_dir / "figures")
+    grid_list = grids.write_grids(df, run_dir, report_dir / "grids", images)
+    index = html.write_index(run_dir, report_dir, df, sections, figs, grid_list)
+    log.info("report written to %s", index)
+    return index
