@@ -1,15 +1,60 @@
-"""`xcnn data` (not yet implemented)."""
+"""`xcnn data`: fetch a seeded COCO subset (`coco`) or build the offline demo set (`demo`)."""
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
 from xcnn.errors import XcnnError
 
+log = logging.getLogger(__name__)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="(not yet implemented)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("data", help="download a COCO subset or build the offline demo set")
+    kinds = p.add_subparsers(dest="data_command", required=True)
+
+    coco = kinds.add_parser(
+        "coco",
+        help="download COCO annotations and N seeded images per category",
+        description="Download the COCO annotation archive once, extract instances_SPLIT.json, choose "
+        "N images per category from the seed (as `xcnn run` would) and download only those. "
+        "Resumable; writes ROOT/xcnn-selection.json.",
+    )
+    coco.add_argument("--root", type=Path, required=True, help="folder for annotations/ and the images")
+    coco.add_argument("--split", default="train2017", help="COCO split, e.g. train2017 or val2017 (default: %(default)s)")
+    coco.add_argument("--categories", required=True, help='comma-separated COCO categories, e.g. "traffic light,zebra"')
+    coco.add_argument("--per-category", type=int, default=30, help="images per category (default: %(default)s)")
+    coco.add_argument("--seed", type=int, default=0, help="selection seed (default: %(default)s)")
+    coco.add_argument("--min-area", type=float, default=0.01,
+                      help="skip images whose object covers less than this fraction (default: %(default)s)")
+    coco.add_argument("--base-url", default=None,
+                      help="server root instead of http://images.cocodataset.org (or set $XCNN_COCO_BASE_URL)")
+    coco.set_defaults(func=_coco)
+
+    demo = kinds.add_parser("demo", help="build the small offline demo set")
+    demo.add_argument("dest", type=Path, help="folder to write the demo set into")
+    demo.set_defaults(func=_demo)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise XcnnError("'xcnn data' is not implemented yet")
+def _coco(args: argparse.Namespace) -> int:
+    from xcnn.data.download import download_coco
+
+    categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+    if not categories:
+        raise XcnnError('--categories is empty; give e.g. --categories "traffic light,zebra"')
+    out = download_coco(args.root, args.split, categories, args.per_category, args.seed, args.min_area, args.base_url)
+    log.info("done: %s", out)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from xcnn.data import demo
+    except ModuleNotFoundError as err:
+        if err.name != "xcnn.data.demo":
+            raise
+        raise XcnnError("the demo set builder (xcnn.data.demo) is not available in this installation") from None
+    ann_file, image_dir = demo.build(args.dest)
+    log.info("demo set: annotations %s, images %s", ann_file, image_dir)
+    return 0
