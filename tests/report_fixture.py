@@ -44,7 +44,7 @@ def make_run_dir(
             photo = np.zeros((H, W, 3), np.uint8)
             photo[..., 0] = np.linspace(0, 255, W, dtype=np.uint8)[None, :]
             photo[..., 1] = np.linspace(0, 255, H, dtype=np.uint8)[:, None]
-            photo[..., 2] = 60 * k
+            photo[..., 2] = (60 * k) % 256
             mask = np.zeros((H, W), np.uint8)
             x0, y0, x1, y1 = MASK_BOX
             mask[y0:y1, x0:x1] = 255

@@ -82,7 +82,7 @@ def _card(rec: pd.Series, run_dir: Path) -> tuple[str, bool]:
     target_line = f'<div class="meta">target: {_e(target)}</div>' if isinstance(target, str) and target else ""
     note = f'<div class="note">{_e(rec["note"])}</div>' if rec["note"] else ""
     attrs = {
-        "p": p if math.isfinite(p) else -1,
+        "p": repr(p) if math.isfinite(p) else "",
         "method": rec["method"], "cnn": rec["CNN"], "size": rec["size"], "class": rec["class"],
         "id": int(rec["id"]),
     }
@@ -187,10 +187,12 @@ _JS = """
   function apply(){
     var f={};document.querySelectorAll('select[data-filter]').forEach(function(s){f[s.dataset.filter]=s.value;});
     var key=document.getElementById('sort').value, list=cards(), shown=0;
+    // NaN P (data-p="") always goes last.
+    function pv(c,sign){return c.dataset.p===''?Infinity:sign*(+c.dataset.p);}
     list.sort(function(a,b){
-      if(key==='p-desc')return (+b.dataset.p)-(+a.dataset.p)||(+a.dataset.id)-(+b.dataset.id);
-      if(key==='p-asc')return (+a.dataset.p)-(+b.dataset.p)||(+a.dataset.id)-(+b.dataset.id);
-      return (+a.dataset.id)-(+b.dataset.id)||(+b.dataset.p)-(+a.dataset.p);});
+      if(key==='p-desc')return pv(a,-1)-pv(b,-1)||(+a.dataset.id)-(+b.dataset.id);
+      if(key==='p-asc')return pv(a,1)-pv(b,1)||(+a.dataset.id)-(+b.dataset.id);
+      return (+a.dataset.id)-(+b.dataset.id)||pv(a,-1)-pv(b,-1);});
     var box=document.getElementById('gallery');
     list.forEach(function(c){var ok=Object.keys(f).every(function(k){return !f[k]||c.dataset[k]===f[k];});
       c.style.display=ok?'':'none';shown+=ok;box.appendChild(c);});
@@ -205,7 +207,13 @@ _JS = """
       var d=document.body.dataset;
       d.imagesTotal=imgs.length;d.brokenImages=broken.length;
       d.brokenList=broken.slice(0,20).map(function(i){return i.getAttribute('src');}).join(' ');
-      d.tables=document.querySelectorAll('table').length;d.jsErrors=errors.join(' | ');d.checkDone='1';});
+      d.tables=document.querySelectorAll('table').length;
+      // Exercise sort and filter once so a test can compare them with the records.
+      var sort=document.getElementById('sort'),method=document.querySelector('select[data-filter=method]');
+      sort.value='p-asc';apply();d.firstP=cards()[0].dataset.p;
+      method.value='gradcam';apply();d.shownGradcam=document.getElementById('shown').textContent;
+      method.value='';sort.value='p-desc';apply();
+      d.jsErrors=errors.join(' | ');d.checkDone='1';});
   }
   document.addEventListener('DOMContentLoaded',function(){
     document.querySelectorAll('.controls select').forEach(function(s){s.addEventListener('change',apply);});
