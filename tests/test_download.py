@@ -103,7 +103,9 @@ def test_download_selects_like_select_and_skips_present_files(server: Server, tm
     kept = {p.name for p in (root / "val2017").iterdir()}
     assert kept == {f"{i:06d}.jpg" for i in set(chosen["zebra"]) | {2}}
     # besides the kept files, at most the corrupt (6) and wrong-size (7) ones were fetched
-    assert requested - {"/val2017/000006.jpg", "/val2017/000007.jpg"} == {f"/val2017/{n}" for n in kept}
+    bad = requested & {"/val2017/000006.jpg", "/val2017/000007.jpg"}
+    assert requested - bad == {f"/val2017/{n}" for n in kept}
+    assert json.loads(out.read_text())["skipped"].get(dl.UNUSABLE, 0) == len(bad)
     assert not list(root.rglob("*.part"))
     # second run: the archive and the kept images are not fetched again (the unusable ones,
     # not kept, are tried again when the walk reaches them)
@@ -111,6 +113,15 @@ def test_download_selects_like_select_and_skips_present_files(server: Server, tm
     again = dl.download_coco(root, "val2017", ["zebra", "traffic light"], 8, seed=0, url=server.url)
     assert json.loads(again.read_text())["images"] == chosen
     assert {p for p, _ in server.requests[before:]} <= {"/val2017/000006.jpg", "/val2017/000007.jpg"}
+
+
+def test_download_walks_all_candidates_when_asked_for_more(server: Server, tmp_path: Path) -> None:
+    out = dl.download_coco(tmp_path, "val2017", ["zebra"], 30, seed=1, url=server.url)
+    selection = json.loads(out.read_text())
+    # 27 zebra images: 4 too small (never fetched), 6 corrupt and 7 wrong size (fetched, not kept)
+    assert sorted(selection["images"]["zebra"]) == [1, 2, 3, 5, *range(100, 120)]
+    assert selection["skipped"] == {"object too small": 1, dl.UNUSABLE: 2}
+    assert not server.got("/val2017/000004.jpg")
 
 
 def test_dropped_connection_is_resumed(server: Server, tmp_path: Path) -> None:

@@ -55,6 +55,9 @@ def _demo(args: argparse.Namespace) -> int:
         if err.name != "xcnn.data.demo":
             raise
         raise XcnnError("the demo set builder (xcnn.data.demo) is not available in this installation") from None
-    ann_file, image_dir = demo.build(args.dest)
+    build = getattr(demo, "build", None)
+    if build is None:  # e.g. only the demo's data folder is present, not its builder
+        raise XcnnError("the demo set builder xcnn.data.demo.build is not available in this installation")
+    ann_file, image_dir = build(args.dest)
     log.info("demo set: annotations %s, images %s", ann_file, image_dir)
     return 0

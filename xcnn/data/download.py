@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from xcnn.data.coco import UNREADABLE, CocoDataset
+from xcnn.data.coco import CocoDataset
 from xcnn.data.images import load_image
 from xcnn.errors import XcnnError
 
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 OFFICIAL_BASE_URL = "http://images.cocodataset.org"
 BASE_URL_ENV = "XCNN_COCO_BASE_URL"
 SELECTION_FILE = "xcnn-selection.json"
+UNUSABLE = "download unusable (corrupt or wrong size)"  # skip reason in the selection
 ATTEMPTS = 4  # tries per file, each resuming where the previous one stopped
 RETRY_WAIT_S = 1.0  # doubled after every failed try
 MAX_BAD_IMAGES = 20  # unusable downloads per category before we suspect the server
@@ -223,7 +224,7 @@ def download_coco(
             fetched["unusable"] += 1
             if fetched["unusable"] > MAX_BAD_IMAGES * len(names):
                 raise XcnnError(f"{fetched['unusable']} downloaded images were unusable; is {server} a COCO image server?")
-            return UNREADABLE
+            return UNUSABLE
         fetched["already present" if present else "downloaded"] += 1
         bar.update(1)
         return None
