@@ -24,16 +24,7 @@ def write_report(run_dir: Path, images: list[int | tuple[int, str]] | None = Non
     table_dir = report_dir / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
 
-    summaries = {
-        "method": tables.summary_table(df),
-        "CNN": tables.summary_table(df, by="CNN"),
-        "size": tables.summary_table(df, by="size"),
-        "class": tables.summary_table(df, by="class"),
-        "CNN_size": tables.summary_table(df.assign(CNN_size=df["CNN"] + "\t" + df["size"]), by="CNN_size"),
-    }
-    split = summaries["CNN_size"]["CNN_size"].str.split("\t", expand=True)
-    summaries["CNN_size"] = summaries["CNN_size"].drop(columns="CNN_size").assign(CNN=split[0], size=split[1])
-
+    summaries = tables.summaries(df)
     mean_note = ("Mean, median, 95 % interval (percentile bootstrap of the mean, 2000 resamples, seed 0), "
                  "chance level (area share of the dilated mask) and lift (P / chance) are over records with a "
                  "finite P. " + tables.NAN_CAPTION)

@@ -208,6 +208,16 @@ def summary_table(
     return out.sort_values(sort_cols).drop(columns=[c for c in ("_m", "_g") if c in out]).reset_index(drop=True)
 
 
+def summaries(df: pd.DataFrame, seed: int = 0, n_resamples: int = 2000) -> dict[str, pd.DataFrame]:
+    """The summary tables the report uses: per method, per CNN, per size, per category, per CNN and size."""
+    out = {key: summary_table(df, by=None if key == "method" else key, seed=seed, n_resamples=n_resamples)
+           for key in ("method", "CNN", "size", "class")}
+    per_size = [summary_table(df[df["size"] == size], by="CNN", seed=seed, n_resamples=n_resamples).assign(size=size)
+                for size in order_sizes(set(df["size"]))]
+    out["CNN_size"] = pd.concat(per_size, ignore_index=True)
+    return out
+
+
 def table_for_display(table: pd.DataFrame) -> pd.DataFrame:
     """Words instead of internal names, for CSV/Markdown/HTML."""
     out = table.copy()
