@@ -1,0 +1,37 @@
+"""Every torchvision classification CNN (random weights, small input): five finite maps of the
+right shapes, and the model exactly as before."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.test_engine import _assert_same, _snapshot
+from xcnn import METHODS, Explainer, models
+
+NAMES = [n for n in models.available() if n != "efficientnet_lite0"]
+
+
+def test_list_covers_the_families() -> None:
+    families = {"alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s", "googlenet",
+                "inception_v3", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "regnet_x_400mf", "resnet18",
+                "resnext50_32x4d", "shufflenet_v2_x0_5", "squeezenet1_0", "vgg11", "wide_resnet50_2"}
+    assert families <= set(NAMES)
+    assert not any(n.startswith(("vit_", "swin_", "maxvit")) for n in NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_torchvision_cnn(name: str) -> None:
+    torch.manual_seed(0)
+    model = models.load(name, weights="random").model
+    before = _snapshot(model)
+    side = 80 if name == "inception_v3" else 64
+    with Explainer(model) as ex:
+        maps = ex.explain(torch.randn(2, 3, side, side + 8), [0, 999])
+    for m in METHODS:
+        expected = (2, 1 if m == "gradcam" else 3, side, side + 8)
+        assert maps.get(m).shape == expected, m
+        assert torch.isfinite(maps.get(m)).all(), m
+    assert maps.gradcam.min() >= 0 and maps.gradcam.max() <= 1
+    # Rectifiers and other activations are all accounted for: every model has one or the other.
+    assert maps.rectifiers + sum(maps.kept_activations.values()) > 0
+    _assert_same(before, _snapshot(model))
