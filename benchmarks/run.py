@@ -79,7 +79,7 @@ def engine_alone(config, samples, device: torch.device) -> float:  # type: ignor
     total = 0.0
     for spec in config.models:
         lm = runner._load(spec, device)
-        with Explainer(lm.model, target_layer=spec.gradcam_layer or lm.gradcam_layer) as ex:
+        with Explainer(lm.model, target_layer=runner._layer(spec, lm)) as ex:
             for size in config.sizes:
                 for batch in runner._batches(samples, size, config.batch_size):
                     units = [runner._prepare(s, size, config.growth) for s in batch]

@@ -66,8 +66,9 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, report: bo
         done = records.done | failures.done
         summary.units_done_before = len(done)
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
-        with tqdm(total=summary.units_total, initial=len(done), unit="unit", desc="xcnn run",
+        with logging_redirect_tqdm(), tqdm(total=summary.units_total, initial=len(done), unit="unit", desc="xcnn run",
                   dynamic_ncols=True) as bar:
             for spec in config.models:
                 todo = [(size, batch) for size in config.sizes for batch in _batches(samples, size, config.batch_size)
@@ -145,7 +146,7 @@ def _preflight(specs: Sequence[ModelSpec], device: torch.device) -> None:
     for i, spec in enumerate(specs):
         try:
             lm = _load(spec, "cpu")
-            Explainer(lm.model, target_layer=spec.gradcam_layer or lm.gradcam_layer)
+            Explainer(lm.model, target_layer=_layer(spec, lm))
         except XcnnError as err:
             raise XcnnError(f"models[{i}] ({spec.name}): {err}") from None
         del lm
@@ -159,6 +160,11 @@ def _load(spec: ModelSpec, device: str | torch.device) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return models.load(spec.name, weights=spec.weights, device=device)
+
+
+def _layer(spec: ModelSpec, lm: Any) -> str:
+    """The config's Grad-CAM layer, else the models layer's choice for that model."""
+    return spec.gradcam_layer if spec.gradcam_layer != "auto" else (lm.gradcam_layer or "auto")
 
 
 def _key(spec: ModelSpec, size: Size, sample: Any) -> UnitKey:
@@ -194,7 +200,7 @@ def _run_model(config: Config, spec: ModelSpec, todo: list[tuple[Size, list[Any]
 
     lm = _load(spec, device)
     log.info("%s on %s", spec.name, device)
-    with Explainer(lm.model, target_layer=spec.gradcam_layer or lm.gradcam_layer) as ex:
+    with Explainer(lm.model, target_layer=_layer(spec, lm)) as ex:
         for size, batch in todo:
             units: list[_Unit] = []
             for sample in batch:
