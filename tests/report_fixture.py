@@ -56,7 +56,7 @@ def make_run_dir(
             for c, cnn in enumerate(cnns):
                 for m, method in enumerate(methods):
                     if p_of is None:
-                        p = round(0.1 + 0.15 * m + 0.05 * c + 0.02 * k + rng.uniform(0, 0.05), 4)
+                        p = round(0.1 + 0.15 * m + 0.05 * (c % 3) + 0.02 * (k % 5) + rng.uniform(0, 0.05), 4)
                     else:
                         p = p_of(image_id, category, cnn, size, method)
                     map_png = f"pictures/{size}/{cnn}/{image_id}_{category.replace(' ', '_')}_{method}.png"

@@ -149,7 +149,7 @@ def test_paired_comparison_win_rate_and_exact_wilcoxon(tmp_path):
     row = out.iloc[0]
     assert (row["method A"], row["method B"], row["Pairs"]) == ("gradient", "gradcam", 6)
     assert row["A wins"] == 0.0
-    assert row["Mean difference (A − B)"] == pytest.approx(-0.035)
+    assert row["Mean ΔP (A − B)"] == pytest.approx(-0.035)
     assert row["Wilcoxon p"] == pytest.approx(2 / 64)
     assert row["Holm-adjusted p"] == pytest.approx(2 / 64)  # one test: unchanged
 
@@ -215,6 +215,12 @@ def test_missing_or_empty_run_dir_is_one_line_error(tmp_path):
         tables.load_records(tmp_path)
     (tmp_path / "records.jsonl").write_text("")
     with pytest.raises(XcnnError, match="holds no records"):
+        tables.load_records(tmp_path)
+
+
+def test_records_without_required_columns_are_refused(tmp_path):
+    (tmp_path / "records.jsonl").write_text(json.dumps({"id": 1, "class": "dog", "P": 0.5}) + "\n")
+    with pytest.raises(XcnnError, match="method"):
         tables.load_records(tmp_path)
 
 

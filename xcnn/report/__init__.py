@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ def write_report(run_dir: Path, images: list[int | tuple[int, str]] | None = Non
     report_dir = run_dir / "report"
     table_dir = report_dir / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
+    for generated in ("figures", "grids"):  # wholly ours: drop pictures of an earlier report (other --images)
+        shutil.rmtree(report_dir / generated, ignore_errors=True)
 
     summaries = tables.summaries(df)
     mean_note = ("Mean, median, 95 % interval (percentile bootstrap of the mean, 2000 resamples, seed 0), "
@@ -37,14 +40,15 @@ def write_report(run_dir: Path, images: list[int | tuple[int, str]] | None = Non
     ]:
         shown = tables.table_for_display(summaries[key])
         files = tables.write_table(shown, table_dir, name, f"{title}. {mean_note}")
-        sections.append(html.TableSection(title, mean_note, shown, files))
+        # The splits are long: folded on the page, so Table 7.1 and the tests come first.
+        sections.append(html.TableSection(title, mean_note, shown, files, folded=key != "method"))
 
     paired = tables.paired_for_display(stats.paired_comparison(df, tables.order_methods(set(df["method"]))))
     paired_caption = ("Pairs: the same image, category, CNN and size; pairs with a NaN P are dropped. "
                       "'A wins' counts a tie as half. Two-sided Wilcoxon signed-rank test, p-values "
                       "Holm-corrected over all method pairs.")
     files = tables.write_table(paired, table_dir, "paired_comparison", f"Paired comparison of methods. {paired_caption}")
-    sections.append(html.TableSection("Paired comparison of methods", paired_caption, paired, files))
+    sections.insert(1, html.TableSection("Paired comparison of methods", paired_caption, paired, files))
 
     figs = figures.write_figures(df, summaries, report_dir / "figures")
     grid_list = grids.write_grids(df, run_dir, report_dir / "grids", images)

@@ -122,10 +122,12 @@ def _bars(summary: pd.DataFrame, group: str | None, title: str, xlabel: str, wid
                   loc="upper left", fontsize=13)
     else:
         name = {"size": size_label, "CNN": cnn_label}.get(group, str)
-        labels = [name(g) for g in groups]
-        crowded = max(map(len, labels)) > 14 or (len(labels) > 4 and max(map(len, labels)) > 9)
-        ax.set_xticks(range(len(groups)), labels, rotation=20 if crowded else 0, ha="right" if crowded else "center",
-                      rotation_mode="anchor")
+        labels = [_wrap(name(g)) for g in groups]
+        if len(groups) > 8:  # too many for level labels, even wrapped
+            ax.set_xticks(range(len(groups)), [g.replace("\n", " ") for g in labels], rotation=30, ha="right",
+                          rotation_mode="anchor")
+        else:
+            ax.set_xticks(range(len(groups)), labels)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         handles = [Patch(color=method_color(m), label=method_label(m)) for m in methods]
         handles.append(Line2D([], [], color="black", linestyle=(0, (3, 2)), linewidth=2, label="Chance level"))

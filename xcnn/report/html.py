@@ -24,6 +24,7 @@ class TableSection:
     caption: str
     table: pd.DataFrame  # already in words (table_for_display / paired_for_display)
     files: dict[str, Path]
+    folded: bool = False  # shown inside a closed <details>
 
 
 def _e(value: object) -> str:
@@ -43,14 +44,22 @@ def _table_html(section: TableSection, base: Path) -> str:
     t = section.table
     numeric = [pd.api.types.is_numeric_dtype(t[c]) for c in t.columns]
     head = "".join(f'<th class="{"num" if n else ""}">{_e(c)}</th>' for c, n in zip(t.columns, numeric))
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"num" if n else ""}">{_e(v)}</td>' for v, n in zip(row, numeric)) + "</tr>"
-        for row in format_cells(t)
-    )
+    # Splits (first column CNN/Size/Category) name their group once, on its first row.
+    grouped = t.columns[0] not in ("Method", "Method A")
+    rows, previous = [], None
+    for row in format_cells(t):
+        first = grouped and row[0] != previous
+        cells = ["" if grouped and i == 0 and not first else v for i, v in enumerate(row)]
+        previous = row[0]
+        rows.append(f'<tr class="{"first" if first else ""}">'
+                    + "".join(f'<td class="{"num" if n else ""}">{_e(v)}</td>' for v, n in zip(cells, numeric))
+                    + "</tr>")
     links = " · ".join(f'<a href="{_href(p, base)}">{kind.upper()}</a>' for kind, p in section.files.items())
-    return (f'<section class="table"><h3>{_e(section.title)}</h3><div class="scroll"><table>'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-            f'<p class="caption">{_e(section.caption)} <span class="links">{links}</span></p></section>')
+    table = (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+             f'<p class="caption">{_e(section.caption)} <span class="links">{links}</span></p>')
+    if section.folded:
+        return f'<details class="table"><summary>{_e(section.title)}</summary>{table}</details>'
+    return f'<section class="table"><h3>{_e(section.title)}</h3>{table}</section>'
 
 
 def _figure_html(fig: Figure, base: Path) -> str:
@@ -89,7 +98,7 @@ def _card(rec: pd.Series, run_dir: Path) -> tuple[str, bool]:
     data = " ".join(f'data-{k}="{_e(v)}"' for k, v in attrs.items())
     return (
         f'<figure class="card" {data} style="border-top-color:{method_color(rec["method"])}">{picture}'
-        f'<figcaption><div class="pval">P = {p_text}{_e(lift_text)}</div>'
+        f'<figcaption><div class="pval">P = {p_text}<span class="lift">{_e(lift_text)}</span></div>'
         f'<div class="meta"><b>{_e(method_label(rec["method"]))}</b> · {_e(cnn_label(rec["CNN"]))} · '
         f'{_e(size_label(rec["size"]))}</div>'
         f'<div class="meta">image {_e(rec["id"])} · {_e(rec["class"])}</div>{target_line}{note}</figcaption></figure>',
@@ -158,9 +167,10 @@ nav a{margin-right:16px}.summary{color:var(--muted);margin:2px 0 8px}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:15px}
 th,td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap}
 th{background:var(--bg);position:sticky;top:0}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-tbody tr:hover{background:#f3f6fb}.caption{color:var(--muted);font-size:14px;margin:6px 0}
+tbody tr:hover{background:#f3f6fb}tr.first td{border-top:2px solid #bbb}
+details.table{margin:10px 0}details.table summary{font-size:19px;font-weight:600;cursor:pointer;padding:4px 0}.caption{color:var(--muted);font-size:14px;margin:6px 0}
 .links a{margin:0 2px}
-.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(620px,1fr));gap:18px}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:18px}
 figure{margin:0}figure.plot img,figure.grid img{max-width:100%;height:auto;border:1px solid var(--line)}
 figcaption{font-size:14px;color:var(--muted)}
 .grids{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
@@ -169,7 +179,7 @@ figcaption{font-size:14px;color:var(--muted)}
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:12px;margin-top:12px}
 .card{border:1px solid var(--line);border-top:5px solid;border-radius:4px;padding:6px;background:#fff}
 .card img{width:100%;height:auto;aspect-ratio:auto;display:block;background:var(--bg)}
-.card .pval{font-weight:600;font-size:16px;color:var(--fg)}.card .meta{font-size:13px}
+.card .pval{font-weight:600;font-size:16px;color:var(--fg)}.card .lift{font-weight:400;font-size:13px;color:var(--muted)}.card .meta{font-size:13px}
 .card .note{font-size:12px;color:#a33}.missing{padding:40px 0;text-align:center;color:#999;background:var(--bg)}
 """
 

@@ -78,11 +78,11 @@ def paired_comparison(df: pd.DataFrame, methods: list[str], alpha: float = 0.05)
             "method B": b,
             "Pairs": n,
             "A wins": (np.sum(d > 0) + 0.5 * np.sum(d == 0)) / n if n else math.nan,
-            "Mean difference (A − B)": float(d.mean()) if n else math.nan,
+            "Mean ΔP (A − B)": float(d.mean()) if n else math.nan,
             "Wilcoxon p": wilcoxon_p(d),
         })
-    out = pd.DataFrame(rows, columns=["method A", "method B", "Pairs", "A wins", "Mean difference (A − B)",
+    out = pd.DataFrame(rows, columns=["method A", "method B", "Pairs", "A wins", "Mean ΔP (A − B)",
                                       "Wilcoxon p"])
     out["Holm-adjusted p"] = holm(out["Wilcoxon p"].to_numpy()) if len(out) else []
-    out[f"Significant at {alpha:g}"] = ["yes" if q < alpha else "no" for q in out["Holm-adjusted p"]]
+    out[f"Holm p < {alpha:g}"] = ["yes" if q < alpha else "no" for q in out["Holm-adjusted p"]]
     return out

@@ -235,6 +235,8 @@ def _fmt(value: object, column: str) -> str:
             return "–"
         if column == "Sum of P":
             return f"{value:.2f}"
+        if column.endswith("(%)"):
+            return f"{value:.1f}"
         if "p" in column.split() and value < 0.001:  # p-values: keep tiny ones readable
             return f"{value:.1e}"
         return f"{value:.3f}"
@@ -268,4 +270,5 @@ def paired_for_display(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     out["method A"] = out["method A"].map(method_label)
     out["method B"] = out["method B"].map(method_label)
-    return out.rename(columns={"method A": "Method A", "method B": "Method B", "A wins": "A wins (share of pairs)"})
+    out["A wins"] = 100.0 * out["A wins"]
+    return out.rename(columns={"method A": "Method A", "method B": "Method B", "A wins": "A wins (%)"})
