@@ -175,6 +175,26 @@ def test_loader_ignores_torn_last_line(tmp_path):
     assert len(tables.load_records(tmp_path)) == len(records)
 
 
+def test_loader_drops_an_incomplete_last_unit(tmp_path):
+    _known(tmp_path)  # units of 2 records (gradient, gradcam)
+    path = tmp_path / "records.jsonl"
+    extra = json.loads(path.read_text().splitlines()[0])
+    extra.update(id=7, P=0.9)  # the first record of a unit whose second one never reached the disk
+    with open(path, "a") as f:
+        f.write(json.dumps(extra) + "\n" + '{"id": 7, "cla')
+    df = tables.load_records(tmp_path)
+    assert len(df) == 8 and 7 not in set(df["id"])
+
+
+def test_loader_reads_null_p_as_nan(tmp_path):
+    _known(tmp_path)
+    path = tmp_path / "records.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines[0]["P"] = None  # the store writes NaN as null
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert tables.load_records(tmp_path)["P"].isna().sum() == 1
+
+
 def test_loader_rejects_corrupt_middle_line(tmp_path):
     _known(tmp_path)
     path = tmp_path / "records.jsonl"

@@ -82,7 +82,12 @@ def order_sizes(sizes: list[str] | set[str]) -> list[str]:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    # The store ends every line with a newline, so text after the last one is a write cut short.
+    if lines[-1].strip():
+        log.warning("%s: ignoring a torn last line (an interrupted write)", path)
+    lines = lines[:-1]
     rows: list[dict] = []
     for i, line in enumerate(lines, start=1):
         if not line.strip():
@@ -90,14 +95,34 @@ def _read_jsonl(path: Path) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            # The store appends and fsyncs line by line, so only the last line can be torn by a crash.
             if i == len(lines):
-                log.info("ignoring a torn last line in %s", path)
+                log.warning("%s: ignoring a torn last line (an interrupted write)", path)
                 break
-            raise XcnnError(f"{path} line {i} is not valid JSON; repair or delete that line and rerun")
+            raise XcnnError(f"{path} line {i} is not valid JSON; repair or delete that line and rerun") from None
         if not isinstance(row, dict):
             raise XcnnError(f"{path} line {i} is not a JSON object; repair or delete that line and rerun")
         rows.append(row)
+    return _drop_incomplete_last_unit(rows, path)
+
+
+def _drop_incomplete_last_unit(rows: list[dict], path: Path) -> list[dict]:
+    """The store writes a unit (one image, category, CNN, size: one record per method) in one go;
+    a crash can leave the last unit short. Like the store, count such a unit as not done."""
+    def unit(row: dict) -> tuple:
+        return tuple(str(row.get(k)) for k in ("id", "class", "CNN", "size"))
+
+    if not rows:
+        return rows
+    runs: dict[tuple, int] = {}
+    for row in rows:
+        runs[unit(row)] = runs.get(unit(row), 0) + 1
+    last = unit(rows[-1])
+    tail = 0
+    while tail < len(rows) and unit(rows[-1 - tail]) == last:
+        tail += 1
+    if tail < max(runs.values()) and tail == runs[last]:
+        log.warning("%s: ignoring %d record(s) of an incomplete last unit %s", path, tail, last)
+        return rows[:-tail]
     return rows
 
 
