@@ -157,7 +157,7 @@ def _distribution(df: pd.DataFrame) -> plt.Figure:
             ax.hlines(chance[m], i - 0.42, i + 0.42, colors="black", linestyles=(0, (3, 2)), linewidth=2, zorder=4)
     ax.set_xticks(range(len(labels)), [_wrap(label) for label in labels])
     ax.set_xlim(-0.6, len(labels) - 0.4)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(-0.02, 1.02)  # violins end at the data; P = 0 or 1 must not be cut by the frame
     ax.set_ylabel(P_LABEL)
     ax.set_xlabel("")
     ax.set_title("Distribution of P per method")
@@ -180,7 +180,7 @@ def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Pa
             part = by_cnn_size[by_cnn_size["size"] == size]
             name = f"mean_p_by_cnn_{_slug(size)}"
             fig = _bars(part, "CNN", f"Mean P per CNN — {size_label(size)}", "CNN",
-                        max(10, 2.2 * part["CNN"].nunique() + 3))
+                        min(20, max(10, 2.2 * part["CNN"].nunique() + 3)))
             figures.append(Figure(name, f"Mean P per CNN — {size_label(size)}",
                                   f"Mean P per method for each CNN, input {size_label(size).lower()} "
                                   "(thesis Fig. 7.7 / 7.9).", _save(fig, out_dir, name)))
@@ -190,7 +190,7 @@ def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Pa
                                   "Mean P per method for each input size, all CNNs together.",
                                   _save(fig, out_dir, "mean_p_by_size")))
         part = tables["class"]
-        fig = _bars(part, "class", "Mean P per category", "Category", max(11, 1.8 * part["class"].nunique() + 3))
+        fig = _bars(part, "class", "Mean P per category", "Category", min(20, max(11, 1.5 * part["class"].nunique() + 3)))
         figures.append(Figure("mean_p_by_category", "Mean P per category",
                               "Mean P per method for each COCO category, all CNNs and sizes together.",
                               _save(fig, out_dir, "mean_p_by_category")))

@@ -148,6 +148,9 @@ def _grid(run_dir: Path, rows: pd.DataFrame, image_id: int, category: str, size:
         axes[0, 0].set_xlabel("yellow line: dilated mask", fontsize=11)
     if mask is not None and len(methods) > 1:
         axes[1, 0].imshow(mask, cmap="gray", vmin=0, vmax=1)
+        for spine in axes[1, 0].spines.values():  # the mask's white must not melt into the page
+            spine.set_visible(True)
+            spine.set_edgecolor("#888888")
         axes[1, 0].set_xlabel("Dilated mask", fontsize=11)
     fig.suptitle(f"Image {image_id} — {category} — {size_label(size)}", fontsize=17, fontweight="bold")
     fig.tight_layout()

@@ -64,7 +64,8 @@ def _table_html(section: TableSection, base: Path) -> str:
 
 def _figure_html(fig: Figure, base: Path) -> str:
     links = " · ".join(f'<a href="{_href(p, base)}">{p.suffix[1:].upper()}</a>' for p in fig.files)
-    return (f'<figure class="plot"><img src="{_href(fig.file("png"), base)}" alt="{_e(fig.title)}">'
+    wide = " wide" if fig.name == "mean_p_by_category" else ""  # many clusters: give it the full width
+    return (f'<figure class="plot{wide}"><img src="{_href(fig.file("png"), base)}" alt="{_e(fig.title)}">'
             f"<figcaption>{_e(fig.caption)} <span class=\"links\">{links}</span></figcaption></figure>")
 
 
@@ -171,7 +172,7 @@ tbody tr:hover{background:#f3f6fb}tr.first td{border-top:2px solid #bbb}
 details.table{margin:10px 0}details.table summary{font-size:19px;font-weight:600;cursor:pointer;padding:4px 0}.caption{color:var(--muted);font-size:14px;margin:6px 0}
 .links a{margin:0 2px}
 .plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:18px}
-figure{margin:0}figure.plot img,figure.grid img{max-width:100%;height:auto;border:1px solid var(--line)}
+figure{margin:0}figure.wide{grid-column:1/-1}figure.plot img,figure.grid img{max-width:100%;height:auto;border:1px solid var(--line)}
 figcaption{font-size:14px;color:var(--muted)}
 .grids{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
 .controls{position:sticky;top:0;background:#fff;padding:8px 0;z-index:2;border-bottom:1px solid var(--line)}
