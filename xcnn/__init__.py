@@ -1,6 +1,18 @@
 """xcnn: gradient saliency maps for CNN classifiers, scored against object masks."""
-from xcnn.engine import METHODS, Explainer, Maps
+from __future__ import annotations
+
+from typing import Any
+
 from xcnn.errors import XcnnError
 
 __all__ = ["METHODS", "Explainer", "Maps", "XcnnError"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The engine imports torch; layers that never touch it (metrics, report) stay light.
+    if name in ("METHODS", "Explainer", "Maps"):
+        from xcnn import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'xcnn' has no attribute {name!r}")
