@@ -61,9 +61,9 @@ def main() -> None:
         run_s = time.perf_counter() - t0
         runner._explain = real_explain
         samples, _ = runner._select(config, out)
+        engine_s = engine_alone(config, samples, device)
 
     records = summary.records
-    engine_s = engine_alone(config, samples, device)
     print(f"config: {args.config}  device: {device}  units: {summary.units_total}  records: {records}")
     print(f"xcnn run (whole command, incl. model loading and data selection): {run_s:7.2f} s  "
           f"{records / run_s:7.2f} records/s")
