@@ -39,10 +39,14 @@ class Grid:
 
 
 def choose_images(df: pd.DataFrame, images: list[ImageChoice] | None) -> list[tuple[int, str]]:
-    """(id, category) pairs: the first few by id, or those asked for (an id alone means all its categories)."""
+    """(id, category) pairs: the first image of the first few categories, or those asked for (an id alone means all its categories)."""
     pairs = sorted(set(zip(df["id"].astype(int), df["class"])))
     if images is None:
-        return pairs[:DEFAULT_COUNT]
+        # One image per category shows more of a run than several of the same object.
+        firsts: dict[str, tuple[int, str]] = {}
+        for p in pairs:
+            firsts.setdefault(p[1], p)
+        return sorted(firsts.values())[:DEFAULT_COUNT]
     chosen: list[tuple[int, str]] = []
     for item in images:
         if isinstance(item, tuple):
