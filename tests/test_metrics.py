@@ -81,3 +81,20 @@ def test_pointing_game_sums_energy_over_channels() -> None:
 def test_shape_mismatch_is_a_clear_error() -> None:
     with pytest.raises(XcnnError, match="B×C×H×W"):
         metrics.concentration(np.zeros((1, 3, 4, 4)), np.zeros((1, 4, 5), dtype=bool))
+
+
+def test_scores_in_one_pass_agree_with_the_single_metrics() -> None:
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(4, 3, 5, 7))
+    maps[2] = 0.0
+    masks = rng.random((4, 5, 7)) < 0.3
+    s = metrics.scores(maps, masks)
+    e, total = metrics.energy(maps, masks)
+    np.testing.assert_array_equal(s["E"], e)
+    np.testing.assert_array_equal(s["E_celk"], total)
+    np.testing.assert_array_equal(s["P"], metrics.concentration(maps, masks))
+    np.testing.assert_array_equal(s["rma"], metrics.relevance_mass_accuracy(maps, masks))
+    np.testing.assert_array_equal(s["chance"], metrics.chance_level(masks))
+    hits = metrics.pointing_game(maps, masks).astype(float)
+    hits[2] = np.nan  # undefined for the all-zero map
+    np.testing.assert_array_equal(s["pointing_hit"], hits)

@@ -1,8 +1,8 @@
 """Localisation metrics of saliency maps against object masks (SPEC §2, §4).
 
 Every function is pure and batched: ``maps`` is B×C×H×W (C = 3 for gradient maps, 1 for
-Grad-CAM), ``masks`` is B×H×W (bool or 0/1), both NumPy arrays or torch tensors. Sums are
-taken in float64 so that P does not depend on the map's dtype. Results are float64 / bool
+Grad-CAM), ``masks`` is B×H×W (bool or 0/1), both NumPy arrays or torch tensors. Squares are
+taken in the map's dtype (float32 or float64), every sum in float64. Results are float64 / bool
 NumPy arrays of length B.
 """
 from __future__ import annotations
@@ -23,7 +23,9 @@ def _as_numpy(x: ArrayLike) -> np.ndarray:
 
 
 def _check(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    m = _as_numpy(maps).astype(np.float64, copy=False)
+    m = _as_numpy(maps)
+    if m.dtype not in (np.float32, np.float64):
+        m = m.astype(np.float64)
     k = _as_numpy(masks).astype(bool, copy=False)
     if m.ndim != 4 or k.ndim != 3 or m.shape[0] != k.shape[0] or m.shape[2:] != k.shape[1:]:
         raise XcnnError(
@@ -36,7 +38,7 @@ def _check(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 def energy(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(E, E_celk): squared map summed inside the mask, and over the whole map."""
     m, k = _check(maps, masks)
-    per_pixel = np.square(m).sum(axis=1)  # B×H×W, energy summed over channels
+    per_pixel = np.square(m).sum(axis=1, dtype=np.float64)  # B×H×W, energy summed over channels
     total = per_pixel.sum(axis=(1, 2))
     inside = np.where(k, per_pixel, 0.0).sum(axis=(1, 2))
     return inside, total
@@ -64,7 +66,7 @@ def pointing_game(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
     undefined (see ``concentration``'s NaN).
     """
     m, k = _check(maps, masks)
-    per_pixel = np.square(m).sum(axis=1).reshape(m.shape[0], -1)
+    per_pixel = np.square(m).sum(axis=1, dtype=np.float64).reshape(m.shape[0], -1)
     best = per_pixel.argmax(axis=1)
     return k.reshape(k.shape[0], -1)[np.arange(k.shape[0]), best]
 
@@ -72,10 +74,33 @@ def pointing_game(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
 def relevance_mass_accuracy(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
     """RMA = Σ|I|·M / Σ|I| (unsquared, summed over channels); NaN for an all-zero map."""
     m, k = _check(maps, masks)
-    per_pixel = np.abs(m).sum(axis=1)
+    per_pixel = np.abs(m).sum(axis=1, dtype=np.float64)
     total = per_pixel.sum(axis=(1, 2))
     inside = np.where(k, per_pixel, 0.0).sum(axis=(1, 2))
     return _ratio(inside, total)
+
+
+def scores(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
+    """Every metric above in one pass over the maps (what the experiment runner uses):
+    ``E, E_celk, P, chance, pointing_hit, rma``, each of length B. ``pointing_hit`` is
+    float here: 1.0 / 0.0, and NaN for an all-zero map."""
+    m, k = _check(maps, masks)
+    energy_px = np.square(m).sum(axis=1, dtype=np.float64)
+    abs_px = np.abs(m).sum(axis=1, dtype=np.float64)
+    flat_k = k.reshape(k.shape[0], -1)
+    total = energy_px.sum(axis=(1, 2))
+    inside = np.where(k, energy_px, 0.0).sum(axis=(1, 2))
+    best = energy_px.reshape(m.shape[0], -1).argmax(axis=1)
+    hit = flat_k[np.arange(k.shape[0]), best].astype(np.float64)
+    hit[~(total > 0)] = np.nan
+    return {
+        "E": inside,
+        "E_celk": total,
+        "P": _ratio(inside, total),
+        "chance": flat_k.mean(axis=1, dtype=np.float64),
+        "pointing_hit": hit,
+        "rma": _ratio(np.where(k, abs_px, 0.0).sum(axis=(1, 2)), abs_px.sum(axis=(1, 2))),
+    }
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
