@@ -336,7 +336,8 @@ def _records(spec: ModelSpec, size: Size, unit: _Unit, maps: dict[str, np.ndarra
     stem = f"{s.image_id}_{_slug(s.category)}"
     image_png = f"pictures/{size.label}/{s.image_id}.png"
     mask_png = f"pictures/{size.label}/{stem}_mask.png"
-    _save_png(run_dir / image_png, unit.photo, once=True)
+    small = _shrink_photo(unit.photo)
+    _save_png(run_dir / image_png, small, once=True)
     _save_png(run_dir / mask_png, unit.mask.astype(np.uint8) * 255, once=True)
     if save_maps:
         _save_maps(run_dir / f"maps/{spec.name}/{size.label}/{stem}.npz", maps, unit.mask)
@@ -351,7 +352,7 @@ def _records(spec: ModelSpec, size: Size, unit: _Unit, maps: dict[str, np.ndarra
         if sc["chance"] == 0:
             notes.append("mask vanishes at this size")
         map_png = f"pictures/{size.label}/{spec.name}/{stem}_{method}.png"
-        _save_png(run_dir / map_png, render.picture(method, maps[method], unit.photo))
+        _save_png(run_dir / map_png, render.picture(method, _shrink_map(method, maps[method], small.shape[:2]), small))
         recs.append({
             "id": int(s.image_id),
             "file": Path(s.file).name,
@@ -405,6 +406,28 @@ def _slug(text: str) -> str:
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:300]}"
+
+
+def _shrink_photo(photo: np.ndarray) -> np.ndarray:
+    """The photo at picture size (at most PICTURE_SIDE on its long side)."""
+    h, w = photo.shape[:2]
+    if max(h, w) <= PICTURE_SIDE:
+        return photo
+    scale = PICTURE_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS))
+
+
+def _shrink_map(method: str, m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A map brought to picture size *before* rendering (rendering full-size maps only to
+    shrink the pictures cost more than the metrics). Grey pictures show the channel-summed
+    magnitude, so that is what gets area-averaged; Grad-CAM is resized bilinearly."""
+    if m.shape[1:] == hw:
+        return m
+    plane = m[0] if method == "gradcam" else np.abs(m).sum(axis=0)
+    resample = Image.Resampling.BILINEAR if method == "gradcam" else Image.Resampling.BOX
+    small = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F").resize((hw[1], hw[0]), resample)
+    return np.asarray(small)[None]
 
 
 def _save_png(path: Path, rgb: np.ndarray, once: bool = False) -> None:
