@@ -249,8 +249,12 @@ def _store_batch(spec: ModelSpec, size: Size, results: list[Any], names: Sequenc
         key = _key(spec, size, unit.sample)
         if key in done:  # done before an interruption; the batch ran only to keep numbers identical
             continue
-        recs = _records(spec, size, unit, maps, pred, names, run_dir, save_maps, methods)
-        records.append(recs)  # pictures and maps are on disk before the unit counts as done
+        try:
+            recs = _records(spec, size, unit, maps, pred, names, run_dir, save_maps, methods)
+            records.append(recs)  # pictures and maps are on disk before the unit counts as done
+        except OSError as err:
+            raise XcnnError(f"cannot write into {run_dir} ({err}); free disk space or fix permissions, "
+                            "then rerun the same command to resume") from None
         done.add(key)
         summary.records += len(recs)
         bar.update(1)
