@@ -288,3 +288,17 @@ def test_demo_and_thesis_configs_are_valid() -> None:
 def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(XcnnError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.slow
+def test_demo_command_ends_with_exp_json_and_the_report(tmp_path: Path) -> None:
+    """The README's main command, offline, with the real ImageNet weights of the demo models."""
+    out = tmp_path / "demo"
+    assert main(["run", str(ROOT / "configs" / "demo.toml"), "--out", str(out)]) == 0
+    exp = json.loads((out / "exp.json").read_text())
+    records = exp["original"] + exp["resized"]
+    assert len(exp["original"]) == len(exp["resized"]) and len(records) % 5 == 0 and records
+    assert {r["CNN"] for r in records} == {"mobilenet_v2", "efficientnet_lite0"}
+    finite = [r["P"] for r in records if r["P"] is not None]
+    assert finite and all(0.0 <= p <= 1.0 for p in finite)
+    assert (out / "report" / "index.html").is_file()

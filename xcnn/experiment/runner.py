@@ -430,7 +430,7 @@ def _shrink_map(method: str, m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         return m
     plane = m[0] if method == "gradcam" else np.abs(m).sum(axis=0)
     resample = Image.Resampling.BILINEAR if method == "gradcam" else Image.Resampling.BOX
-    small = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F").resize((hw[1], hw[0]), resample)
+    small = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize((hw[1], hw[0]), resample)
     return np.asarray(small)[None]
 
 
