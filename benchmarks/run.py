@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("config", nargs="?", type=Path, default=ROOT / "configs" / "demo.toml")
     parser.add_argument("--device", default=None, help="override run.device")
     parser.add_argument("--save-maps", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -43,7 +45,6 @@ def main() -> None:
     device = runner._device(config.device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "run"
         engine_in_run = [0.0]
         real_explain = runner._explain
 
@@ -55,16 +56,27 @@ def main() -> None:
             engine_in_run[0] += time.perf_counter() - t
             return result
 
-        runner._explain = timed
-        t0 = time.perf_counter()
-        summary = run(config, out, save_maps=args.save_maps, report=False)
-        run_s = time.perf_counter() - t0
-        runner._explain = real_explain
-        samples, _ = runner._select(config, out)
-        engine_s = engine_alone(config, samples, device)
+        # Warm-up: the first pass over new input shapes pays one-off costs (oneDNN primitive
+        # creation per shape, allocator growth) that would otherwise land on whichever of the
+        # two measured passes comes first.
+        samples, _ = runner._select(config, Path(tmp) / "warm")
+        engine_alone(config, samples, device)
+        run_times, in_run, engine_times = [], [], []
+        for r in range(args.rounds):  # the two take turns, so drift in the machine hits both
+            engine_in_run[0] = 0.0
+            runner._explain = timed
+            t0 = time.perf_counter()
+            summary = run(config, Path(tmp) / f"run{r}", save_maps=args.save_maps, report=False)
+            run_times.append(time.perf_counter() - t0)
+            runner._explain = real_explain
+            in_run.append(engine_in_run[0])
+            engine_times.append(engine_alone(config, samples, device))
+        run_s, engine_s = statistics.median(run_times), statistics.median(engine_times)
+        engine_in_run[0] = statistics.median(in_run)
 
     records = summary.records
-    print(f"config: {args.config}  device: {device}  units: {summary.units_total}  records: {records}")
+    print(f"config: {args.config}  device: {device}  units: {summary.units_total}  records: {records}  "
+          f"(median of {args.rounds} alternating rounds)")
     print(f"xcnn run (whole command, incl. model loading and data selection): {run_s:7.2f} s  "
           f"{records / run_s:7.2f} records/s")
     print(f"  of which the engine call (explain + maps to CPU):              {engine_in_run[0]:7.2f} s")

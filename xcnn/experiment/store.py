@@ -159,12 +159,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a whole file so that readers see the old file or the new, never half of one."""
+def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """Write a whole file so that readers see the old file or the new, never half of one.
+    ``durable`` also survives a power cut (fsync), not only a killed process."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
