@@ -63,7 +63,7 @@ def test_select_skips_and_counts_by_reason(ds: CocoDataset, caplog: pytest.LogCa
     assert ids == {1, 2, 3} | set(range(100, 120))
     assert skipped == {"object too small": 1, "file missing": 1, "file unreadable": 1,
                        "file size differs from annotation": 1}
-    assert "only 23 usable images of 100" in caplog.text
+    assert "fewer usable images than the 100 asked per category: zebra 23" in caplog.text
     assert all(isinstance(s, Sample) and s.category == "zebra" and s.file.is_absolute() for s in samples)
     s1 = next(s for s in samples if s.image_id == 1)
     assert s1.file.name == "000001.jpg" and s1.mask.sum() == 300

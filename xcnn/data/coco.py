@@ -119,6 +119,7 @@ class CocoDataset:
             raise XcnnError(f"min_area is a fraction of the image in [0, 1), got {min_area}")
         samples: list[Sample] = []
         skipped: Counter[str] = Counter()
+        short: list[str] = []
         for name in names:
             chosen = 0
             for image_id in self.candidates(name, seed):
@@ -131,7 +132,9 @@ class CocoDataset:
                 samples.append(sample)
                 chosen += 1
             if chosen < per_category:
-                log.warning("category %r: only %d usable images of %d asked", name, chosen, per_category)
+                short.append(f"{name} {chosen}")
+        if short:
+            log.warning("fewer usable images than the %d asked per category: %s", per_category, ", ".join(short))
         return samples, dict(skipped)
 
     def _check(
