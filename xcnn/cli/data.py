@@ -43,6 +43,10 @@ def _coco(args: argparse.Namespace) -> int:
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if not categories:
         raise XcnnError('--categories is empty; give e.g. --categories "traffic light,zebra"')
+    from xcnn.data import imagenet_classes
+
+    for c in categories:  # refuse a category the experiment cannot use before downloading anything
+        imagenet_classes(c)
     out = download_coco(args.root, args.split, categories, args.per_category, args.seed, args.min_area, args.base_url)
     log.info("done: %s", out)
     return 0

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from xcnn.render import picture
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.photo.is_file():
+        raise XcnnError(f"photo {args.photo} not found; give the path of an image file")
     photo = resize_photo(load_image(args.photo), args.size)
     lm = models.load(args.model, weights=args.weights, device=args.device)
     target = parse_target(args.target, lm.categories)

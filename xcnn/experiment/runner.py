@@ -54,9 +54,9 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, report: bo
     start = time.perf_counter()
     run_dir = Path(run_dir)
     _check_run_dir(config, run_dir)
-    samples, skipped = _select(config, run_dir)
     device = _device(config.device)
-    _preflight(config.models, device)
+    _preflight(config.models, device)  # before the data: a missing model fails in seconds
+    samples, skipped = _select(config, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_config(config, run_dir)
 
