@@ -54,6 +54,7 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, report: bo
     start = time.perf_counter()
     run_dir = Path(run_dir)
     _check_run_dir(config, run_dir)
+    _check_data_paths(config)
     device = _device(config.device)
     _preflight(config.models, device)  # before the data: a missing model fails in seconds
     samples, skipped = _select(config, run_dir)
@@ -120,8 +121,6 @@ def _select(config: Config, run_dir: Path) -> tuple[list[Any], dict[str, int]]:
         ann_file, image_dir = demo.build(Path(config.demo_dir) if config.demo_dir else run_dir / "demo-data")
     else:
         ann_file, image_dir = Path(str(config.ann_file)), Path(str(config.image_dir))
-        if not image_dir.is_dir():
-            raise XcnnError(f"data.image_dir: {image_dir} is not a folder; fix the path in {config.source}")
     dataset = CocoDataset(ann_file, image_dir)
     samples, skipped = dataset.select(list(config.categories), config.images_per_category, config.seed, config.min_area)
     if not samples:
@@ -132,6 +131,17 @@ def _select(config: Config, run_dir: Path) -> tuple[list[Any], dict[str, int]]:
     log.info("%d images selected (%s per category); skipped: %s", len(samples), config.images_per_category,
              dict(skipped) or "none")
     return samples, skipped
+
+
+def _check_data_paths(config: Config) -> None:
+    """Cheap checks first: a missing dataset should not wait for every model to load."""
+    if config.demo:
+        return
+    hint = "fix the path in the config, or fetch the data with 'xcnn data coco'"
+    if not Path(str(config.ann_file)).is_file():
+        raise XcnnError(f"data.ann_file: {config.ann_file} not found; {hint} ({config.source})")
+    if not Path(str(config.image_dir)).is_dir():
+        raise XcnnError(f"data.image_dir: {config.image_dir} is not a folder; {hint} ({config.source})")
 
 
 def _device(name: str) -> torch.device:
