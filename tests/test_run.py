@@ -252,6 +252,14 @@ def test_per_unit_failures_are_recorded_and_the_run_goes_on(tmp_path: Path, data
         assert r["P"] is None and r["note"] == "all-zero map" and r["E_celk"] == 0.0 and r["pointing_hit"] is None
     assert all(r["P"] is not None for r in records if not (r["id"] == 4 and r["method"] == "gradient"))
 
+    # The model error was transient: a rerun retries the failed units and completes the run.
+    monkeypatch.setattr(runner_module, "_explain", real)
+    again = run(load_config(cfg), out, report=False)
+    assert again.records == 10 and not again.failures
+    assert (out / "failures.jsonl").read_text() == ""
+    exp = json.loads((out / "exp.json").read_text())
+    assert sum(r["id"] == 3 for r in exp["original"] + exp["resized"]) == 10
+
 
 # --- config validation: one line, before any work ---------------------------------------------
 

@@ -63,6 +63,7 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, report: bo
 
     summary = Summary(skipped_images=dict(skipped))
     summary.units_total = len(config.models) * len(config.sizes) * len(samples)
+    _forget_failures(run_dir / FAILURES_FILE)
     with JsonlStore(run_dir / RECORDS_FILE, len(config.methods)) as records, \
             JsonlStore(run_dir / FAILURES_FILE, 1) as failures:
         done = records.done | failures.done
@@ -131,6 +132,16 @@ def _select(config: Config, run_dir: Path) -> tuple[list[Any], dict[str, int]]:
     log.info("%d images selected (%s per category); skipped: %s", len(samples), config.images_per_category,
              dict(skipped) or "none")
     return samples, skipped
+
+
+def _forget_failures(path: Path) -> None:
+    """A rerun tries the failed units again: a deterministic failure (an unreadable file) comes
+    back unchanged, a transient one (out of GPU memory) gets its records, which is what an
+    uninterrupted run on a healthy machine gives."""
+    if path.exists() and path.stat().st_size:
+        count = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        log.info("trying %d unit(s) that failed before again", count)
+        write_atomic(path, b"")
 
 
 def _check_data_paths(config: Config) -> None:
