@@ -55,6 +55,18 @@ def test_summary_exact_sums_and_means(tmp_path):
     assert c["Mean chance"] == pytest.approx(CHANCE)
     assert c["Mean lift"] == pytest.approx(0.5 / CHANCE)
     assert list(t["method"]) == ["gradient", "gradcam"]  # fixed order, not alphabetical
+    # the fixture's pointing hit is P > 0.5 and its RMA equals P: gradient hits once in four
+    assert g["Pointing (%)"] == pytest.approx(25.0)
+    assert g["RMA"] == pytest.approx(0.4)
+
+
+def test_pointing_game_read_back_from_csv(tmp_path):
+    df = _known(tmp_path)
+    (tmp_path / "csvrun").mkdir()
+    df.assign(pointing_hit=df["pointing_hit"].map({1.0: "True", 0.0: "False"})).to_csv(
+        tmp_path / "csvrun" / "records.csv", index=False)
+    again = tables.load_records(tmp_path / "csvrun")
+    assert again["pointing_hit"].tolist() == df["pointing_hit"].tolist()
 
 
 def test_summary_splits_by_cnn_and_category(tmp_path):

@@ -29,8 +29,9 @@ def write_report(run_dir: Path, images: list[int | tuple[int, str]] | None = Non
 
     summaries = tables.summaries(df)
     mean_note = ("Mean, median, 95 % interval (percentile bootstrap of the mean, 2000 resamples, seed 0), "
-                 "chance level (area share of the dilated mask) and lift (P / chance) are over records with a "
-                 "finite P. " + tables.NAN_CAPTION)
+                 "chance level (area share of the dilated mask), lift (P / chance), pointing game (share of maps "
+                 "whose most energetic pixel is in the mask) and RMA (relevance mass accuracy: share of the "
+                 "unsquared |map| in the mask) are over records with a finite P. " + tables.NAN_CAPTION)
     sections = []
     for key, name, title in [
         ("method", "table_7_1_methods", "Table 7.1 — energy concentration P per method"),

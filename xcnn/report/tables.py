@@ -169,6 +169,11 @@ def _clean(df: pd.DataFrame, source: Path) -> pd.DataFrame:
     if "lift" not in df.columns:
         with np.errstate(divide="ignore", invalid="ignore"):
             df["lift"] = df["P"] / df["chance"]
+    # pointing_hit is a JSON bool (or null), and "True"/"False"/"" once it went through CSV.
+    hits = df["pointing_hit"] if "pointing_hit" in df.columns else pd.Series(np.nan, index=df.index)
+    df["pointing_hit"] = hits.map({True: 1.0, False: 0.0, "True": 1.0, "False": 0.0}).astype(float)
+    if "rma" not in df.columns:
+        df["rma"] = np.nan
     df["note"] = df["note"].fillna("").astype(str) if "note" in df.columns else ""
     for col in ("image_png", "mask_png", "map_png"):
         df[col] = df[col].fillna("").astype(str) if col in df.columns else ""
@@ -188,6 +193,12 @@ def _nan_cell(notes: pd.Series) -> str:
     return f"{len(notes)} ({text})"
 
 
+def _mean_finite(values: pd.Series) -> float:
+    v = values.to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else math.nan
+
+
 def _summarise(group: pd.DataFrame, seed: int, n_resamples: int) -> dict:
     valid = group[np.isfinite(group["P"].to_numpy())]
     p = valid["P"].to_numpy(dtype=float)
@@ -205,6 +216,8 @@ def _summarise(group: pd.DataFrame, seed: int, n_resamples: int) -> dict:
         "95 % CI high": hi,
         "Mean chance": float(chance.mean()) if len(chance) else math.nan,
         "Mean lift": float(lift.mean()) if len(lift) else math.nan,
+        "Pointing (%)": _mean_finite(valid["pointing_hit"]) * 100,
+        "RMA": _mean_finite(valid["rma"]),
         "NaN (reason)": _nan_cell(group.loc[~np.isfinite(group["P"].to_numpy()), "note"]),
     }
 
