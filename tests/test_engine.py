@@ -211,3 +211,15 @@ def test_bad_arguments_are_one_line_errors() -> None:
             ex.explain(torch.randn(1, 3, 32, 32), 1, methods=["saliency"])
         with pytest.raises(XcnnError, match="one class or 2 classes"):
             ex.explain(torch.randn(2, 3, 32, 32), [1, 2, 3])
+
+
+def test_one_class_per_method_equals_the_shared_pass() -> None:
+    from xcnn.methods import Deconvnet, GradCAM, Gradient, GuidedBackprop, GuidedGradCAM
+
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x = torch.randn(2, 3, 40, 40)
+    with Explainer(model) as ex:
+        shared = ex.explain(x, [2, 5])
+    for cls, method in [(Gradient, "gradient"), (Deconvnet, "deconvnet"), (GuidedBackprop, "guided_backprop"),
+                        (GradCAM, "gradcam"), (GuidedGradCAM, "guided_gradcam")]:
+        torch.testing.assert_close(cls(model).attribute(x, target=[2, 5]), shared.get(method))

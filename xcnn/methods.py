@@ -1,0 +1,62 @@
+"""One class per method, Captum-style, each a thin layer over the engine:
+
+    GuidedBackprop(model).attribute(images, target=281)
+
+Each call runs only the backward pass its method needs. To get several maps of the same
+images, use ``Explainer.explain`` instead: it shares the forward pass between them.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from xcnn.engine import Explainer, Targets
+
+
+class _Method:
+    method = ""
+
+    def __init__(self, model: nn.Module, target_layer: str | None = "auto") -> None:
+        self.explainer = Explainer(model, target_layer=target_layer)
+
+    def attribute(self, inputs: torch.Tensor, target: Targets = None) -> torch.Tensor:
+        return self.explainer.explain(inputs, target, methods=[self.method]).get(self.method)
+
+
+class Gradient(_Method):
+    """∂y_c/∂x (Simonyan 2013; "Backpropagation" in the thesis)."""
+
+    method = "gradient"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, target_layer=None)
+
+
+class Deconvnet(_Method):
+    """Zeiler & Fergus 2014: rectifiers pass relu(g), ignoring the forward mask."""
+
+    method = "deconvnet"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, target_layer=None)
+
+
+class GuidedBackprop(_Method):
+    """Springenberg 2014: rectifiers pass relu(g) where the forward input was positive."""
+
+    method = "guided_backprop"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, target_layer=None)
+
+
+class GradCAM(_Method):
+    """Selvaraju 2017: ReLU(Σ_k mean(∂y_c/∂A_k)·A_k), upsampled and scaled to [0, 1]; B×1×H×W."""
+
+    method = "gradcam"
+
+
+class GuidedGradCAM(_Method):
+    """Guided Backprop ⊙ Grad-CAM."""
+
+    method = "guided_gradcam"
