@@ -63,27 +63,31 @@ class _Rectify(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, z: torch.Tensor, upper: float | None, state: _RuleState, inplace: bool
     ) -> torch.Tensor:
-        # The forward mask 1[0 < z < upper] is all that backward needs; a bool tensor is the
-        # cheapest thing to keep, and it stays valid if later code overwrites z or the output.
-        mask = z > 0 if upper is None else (z > 0) & (z < upper)
-        ctx.save_for_backward(mask)
-        ctx.state = state
         if inplace:
             ctx.mark_dirty(z)
-            return z.clamp_(min=0, max=upper)
-        return z.clamp(min=0, max=upper)
+            out = z.clamp_(min=0, max=upper)
+        else:
+            out = z.clamp(min=0, max=upper)
+        # The output carries the forward mask (0 < out < upper exactly where 0 < z < upper) and
+        # costs no extra memory: the next layer holds it anyway, as torch's own relu does.
+        ctx.save_for_backward(out)
+        ctx.upper = upper
+        ctx.state = state
+        return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
+        (out,) = ctx.saved_tensors
         rule = ctx.state.rule
-        if rule == "gradient":
-            out = g * mask
-        elif rule == "deconvnet":
-            out = g.clamp(min=0)
-        else:
-            out = g.clamp(min=0) * mask
-        return out, None, None, None
+        if rule != "gradient":
+            g = g.clamp(min=0)
+        if rule != "deconvnet":
+            # aten's fused backward kernels apply the forward mask in one pass over g.
+            if ctx.upper is None:
+                g = torch.ops.aten.threshold_backward(g, out, 0.0)
+            else:
+                g = torch.ops.aten.hardtanh_backward(g, out, 0.0, ctx.upper)
+        return g, None, None, None
 
 
 class RectifierRules(TorchFunctionMode):
