@@ -150,7 +150,7 @@ def test_records_match_an_independent_recomputation(reference: Path, dataset: tu
             assert rec.rma == pytest.approx(rma, rel=5e-3, abs=1e-4)
             assert (reference / rec.map_png).is_file() and (reference / rec.image_png).is_file()
             with Image.open(reference / rec.mask_png) as pic:
-                assert max(pic.size) <= 384
+                assert max(pic.size) <= runner_module.PICTURE_SIDE
     assert (records.group == np.where(records["size"].astype(str) == "original", "original", "resized")).all()
 
 

@@ -85,21 +85,26 @@ def scores(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
     ``E, E_celk, P, chance, pointing_hit, rma``, each of length B. ``pointing_hit`` is
     float here: 1.0 / 0.0, and NaN for an all-zero map."""
     m, k = _check(maps, masks)
-    energy_px = np.square(m).sum(axis=1, dtype=np.float64)
-    abs_px = np.abs(m).sum(axis=1, dtype=np.float64)
+    # Hot path of a run: one pass per quantity. Per-pixel channel sums stay in the map's dtype
+    # (three terms), every sum over pixels is float64; multiplying by a 0/1 mask is exact.
+    energy_px = np.einsum("bchw,bchw->bhw", m, m)
+    abs_px = np.abs(m).sum(axis=1)
+    inside_k = k.astype(m.dtype)
     flat_k = k.reshape(k.shape[0], -1)
-    total = energy_px.sum(axis=(1, 2))
-    inside = np.where(k, energy_px, 0.0).sum(axis=(1, 2))
+    total = energy_px.sum(axis=(1, 2), dtype=np.float64)
+    inside = (energy_px * inside_k).sum(axis=(1, 2), dtype=np.float64)
     best = energy_px.reshape(m.shape[0], -1).argmax(axis=1)
     hit = flat_k[np.arange(k.shape[0]), best].astype(np.float64)
     hit[~(total > 0)] = np.nan
+    abs_total = abs_px.sum(axis=(1, 2), dtype=np.float64)
+    abs_inside = (abs_px * inside_k).sum(axis=(1, 2), dtype=np.float64)
     return {
         "E": inside,
         "E_celk": total,
         "P": _ratio(inside, total),
         "chance": flat_k.mean(axis=1, dtype=np.float64),
         "pointing_hit": hit,
-        "rma": _ratio(np.where(k, abs_px, 0.0).sum(axis=(1, 2)), abs_px.sum(axis=(1, 2))),
+        "rma": _ratio(abs_inside, abs_total),
     }
 
 

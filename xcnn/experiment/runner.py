@@ -31,7 +31,7 @@ from xcnn.experiment.store import JsonlStore, UnitKey, write_atomic
 
 log = logging.getLogger(__name__)
 
-PICTURE_SIDE = 384  # longest side of the pictures kept for the report
+PICTURE_SIDE = 320  # longest side of the pictures kept for the report (its grids draw at 320)
 CONFIG_FILE = "config.json"
 RECORDS_FILE = "records.jsonl"
 FAILURES_FILE = "failures.jsonl"
