@@ -15,9 +15,10 @@ from xcnn.engine import Explainer, Targets
 
 class _Method:
     method = ""
+    uses_layer = False  # only the Grad-CAM methods read a layer; the others never look for one
 
     def __init__(self, model: nn.Module, target_layer: str | None = "auto") -> None:
-        self.explainer = Explainer(model, target_layer=target_layer)
+        self.explainer = Explainer(model, target_layer=target_layer if self.uses_layer else None)
 
     def attribute(self, inputs: torch.Tensor, target: Targets = None) -> torch.Tensor:
         return self.explainer.explain(inputs, target, methods=[self.method]).get(self.method)
@@ -28,17 +29,11 @@ class Gradient(_Method):
 
     method = "gradient"
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model, target_layer=None)
-
 
 class Deconvnet(_Method):
     """Zeiler & Fergus 2014: rectifiers pass relu(g), ignoring the forward mask."""
 
     method = "deconvnet"
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model, target_layer=None)
 
 
 class GuidedBackprop(_Method):
@@ -46,17 +41,16 @@ class GuidedBackprop(_Method):
 
     method = "guided_backprop"
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model, target_layer=None)
-
 
 class GradCAM(_Method):
     """Selvaraju 2017: ReLU(Σ_k mean(∂y_c/∂A_k)·A_k), upsampled and scaled to [0, 1]; B×1×H×W."""
 
     method = "gradcam"
+    uses_layer = True
 
 
 class GuidedGradCAM(_Method):
     """Guided Backprop ⊙ Grad-CAM."""
 
     method = "guided_gradcam"
+    uses_layer = True
