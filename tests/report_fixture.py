@@ -80,6 +80,8 @@ def make_run_dir(
                         "image_png": image_png, "mask_png": mask_png, "map_png": map_png,
                     })
     if jsonl:
+        # what `xcnn run` writes beside the store: the config, whose methods make up one unit
+        (run_dir / "config.json").write_text(json.dumps({"config": {"methods": list(methods)}}))
         with open(run_dir / "records.jsonl", "w", encoding="utf-8") as f:
             for rec in records:
                 f.write(json.dumps(rec) + "\n")

@@ -217,19 +217,6 @@ def test_loader_rejects_corrupt_middle_line(tmp_path):
         tables.load_records(tmp_path)
 
 
-def test_loader_keeps_latest_duplicate(tmp_path):
-    _known(tmp_path)
-    path = tmp_path / "records.jsonl"
-    first = json.loads(path.read_text().splitlines()[0])
-    first["P"] = 0.9
-    with open(path, "a") as f:
-        f.write(json.dumps(first) + "\n")
-    df = tables.load_records(tmp_path)
-    assert len(df) == 8
-    key = (df["id"] == first["id"]) & (df["CNN"] == first["CNN"]) & (df["method"] == first["method"])
-    assert df.loc[key, "P"].item() == 0.9
-
-
 def test_csv_fallback_gives_same_table(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     _known(a)
@@ -246,13 +233,18 @@ def test_missing_or_empty_run_dir_is_one_line_error(tmp_path):
     with pytest.raises(XcnnError, match="no records.jsonl or records.csv"):
         tables.load_records(tmp_path)
     (tmp_path / "records.jsonl").write_text("")
+    with pytest.raises(XcnnError, match="no readable config.json"):
+        tables.load_records(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"methods": ["gradient"]}}))
     with pytest.raises(XcnnError, match="holds no records"):
         tables.load_records(tmp_path)
 
 
 def test_records_without_required_columns_are_refused(tmp_path):
-    (tmp_path / "records.jsonl").write_text(json.dumps({"id": 1, "class": "dog", "P": 0.5}) + "\n")
-    with pytest.raises(XcnnError, match="method"):
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"methods": ["gradient"]}}))
+    record = {"id": 1, "class": "dog", "CNN": "resnet18", "size": "224", "method": "gradient"}  # no P
+    (tmp_path / "records.jsonl").write_text(json.dumps(record) + "\n")
+    with pytest.raises(XcnnError, match="lacks the column.*P"):
         tables.load_records(tmp_path)
 
 

@@ -1,7 +1,6 @@
 """Records loader, display names and the summary tables (thesis Table 7.1 and its splits)."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -11,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from xcnn.errors import XcnnError
+from xcnn.experiment.export import read_records
 from xcnn.report.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
@@ -81,51 +81,6 @@ def order_sizes(sizes: list[str] | set[str]) -> list[str]:
     return sorted(set(sizes), key=_size_key)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    # The store ends every line with a newline, so text after the last one is a write cut short.
-    if lines[-1].strip():
-        log.warning("%s: ignoring a torn last line (an interrupted write)", path)
-    lines = lines[:-1]
-    rows: list[dict] = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines):
-                log.warning("%s: ignoring a torn last line (an interrupted write)", path)
-                break
-            raise XcnnError(f"{path} line {i} is not valid JSON; repair or delete that line and rerun") from None
-        if not isinstance(row, dict):
-            raise XcnnError(f"{path} line {i} is not a JSON object; repair or delete that line and rerun")
-        rows.append(row)
-    return _drop_incomplete_last_unit(rows, path)
-
-
-def _drop_incomplete_last_unit(rows: list[dict], path: Path) -> list[dict]:
-    """The store writes a unit (one image, category, CNN, size: one record per method) in one go;
-    a crash can leave the last unit short. Like the store, count such a unit as not done."""
-    def unit(row: dict) -> tuple:
-        return tuple(str(row.get(k)) for k in ("id", "class", "CNN", "size"))
-
-    if not rows:
-        return rows
-    runs: dict[tuple, int] = {}
-    for row in rows:
-        runs[unit(row)] = runs.get(unit(row), 0) + 1
-    last = unit(rows[-1])
-    tail = 0
-    while tail < len(rows) and unit(rows[-1 - tail]) == last:
-        tail += 1
-    if tail < max(runs.values()) and tail == runs[last]:
-        log.warning("%s: ignoring %d record(s) of an incomplete last unit %s", path, tail, last)
-        return rows[:-tail]
-    return rows
-
-
 def load_records(run_dir: Path) -> pd.DataFrame:
     """Records of a run as a DataFrame (records.jsonl preferred, records.csv as fallback)."""
     run_dir = Path(run_dir)
@@ -134,7 +89,8 @@ def load_records(run_dir: Path) -> pd.DataFrame:
     jsonl, csv = run_dir / "records.jsonl", run_dir / "records.csv"
     if jsonl.is_file():
         source = jsonl
-        df = pd.DataFrame(_read_jsonl(jsonl))
+        # The store's own reader: whole units only, a torn tail left out, a damaged file refused.
+        df = pd.DataFrame(read_records(run_dir))
     elif csv.is_file():
         source = csv
         try:
@@ -177,12 +133,7 @@ def _clean(df: pd.DataFrame, source: Path) -> pd.DataFrame:
     df["note"] = df["note"].fillna("").astype(str) if "note" in df.columns else ""
     for col in ("image_png", "mask_png", "map_png"):
         df[col] = df[col].fillna("").astype(str) if col in df.columns else ""
-    before = len(df)
-    # A rerun may append a record again; the latest one is the valid one.
-    df = df.drop_duplicates(subset=KEY, keep="last").reset_index(drop=True)
-    if len(df) < before:
-        log.warning("%s: %d duplicate record(s) ignored (kept the latest)", source, before - len(df))
-    return df
+    return df.reset_index(drop=True)
 
 
 def _nan_cell(notes: pd.Series) -> str:
