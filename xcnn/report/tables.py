@@ -1,7 +1,6 @@
 """Records loader, display names and the summary tables (thesis Table 7.1 and its splits)."""
 from __future__ import annotations
 
-import logging
 import math
 import re
 from pathlib import Path
@@ -13,7 +12,6 @@ from xcnn.errors import XcnnError
 from xcnn.experiment.export import read_records
 from xcnn.report.stats import bootstrap_ci
 
-log = logging.getLogger(__name__)
 
 # Fixed order and wording everywhere in the report (tables, figures, page).
 METHOD_ORDER: tuple[str, ...] = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
