@@ -47,7 +47,7 @@ def test_every_figure_in_png_eps_and_svg(run):
 
 
 def test_method_colours_fixed_and_distinct(run):
-    colours = [figures.method_color(m) for m in tables.METHOD_ORDER]
+    colours = [figures.method_color(m) for m in tables.METHODS]
     assert len(set(colours)) == 5
     assert figures.method_color("gradcam") == figures.PALETTE["gradcam"]
     assert figures.method_color("new_method") == figures.method_color("new_method")
@@ -65,7 +65,7 @@ def _has_colour(png, hex_colour: str, tol: int = 8, min_pixels: int = 50) -> boo
 def test_bar_chart_uses_the_palette(run):
     _, _, figs = run
     bars = next(f for f in figs if f.name == "mean_p_by_method").file("png")
-    for method in tables.METHOD_ORDER:
+    for method in tables.METHODS:
         assert _has_colour(bars, figures.PALETTE[method]), method
 
 

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from xcnn.errors import XcnnError
+from xcnn.names import METHODS
 from xcnn.rules import RectifierRules, Rule
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
 
 # Which backward rule each method needs; Grad-CAM reads its layer gradient from the gradient
 # pass and Guided Grad-CAM multiplies two maps we already have, so neither costs a pass.

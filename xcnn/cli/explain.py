@@ -11,16 +11,10 @@ from PIL import Image
 
 from xcnn.engine import METHODS, Explainer
 from xcnn.errors import XcnnError
+from xcnn.names import METHOD_LABELS
 
 log = logging.getLogger(__name__)
 
-TITLES = {
-    "gradient": "Gradient",
-    "deconvnet": "Deconvnet",
-    "guided_backprop": "Guided Backprop",
-    "gradcam": "Grad-CAM",
-    "guided_gradcam": "Guided Grad-CAM",
-}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -104,7 +98,7 @@ def side_by_side(photo: np.ndarray, pictures: dict[str, np.ndarray], title: str,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("Photo", photo)] + [(TITLES[m], p) for m, p in pictures.items()]
+    panels = [("Photo", photo)] + [(METHOD_LABELS[m], p) for m, p in pictures.items()]
     aspect = photo.shape[0] / photo.shape[1]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3 * aspect + 0.7))
     for ax, (name, img) in zip(np.atleast_1d(axes), panels):

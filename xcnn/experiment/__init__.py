@@ -1,6 +1,18 @@
 """The experiment: config, runner, crash-safe record store, exports (exp.json, records.csv)."""
+from __future__ import annotations
+
+from typing import Any
+
 from xcnn.experiment.config import Config, ModelSpec, Size, load_config
 from xcnn.experiment.export import read_records, write_exports
-from xcnn.experiment.runner import Summary, load_maps, run
 
 __all__ = ["Config", "ModelSpec", "Size", "Summary", "load_config", "load_maps", "read_records", "run", "write_exports"]
+
+
+def __getattr__(name: str) -> Any:
+    # The runner imports torch; the report reads records through this package and stays light.
+    if name in ("Summary", "load_maps", "run"):
+        from xcnn.experiment import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'xcnn.experiment' has no attribute {name!r}")

@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any
 
 from xcnn.errors import XcnnError
+from xcnn.names import METHODS
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-ALL_METHODS = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
 
 # Keys that change how fast a run goes but not what it computes: a run may resume with others.
 _NOT_HASHED = ("batch_size", "device")
@@ -77,7 +77,7 @@ class Config:
     seed: int = 0
     min_area: float = 0.01
     sizes: tuple[Size, ...] = (Size("original", None), Size("224", (224, 224)))
-    methods: tuple[str, ...] = ALL_METHODS
+    methods: tuple[str, ...] = METHODS
     growth: float = 0.20
     batch_size: int = 8
     device: str = "auto"
@@ -172,11 +172,11 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         kw["sizes"] = _sizes(run["sizes"], fail)
     if "methods" in run:
         methods = _typed(run["methods"], list, "run.methods", fail)
-        bad = [m for m in methods if m not in ALL_METHODS]
+        bad = [m for m in methods if m not in METHODS]
         if not methods or bad or len(set(methods)) != len(methods):
-            raise fail("run.methods", f"got {methods!r}; choose distinct names from {', '.join(ALL_METHODS)}")
+            raise fail("run.methods", f"got {methods!r}; choose distinct names from {', '.join(METHODS)}")
         # The order of METHODS, whatever the config's order, so records sort the same way.
-        kw["methods"] = tuple(m for m in ALL_METHODS if m in methods)
+        kw["methods"] = tuple(m for m in METHODS if m in methods)
     if "growth" in run:
         g = run["growth"]
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 10:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from xcnn.errors import XcnnError
-from xcnn.experiment.config import ALL_METHODS
+from xcnn.names import METHODS
 from xcnn.experiment.store import JsonlStore, write_atomic
 
 # The contract's fields (docs/ARCHITECTURE.md "Records"), then ours.
@@ -27,7 +27,7 @@ GROUPS = ("original", "resized")
 
 
 def sort_key(rec: dict[str, Any]) -> tuple[Any, ...]:
-    method = ALL_METHODS.index(rec["method"]) if rec["method"] in ALL_METHODS else len(ALL_METHODS)
+    method = METHODS.index(rec["method"]) if rec["method"] in METHODS else len(METHODS)
     return (rec["CNN"], rec["class"], int(rec["id"]), rec["size"], method, rec["method"])
 
 

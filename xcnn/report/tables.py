@@ -10,18 +10,11 @@ import pandas as pd
 
 from xcnn.errors import XcnnError
 from xcnn.experiment.export import read_records
+from xcnn.names import METHOD_LABELS, METHODS
 from xcnn.report.stats import bootstrap_ci
 
 
 # Fixed order and wording everywhere in the report (tables, figures, page).
-METHOD_ORDER: tuple[str, ...] = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
-METHOD_LABELS: dict[str, str] = {
-    "gradient": "Gradient",
-    "deconvnet": "Deconvnet",
-    "guided_backprop": "Guided Backprop",
-    "gradcam": "Grad-CAM",
-    "guided_gradcam": "Guided Grad-CAM",
-}
 KEY = ["id", "class", "CNN", "size", "method"]
 REQUIRED = KEY + ["P"]
 GROUP_LABELS = {"CNN": "CNN", "size": "Size", "class": "Category"}
@@ -72,7 +65,7 @@ def _size_key(size: str) -> tuple[int, int, str]:
 def order_methods(methods: list[str] | set[str]) -> list[str]:
     """Known methods in the fixed order, any unknown ones after them alphabetically."""
     present = set(methods)
-    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
 
 
 def order_sizes(sizes: list[str] | set[str]) -> list[str]:
