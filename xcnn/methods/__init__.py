@@ -1,0 +1,20 @@
+"""Saliency methods: the registry (torch-free) and one Captum-style class per method.
+
+``from xcnn.methods import registry`` never imports torch; the classes
+(``GuidedBackprop(model).attribute(x, target=281)``) are imported on first use.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from xcnn.methods.registry import ALL_METHODS, DEFAULT_METHODS, REGISTRY, Method
+
+__all__ = ["ALL_METHODS", "DEFAULT_METHODS", "REGISTRY", "Method"]
+
+
+def __getattr__(name: str) -> Any:
+    classes = importlib.import_module("xcnn.methods.classes")
+    if hasattr(classes, name):
+        return getattr(classes, name)
+    raise AttributeError(f"module 'xcnn.methods' has no attribute {name!r}")
