@@ -20,7 +20,7 @@ from xcnn.cli import main
 from xcnn.data import imagenet_classes
 from xcnn.errors import XcnnError
 from xcnn.experiment import load_config, load_maps, run
-from xcnn.experiment import runner as runner_module
+from xcnn.experiment import worker as worker_module
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
@@ -95,7 +95,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, dataset: tuple[Path, Pat
     tmp = tmp_path_factory.mktemp("ref")
     cfg = write_config(tmp / "cfg.toml", *dataset)
     out = tmp / "run"
-    run(load_config(cfg), out, save_maps=True, report=False)
+    run(load_config(cfg), out, save_maps=True)
     return out
 
 
@@ -150,7 +150,7 @@ def test_records_match_an_independent_recomputation(reference: Path, dataset: tu
             assert rec.rma == pytest.approx(rma, rel=5e-3, abs=1e-4)
             assert (reference / rec.map_png).is_file() and (reference / rec.image_png).is_file()
             with Image.open(reference / rec.mask_png) as pic:
-                assert max(pic.size) <= runner_module.PICTURE_SIDE
+                assert max(pic.size) <= worker_module.PICTURE_SIDE
     assert (records.group == np.where(records["size"].astype(str) == "original", "original", "resized")).all()
 
 
@@ -165,18 +165,18 @@ def test_exp_json_has_the_thesis_layout_and_is_strict_json(reference: Path) -> N
 
 def test_same_seed_twice_gives_identical_exp_json(tmp_path: Path, dataset: tuple[Path, Path], reference: Path) -> None:
     cfg = write_config(tmp_path / "cfg.toml", *dataset)
-    run(load_config(cfg), tmp_path / "again", report=False)
+    run(load_config(cfg), tmp_path / "again")
     assert (tmp_path / "again" / "exp.json").read_bytes() == (reference / "exp.json").read_bytes()
     assert (tmp_path / "again" / "records.csv").read_bytes() == (reference / "records.csv").read_bytes()
 
 
-def test_a_different_config_on_the_same_run_dir_is_refused(tmp_path: Path, dataset: tuple[Path, Path],
-                                                           reference: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_config_whose_records_would_differ_is_refused(tmp_path: Path, dataset: tuple[Path, Path],
+                                                        reference: Path, capsys: pytest.CaptureFixture) -> None:
     before = (reference / "records.jsonl").read_bytes()
-    cfg = write_config(tmp_path / "other.toml", *dataset, seed=2)
+    cfg = write_config(tmp_path / "other.toml", *dataset, extra_run="growth = 0.3")
     assert main(["run", str(cfg), "--out", str(reference), "--no-report"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "different config" in err and len(err.splitlines()) == 1
+    assert "another growth" in err and str(cfg) in err and len(err.splitlines()) == 1
     assert (reference / "records.jsonl").read_bytes() == before
 
 
@@ -202,7 +202,7 @@ def test_kill_9_at_several_points_then_rerun_gives_the_uninterrupted_result(
         assert not (out / "exp.json").exists()  # the exports come only at the very end
     assert kills == 3
     assert store.read_bytes().count(b"\n") < 60
-    run(load_config(cfg), out, report=False)
+    run(load_config(cfg), out)
     assert (out / "exp.json").read_bytes() == (reference / "exp.json").read_bytes()
     assert (out / "records.csv").read_bytes() == (reference / "records.csv").read_bytes()
     assert store.read_bytes().count(b"\n") == 60
@@ -216,29 +216,29 @@ def test_rerun_of_a_finished_run_computes_nothing(tmp_path: Path, dataset: tuple
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("no unit should be computed again")
 
-    monkeypatch.setattr(runner_module, "_explain", boom)
-    summary = run(load_config(cfg), reference, save_maps=True, report=False)
+    monkeypatch.setattr(worker_module, "explain_units", boom)
+    summary = run(load_config(cfg), reference, save_maps=True)
     assert summary.records == 0 and summary.units_done_before == 12
     assert (reference / "records.jsonl").read_bytes() == before
 
 
 def test_per_unit_failures_are_recorded_and_the_run_goes_on(tmp_path: Path, dataset: tuple[Path, Path],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    real = runner_module._explain
+    real = worker_module.explain_units
 
-    def flaky(ex, lm, units, methods, device):  # type: ignore[no-untyped-def]
+    def flaky(ex, lm, units, *args):  # type: ignore[no-untyped-def]
         if any(u.sample.image_id == 3 for u in units):
-            raise RuntimeError("input too small for this model")
-        results = real(ex, lm, units, methods, device)
-        for unit, (maps, _) in results:
+            raise XcnnError("input too small for this model")
+        results = real(ex, lm, units, *args)
+        for unit, out in results:
             if unit.sample.image_id == 4:
-                maps["gradient"][:] = 0.0  # an all-zero map
+                out["maps"]["gradient"][:] = 0.0  # an all-zero map
         return results
 
-    monkeypatch.setattr(runner_module, "_explain", flaky)
+    monkeypatch.setattr(worker_module, "explain_units", flaky)
     cfg = write_config(tmp_path / "cfg.toml", *dataset)
     out = tmp_path / "run"
-    summary = run(load_config(cfg), out, report=False)
+    summary = run(load_config(cfg), out)
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert sorted((f["id"], f["size"]) for f in failures) == [(3, "48"), (3, "original")]
     assert all("input too small" in f["reason"] for f in failures)
@@ -253,8 +253,8 @@ def test_per_unit_failures_are_recorded_and_the_run_goes_on(tmp_path: Path, data
     assert all(r["P"] is not None for r in records if not (r["id"] == 4 and r["method"] == "gradient"))
 
     # The model error was transient: a rerun retries the failed units and completes the run.
-    monkeypatch.setattr(runner_module, "_explain", real)
-    again = run(load_config(cfg), out, report=False)
+    monkeypatch.setattr(worker_module, "explain_units", real)
+    again = run(load_config(cfg), out)
     assert again.records == 10 and not again.failures
     assert (out / "failures.jsonl").read_text() == ""
     exp = json.loads((out / "exp.json").read_text())

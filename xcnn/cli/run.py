@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+EPILOG = """exit status: 0 every unit done; 3 some units failed for data reasons (see RUN_DIR/failures.jsonl,
+rerun to retry them); 2 a usage or input error (one line on stderr); 1 a bug (a traceback)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -11,17 +17,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="run the experiment of a config file (rerun the same command to resume)",
         description="Compute every map, record and picture of a config's experiment into RUN_DIR. "
         "Interrupted runs resume where they stopped when the same command is run again.",
+        epilog=EPILOG,
     )
     p.add_argument("config", type=Path, help="experiment config (.toml), e.g. configs/demo.toml")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="folder for records, exports, pictures")
-    p.add_argument("--save-maps", action="store_true", help="also keep every map as float16 .npz under RUN_DIR/maps/")
-    p.add_argument("--no-report", action="store_true", help="skip the report at the end (xcnn report RUN_DIR makes it later)")
+    p.add_argument("--save-maps", action="store_true", help="also keep every map as float16 .npz under RUN_DIR/maps/ "
+                   "(default: off)")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end (xcnn report RUN_DIR makes "
+                   "it later; default: write it)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on Ray: no ADDRESS starts a local Ray, 'auto' or HOST:PORT joins a cluster "
+                   "(default: [run] backend of the config, else this machine alone)")
+    p.add_argument("--retry-killed", action="store_true",
+                   help="retry units that were killed twice while running (default: they stay failed)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from xcnn.experiment import load_config, run
 
     config = load_config(args.config)
-    summary = run(config, args.out, save_maps=args.save_maps, report=not args.no_report)
-    return 1 if summary.units_total and summary.failures and summary.records == 0 else 0
+    if args.ray is not None:
+        config = dataclasses.replace(config, backend="ray", address=None if args.ray == "local" else args.ray)
+    summary = run(config, args.out, save_maps=args.save_maps, retry_killed=args.retry_killed)
+    if not args.no_report:
+        from xcnn.report import write_report
+
+        write_report(args.out)
+    if summary.failed:
+        log.warning("%d of %d units failed for data reasons; see %s", summary.failed, summary.units_total,
+                    args.out / "failures.jsonl")
+        return 3
+    return 0

@@ -1,4 +1,4 @@
-"""The experiment: config, runner, crash-safe record store, exports (exp.json, records.csv)."""
+"""The experiment: config, planner, worker, the store (single writer), backends, exports."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,8 +11,12 @@ __all__ = ["Config", "ModelSpec", "Size", "Summary", "load_config", "load_maps",
 
 def __getattr__(name: str) -> Any:
     # The runner imports torch; the report reads records through this package and stays light.
-    if name in ("Summary", "load_maps", "run"):
+    if name in ("Summary", "run"):
         from xcnn.experiment import runner
 
         return getattr(runner, name)
+    if name == "load_maps":
+        from xcnn.experiment import worker
+
+        return worker.load_maps
     raise AttributeError(f"module 'xcnn.experiment' has no attribute {name!r}")

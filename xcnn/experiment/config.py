@@ -18,12 +18,22 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
 
     [run]
     sizes = ["original", 224]    # "original", a side length, or "HxW"
-    methods = [...]              # default: all five
+    methods = [...]              # any registry names; default: the thesis's five
     growth = 0.20                # mask dilation: area grows by this fraction
     batch_size = 8
-    device = "auto"              # "cpu", "cuda", "cuda:1" or "auto"
+    device = "auto"              # "cpu", "cuda", "cuda:1", "mps" or "auto"
+    max_pixels = 40_000_000      # a larger photo (or size) is a per-photo failure, not an out-of-memory kill
+    backend = "local"            # or "ray" (address = "auto" / "HOST:PORT"; ship_photos = true)
+    # parameters of the extra-pass methods (part of the run's identity) and their memory budget:
+    ig_steps = 50, smoothgrad_samples = 25, smoothgrad_sigma = 0.15, scorecam_top_k = 0 (all),
+    noise_seed = 0, memory_mb = 4096
 
 Relative paths are taken from the config file's folder.
+
+A run's *identity* is what its records depend on (the data's content, each model's weights and
+layer, growth, method parameters, the record schema); RUN_DIR keeps it and refuses a config that
+changes it. What only says which records are wanted (categories, photos per category, models,
+sizes, methods) may grow: a rerun computes only what is missing.
 """
 from __future__ import annotations
 
@@ -36,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from xcnn.errors import XcnnError
-from xcnn.names import METHODS
+from xcnn.methods import registry
+from xcnn.methods.registry import DEFAULT_METHODS, Options
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,8 +55,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 
-# Keys that change how fast a run goes but not what it computes: a run may resume with others.
-_NOT_HASHED = ("batch_size", "device")
+DEFAULT_MAX_PIXELS = 40_000_000  # about 6300×6300: the engine's peak for all maps of one such photo fits 24 GB
 
 
 @dataclass(frozen=True)
@@ -77,10 +87,15 @@ class Config:
     seed: int = 0
     min_area: float = 0.01
     sizes: tuple[Size, ...] = (Size("original", None), Size("224", (224, 224)))
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     growth: float = 0.20
     batch_size: int = 8
     device: str = "auto"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    options: Options = Options()
+    backend: str = "local"  # "local" or "ray"; never part of the identity
+    address: str | None = None  # Ray: None starts a local cluster, "auto" or "HOST:PORT" joins one
+    ship_photos: bool = False  # Ray: the driver sends photo bytes (no path every node sees)
     source: str = field(default="", compare=False)  # the TOML file it came from
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,18 +104,52 @@ class Config:
         d.pop("source")
         return d
 
-    def hash(self) -> str:
-        """Canonical hash of everything that changes the records (not speed settings)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
-        text = json.dumps(d, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+    def identity(self, data_digest: str) -> dict[str, Any]:
+        """What the records depend on; ``data_digest`` is the hash of the dataset's content."""
+        return {
+            "schema": RECORD_SCHEMA,
+            "data": data_digest,
+            "growth": self.growth,
+            "options": self.options.identity(),
+            "models": {m.name: {"gradcam_layer": m.gradcam_layer, "weights": _weights_identity(m.weights)}
+                       for m in self.models},
+        }
 
 
+RECORD_SCHEMA = 2  # bump when a record's fields or meaning change: older runs are then refused
+
+_OPTION_KEYS = {"ig_steps", "smoothgrad_samples", "smoothgrad_sigma", "scorecam_top_k", "noise_seed", "memory_mb"}
 _SECTIONS = {
     "data": {"demo", "ann_file", "image_dir", "categories", "images_per_category", "seed", "min_area"},
     "models": {"name", "gradcam_layer", "weights"},
-    "run": {"sizes", "methods", "growth", "batch_size", "device"},
+    "run": {"sizes", "methods", "growth", "batch_size", "device", "max_pixels", "backend", "address",
+            "ship_photos"} | _OPTION_KEYS,
 }
+
+
+def compare_identity(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between two identities, in words; models only where both have the name
+    (adding a model to a run is fine, changing one is not)."""
+    changed = [k for k in ("schema", "data", "growth", "options") if stored.get(k) != current.get(k)]
+    models = stored.get("models", {}) if isinstance(stored.get("models"), dict) else {}
+    changed += [f"model {name}" for name, spec in current["models"].items() if name in models and models[name] != spec]
+    return changed
+
+
+def _weights_identity(weights: str | None) -> str:
+    """The published weights, "random", or the content hash of a weights file (so a moved
+    file resumes and a replaced one does not)."""
+    if weights is None or weights == "random":
+        return weights or "published"
+    return "sha256:" + file_digest(Path(weights))
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_config(path: str | Path) -> Config:
@@ -162,7 +211,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     if "images_per_category" in data:
         kw["images_per_category"] = _positive_int(data["images_per_category"], "data.images_per_category", fail)
     if "seed" in data:
-        kw["seed"] = _typed(data["seed"], int, "data.seed", fail)
+        kw["seed"] = _seed(data["seed"], "data.seed", fail)
     if "min_area" in data:
         kw["min_area"] = _fraction(data["min_area"], "data.min_area", fail)
 
@@ -172,11 +221,13 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         kw["sizes"] = _sizes(run["sizes"], fail)
     if "methods" in run:
         methods = _typed(run["methods"], list, "run.methods", fail)
-        bad = [m for m in methods if m not in METHODS]
-        if not methods or bad or len(set(methods)) != len(methods):
-            raise fail("run.methods", f"got {methods!r}; choose distinct names from {', '.join(METHODS)}")
-        # The order of METHODS, whatever the config's order, so records sort the same way.
-        kw["methods"] = tuple(m for m in METHODS if m in methods)
+        if not all(isinstance(m, str) for m in methods):
+            raise fail("run.methods", f"expected a list of method names, got {methods!r}")
+        try:
+            # The registry's order, whatever the config's order, so records sort the same way.
+            kw["methods"] = registry.check(methods)
+        except XcnnError as err:
+            raise fail("run.methods", str(err)) from None
     if "growth" in run:
         g = run["growth"]
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 10:
@@ -187,9 +238,47 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     if "device" in run:
         dev = _typed(run["device"], str, "run.device", fail)
         if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", dev):
-            raise fail("run.device", f'got {dev!r}; use "cpu", "cuda", "cuda:N" or "auto"')
+            raise fail("run.device", f'got {dev!r}; use "cpu", "cuda", "cuda:N", "mps" or "auto"')
         kw["device"] = dev
+    if "max_pixels" in run:
+        kw["max_pixels"] = _positive_int(run["max_pixels"], "run.max_pixels", fail)
+    if "backend" in run:
+        backend = _typed(run["backend"], str, "run.backend", fail)
+        if backend not in ("local", "ray"):
+            raise fail("run.backend", f'got {backend!r}; use "local" or "ray"')
+        kw["backend"] = backend
+    if "address" in run:
+        kw["address"] = _typed(run["address"], str, "run.address", fail)
+    if "ship_photos" in run:
+        kw["ship_photos"] = _typed(run["ship_photos"], bool, "run.ship_photos", fail)
+    kw["options"] = _options(run, fail)
     return Config(**kw)
+
+
+def _options(run: dict[str, Any], fail: Any) -> Options:
+    kw: dict[str, Any] = {}
+    for key in ("ig_steps", "smoothgrad_samples", "memory_mb"):
+        if key in run:
+            kw[key] = _positive_int(run[key], f"run.{key}", fail)
+    if "smoothgrad_sigma" in run:
+        sigma = run["smoothgrad_sigma"]
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= 10:
+            raise fail("run.smoothgrad_sigma", f"expected a number in (0, 10] (a fraction of the photo's value range), got {sigma!r}")
+        kw["smoothgrad_sigma"] = float(sigma)
+    if "scorecam_top_k" in run:
+        k = run["scorecam_top_k"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise fail("run.scorecam_top_k", f"expected a whole number >= 0 (0 = every channel), got {k!r}")
+        kw["scorecam_top_k"] = k or None
+    if "noise_seed" in run:
+        kw["seed"] = _seed(run["noise_seed"], "run.noise_seed", fail)
+    return Options(**kw)
+
+
+def _seed(value: Any, key: str, fail: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise fail(key, f"expected a whole number >= 0, got {value!r}")
+    return value
 
 
 def _table(value: Any, key: str, fail: Any) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from xcnn.errors import XcnnError
-from xcnn.names import METHODS
-from xcnn.experiment.store import JsonlStore, write_atomic
+from xcnn.experiment.store import CONFIG_FILE, RECORDS_FILE, JsonlStore, write_atomic
+from xcnn.methods.registry import ALL_METHODS, BASELINE_NAMES
 
 # The contract's fields (docs/ARCHITECTURE.md "Records"), then ours.
 FIELDS = (
@@ -21,25 +21,26 @@ FIELDS = (
     "P", "E", "E_celk", "chance", "lift", "pointing_hit", "rma",
     "target", "target_name", "target_rank", "top1", "top1_name", "note",
     "image_png", "mask_png", "map_png",
-    "target_prob",
+    "target_prob", "ms", "rectifiers", "completeness", "xcnn",
 )
+_ORDER = {m: i for i, m in enumerate((*ALL_METHODS, *BASELINE_NAMES))}
 GROUPS = ("original", "resized")
 
 
 def sort_key(rec: dict[str, Any]) -> tuple[Any, ...]:
-    method = METHODS.index(rec["method"]) if rec["method"] in METHODS else len(METHODS)
-    return (rec["CNN"], rec["class"], int(rec["id"]), rec["size"], method, rec["method"])
+    method = _ORDER.get(rec["method"], len(_ORDER))
+    photo = rec["id"]  # COCO ids are numbers, other formats name photos by path
+    photo_key = (0, photo, "") if isinstance(photo, int) else (1, 0, str(photo))
+    return (rec["CNN"], rec["class"], photo_key, rec["size"], method, rec["method"])
 
 
 def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The whole units of ``RUN_DIR/records.jsonl``, sorted; NaN fields come back as None."""
+    """The records of ``RUN_DIR/records.jsonl``, sorted; NaN fields come back as None.
+    A damaged store (an edited file) is refused with one line, as `xcnn run` refuses it."""
     run_dir = Path(run_dir)
-    try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["config"]
-        per_unit = len(config["methods"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise XcnnError(f"{run_dir}: no readable config.json; is this a folder made by `xcnn run`?") from None
-    return sorted(JsonlStore(run_dir / "records.jsonl", per_unit).read(), key=sort_key)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise XcnnError(f"{run_dir}: no {CONFIG_FILE}; is this a folder made by `xcnn run`?")
+    return sorted(JsonlStore(run_dir / RECORDS_FILE).read(), key=sort_key)
 
 
 def write_exports(run_dir: str | Path) -> tuple[Path, Path]:

@@ -1,17 +1,24 @@
-"""Crash-safe, append-only JSON-lines stores for records and failures.
+"""The run's single writer: lock, identity, crash-safe JSON-lines stores, pictures, exports.
 
-A *unit* is one (model, size, image, category): its records (one per method) go to disk in
-one write followed by ``os.fsync``, so after ``kill -9`` at any moment the file holds whole
-units plus at most one torn unit at the end. Opening a store cuts that torn tail away, so a
-unit is either fully present or not done at all, and a rerun appends after the last whole one.
+Only the process that holds ``RUN_DIR/.lock`` writes into RUN_DIR (the local runner, or the Ray
+driver), so whatever computes records — one process or a cluster — hands them here.
+
+Records are appended in *groups* (one unit's records: one per method computed), each group in
+one ``os.write`` followed by ``os.fsync``, and every line says its place in its group
+(``"_part": [i, n]``). After ``kill -9`` at any moment the file therefore holds whole groups plus
+at most one torn group at the end; opening a store cuts that tail away. A group that is
+incomplete in the *middle* of the file can only come from editing it by hand, and is refused.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+import socket
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +26,25 @@ from xcnn.errors import XcnnError
 
 log = logging.getLogger(__name__)
 
-UnitKey = tuple[str, str, int, str]  # (CNN, size, image id, category)
+# The run folder's files, named once.
+CONFIG_FILE = "config.json"
+RECORDS_FILE = "records.jsonl"
+FAILURES_FILE = "failures.jsonl"
+STARTED_FILE = "started.jsonl"
+LOCK_FILE = ".lock"
+
+UnitKey = tuple[str, str, str, str]  # (CNN, size, photo id, category)
+RecordKey = tuple[str, str, str, str, str]  # UnitKey + method
+PART = "_part"  # [index in its write group, group length]; not exported
 
 
 def unit_key(record: dict[str, Any]) -> UnitKey:
-    return (record["CNN"], record["size"], int(record["id"]), record["class"])
+    # ids are compared as text: COCO ids are ints, other formats name photos by path
+    return (str(record["CNN"]), str(record["size"]), str(record["id"]), str(record["class"]))
+
+
+def record_key(record: dict[str, Any]) -> RecordKey:
+    return (*unit_key(record), str(record.get("method", "")))
 
 
 def to_json_line(obj: dict[str, Any]) -> bytes:
@@ -33,20 +54,19 @@ def to_json_line(obj: dict[str, Any]) -> bytes:
 
 
 class JsonlStore:
-    """Append-only file of units of ``per_unit`` JSON lines each, keyed by ``unit_key``."""
+    """Append-only JSON-lines file written in fsynced groups (see the module docstring)."""
 
-    def __init__(self, path: Path, per_unit: int) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.per_unit = per_unit
-        self.done: set[UnitKey] = set()
+        self.done: set[RecordKey] = set()
         self._fd: int | None = None
 
     def open(self) -> JsonlStore:
-        """Repair the tail, learn which units are done, and get ready to append."""
+        """Repair the torn tail, learn which records are done, and get ready to append."""
         fresh = not self.path.exists()
         good_end = 0 if fresh else self._scan()
         if not fresh and good_end < self.path.stat().st_size:
-            log.warning("%s: dropping a torn or incomplete last unit (%d bytes)",
+            log.warning("%s: dropping a torn last write (%d bytes); it is computed again",
                         self.path, self.path.stat().st_size - good_end)
             os.truncate(self.path, good_end)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -66,56 +86,65 @@ class JsonlStore:
         self.close()
 
     def append(self, lines: Sequence[dict[str, Any]]) -> None:
-        """Write one unit's lines in one call and make them durable before returning."""
+        """Write one group of lines in one call and make them durable before returning."""
         if self._fd is None:
             raise RuntimeError("store not open")
-        if len(lines) != self.per_unit or len({unit_key(r) for r in lines}) != 1:
-            raise ValueError(f"a unit is {self.per_unit} lines of one key, got {len(lines)}")
-        data = b"".join(to_json_line(r) for r in lines)
+        if not lines:
+            return
+        if len({unit_key(r) for r in lines}) != 1:
+            raise ValueError("a write group holds the records of one unit")
+        n = len(lines)
+        data = b"".join(to_json_line({**r, PART: [i, n]}) for i, r in enumerate(lines))
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
         os.fsync(self._fd)
-        self.done.add(unit_key(lines[0]))
+        self.done.update(record_key(r) for r in lines)
 
     def read(self) -> list[dict[str, Any]]:
-        """All lines of whole units, in file order (a torn or incomplete last unit is left out)."""
+        """Every record of whole groups, in file order, without the group field.
+
+        Damage in the middle of the file (an edited or truncated copy) is refused as on open;
+        a torn last group (a run killed mid-write) is left out."""
         out: list[dict[str, Any]] = []
-        pending: list[dict[str, Any]] = []
-        for rec, _ in self._lines():
-            if rec is None:
-                break
-            if pending and unit_key(pending[0]) != unit_key(rec):
-                pending = []  # _scan refuses this on open; a reader just skips it
-            pending.append(rec)
-            if len(pending) == self.per_unit:
-                out += pending
-                pending = []
+        for group, _ in self._groups():
+            out += group
         return out
 
     def _scan(self) -> int:
-        """Fill ``done`` and return the byte offset just after the last whole unit."""
+        """Fill ``done`` and return the byte offset just after the last whole group."""
         self.done.clear()
         good_end = 0
-        pending: list[UnitKey] = []
-        for rec, end in self._lines():
-            if rec is None:  # torn line: only ever the last one
-                break
-            key = unit_key(rec)
-            if pending and pending[0] != key:
-                raise XcnnError(
-                    f"{self.path}: unit {pending[0]} is incomplete in the middle of the file; "
-                    "the file was edited by hand - restore it or start a new RUN_DIR"
-                )
-            pending.append(key)
-            if len(pending) == self.per_unit:
-                self.done.add(key)
-                pending, good_end = [], end
+        for group, end in self._groups():
+            self.done.update(record_key(r) for r in group)
+            good_end = end
         return good_end
 
-    def _lines(self) -> Iterator[tuple[dict[str, Any] | None, int]]:
-        """(record or None if torn, byte offset after it); stops after a torn line."""
+    def _groups(self) -> Iterator[tuple[list[dict[str, Any]], int]]:
+        """Whole groups and the byte offset after each; stops at a torn tail, refuses damage."""
+        pending: list[dict[str, Any]] = []
+        size = 0
+        for number, rec, end in self._lines():
+            if rec is None:
+                return  # a torn last line (_lines checked that nothing follows it)
+            part = rec.pop(PART, None)
+            if not (isinstance(part, list) and len(part) == 2 and all(type(v) is int for v in part)
+                    and part[0] == len(pending) and part[1] >= 1 and (not pending or part[1] == size)):
+                raise self._damaged(number)
+            size = part[1]
+            pending.append(rec)
+            if len(pending) == size:
+                yield pending, end
+                pending = []
+        # a group left incomplete at the very end: the write was cut short by a kill
+
+    def _damaged(self, number: int) -> XcnnError:
+        return XcnnError(f"{self.path}: line {number} does not continue the records before it (the file was "
+                         "edited or damaged); restore it, or start a new RUN_DIR")
+
+    def _lines(self) -> Iterator[tuple[int, dict[str, Any] | None, int]]:
+        """(line number, record or None if torn, byte offset after it); stops after a torn line."""
         if not self.path.exists():
             return
         offset = 0
@@ -125,13 +154,10 @@ class JsonlStore:
                 rec = _parse(raw)
                 if rec is None:
                     if f.read(1):  # something follows: not a torn tail but a damaged file
-                        raise XcnnError(
-                            f"{self.path}: line {number} is not a record; the file is damaged - "
-                            "restore it or start a new RUN_DIR"
-                        )
-                    yield None, offset
+                        raise self._damaged(number)
+                    yield number, None, offset
                     return
-                yield rec, offset
+                yield number, rec, offset
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -161,12 +187,221 @@ def _fsync_dir(path: Path) -> None:
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
     """Write a whole file so that readers see the old file or the new, never half of one.
-    ``durable`` also survives a power cut (fsync), not only a killed process."""
+    ``durable`` also survives a power cut (fsync), not only a killed process. A failed write
+    (a full disk) leaves no temporary file behind."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class RunLock:
+    """An exclusive lock on RUN_DIR for a run's whole life (``fcntl.flock``, released by the
+    kernel when the process dies, so a killed run never leaves a stale lock)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                raise XcnnError(f"{self.path.parent} is in use by {holder}; wait for that run to end "
+                                "(or stop it), or choose another --out") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"xcnn run (pid {os.getpid()} on {socket.gethostname()})\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a file, or None if the file does not exist; XcnnError if unreadable."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise XcnnError(f"{path}: unreadable ({err}); this is not an xcnn run folder - choose another --out") from None
+    if not isinstance(value, dict):
+        raise XcnnError(f"{path}: not an xcnn run file; choose another --out")
+    return value
+
+
+def started_counts(path: Path) -> Counter[UnitKey]:
+    """How often each unit was started since it last ended: 1 after one kill, 2 after two."""
+    counts: Counter[UnitKey] = Counter()
+    if not path.exists():
+        return counts
+    for raw in path.read_bytes().splitlines():
+        try:
+            line = json.loads(raw)
+            key = unit_key(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line: that start was never acted on
+        if line.get("event") == "end":
+            counts.pop(key, None)
+        else:
+            counts[key] += 1
+    return counts
+
+
+def append_lines(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append lines and fsync (the in-progress marks: durable before the work they announce)."""
+    data = b"".join(to_json_line(r) for r in records)
+    if not data:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RunStore:
+    """RUN_DIR as the single writer sees it: lock, config/identity, records, failures, the
+    in-progress log, pictures. Open it as a context manager; it holds the lock until closed."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir)
+        self.lock = RunLock(self.dir)
+        self.records = JsonlStore(self.dir / RECORDS_FILE)
+        self.failures = JsonlStore(self.dir / FAILURES_FILE)
+        self.starts: Counter[UnitKey] = Counter()
+
+    def __enter__(self) -> RunStore:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            _clean_temporaries(self.dir)
+            self.records.open()
+            self.starts = started_counts(self.dir / STARTED_FILE)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.records.close()
+        self.failures.close()
+        self.lock.release()
+
+    # --- identity --------------------------------------------------------------------------
+
+    def check_identity(self, identity: dict[str, Any], source: str) -> None:
+        """Refuse a run folder whose records depend on something else than this config's."""
+        from xcnn.experiment.config import compare_identity
+
+        stored = read_json(self.dir / CONFIG_FILE)
+        if stored is None:
+            if self.records.done:
+                raise XcnnError(f"{self.dir} holds records but no {CONFIG_FILE}; choose another --out")
+            return
+        if not isinstance(stored.get("identity"), dict):
+            raise XcnnError(f"{self.dir} was made by an older xcnn ({stored.get('xcnn', '?')}) with another record "
+                            "layout; choose another --out (or delete the folder to start over)")
+        changed = compare_identity(stored["identity"], identity)
+        if changed:
+            raise XcnnError(f"{self.dir} holds a run whose records depend on another {', '.join(changed)} than "
+                            f"{source or 'this config'}; use another --out (or delete the folder to start over)")
+
+    def write_config(self, body: dict[str, Any]) -> None:
+        write_atomic(self.dir / CONFIG_FILE, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+
+    # --- failures and the in-progress log ----------------------------------------------------
+
+    def open_failures(self, keep: Iterable[dict[str, Any]] = ()) -> None:
+        """Start the failure list afresh (a rerun tries failed units again: a deterministic
+        failure comes back unchanged, a transient one gets its records), keeping ``keep``."""
+        path = self.dir / FAILURES_FILE
+        if path.exists() and path.stat().st_size:
+            log.info("trying the unit(s) that failed before again")
+        write_atomic(path, b"")
+        self.failures.open()
+        for row in keep:
+            self.failures.append([row])
+
+    @property
+    def failed(self) -> set[UnitKey]:
+        return {k[:4] for k in self.failures.done}  # type: ignore[misc]
+
+    def mark(self, keys: Sequence[UnitKey], event: str) -> None:
+        """Log units as started (durably, before the work) or ended."""
+        append_lines(self.dir / STARTED_FILE, [
+            {"CNN": k[0], "size": k[1], "id": k[2], "class": k[3], "event": event} for k in keys])
+
+    def forget_starts(self) -> None:
+        write_atomic(self.dir / STARTED_FILE, b"")
+        self.starts.clear()
+
+    # --- results -----------------------------------------------------------------------------
+
+    def add(self, key: UnitKey, records: Sequence[dict[str, Any]], failure: str | None,
+            files: dict[str, bytes], photo: tuple[int | str, str] = ("", "")) -> int:
+        """Write one unit's result: its files first, then its new records in one durable write
+        (so a unit counts as done only once its pictures exist). ``photo``: (id, file name) for
+        the failure list. Returns the records written."""
+        if failure is not None:
+            if key not in self.failed:
+                self.failures.append([{"CNN": key[0], "size": key[1], "id": photo[0], "class": key[3],
+                                       "file": photo[1], "reason": failure}])
+            return 0
+        new = [r for r in records if record_key(r) not in self.records.done]
+        if not new:
+            return 0
+        try:
+            for rel, data in files.items():
+                path = self._inside(rel)
+                if not path.exists():  # pictures are a function of the unit: never rewritten
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    # No fsync: a killed process loses nothing from the page cache, and the
+                    # unit's records, which are fsynced, are appended only after its files exist.
+                    write_atomic(path, data, durable=False)
+            self.records.append(new)
+        except OSError as err:
+            raise XcnnError(f"cannot write into {self.dir} ({err.strerror or err}); free disk space or fix "
+                            "permissions, then rerun the same command to resume") from None
+        return len(new)
+
+    def _inside(self, rel: str) -> Path:
+        path = (self.dir / rel).resolve()
+        if not path.is_relative_to(self.dir.resolve()):
+            raise ValueError(f"a worker sent a file outside the run folder: {rel!r}")
+        return path
+
+
+def _clean_temporaries(run_dir: Path) -> None:
+    """Temporary files left by a run killed (or a disk that filled) mid-write."""
+    for tmp in run_dir.rglob(".*.tmp*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)

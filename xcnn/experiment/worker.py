@@ -1,0 +1,344 @@
+"""The worker: a batch of units in, their records and picture bytes out. Writes no file.
+
+The only place of the experiment that calls the engine. A ``Worker`` keeps its model loaded
+between batches (the Ray backend keeps one per actor), so the same code serves one process and
+a cluster, and whoever runs it hands the results to the store, the single writer.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from xcnn import metrics
+from xcnn.errors import XcnnError
+from xcnn.experiment.config import RECORD_SCHEMA, Config, ModelSpec, Size
+from xcnn.experiment.plan import Batch, unit_key
+from xcnn.experiment.store import UnitKey
+from xcnn.methods import registry
+
+log = logging.getLogger(__name__)
+
+PICTURE_SIDE = 320  # longest side of the pictures kept for the report (its grids draw at 320)
+# Per-image numbers a method leaves in the engine's extras, and the record field they go to.
+EXTRA_FIELDS = {"integrated_gradients": {"ig_completeness": "completeness"}}
+
+
+@dataclass
+class UnitResult:
+    key: UnitKey
+    records: list[dict[str, Any]] = field(default_factory=list)
+    failure: str | None = None  # a data reason: the unit is recorded as failed, the run goes on
+    files: dict[str, bytes] = field(default_factory=dict)  # RUN_DIR-relative path -> bytes
+
+
+@dataclass
+class _Unit:
+    sample: Any
+    photo: np.ndarray  # H×W×3 uint8 at the input size
+    mask: np.ndarray  # bool H×W, dilated, at the input size
+
+
+class Worker:
+    """Runs batches of one config; loads a model on first use and keeps it until another is asked."""
+
+    def __init__(self, config: Config, device: str | torch.device = "cpu", save_maps: bool = False) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.save_maps = save_maps
+        self._model: tuple[ModelSpec, Any, Any] | None = None  # (spec, LoadedModel, Explainer)
+        self._masks: dict[tuple[str, str], np.ndarray] = {}  # dilations, bit-packed, per photo and category
+
+    def run(self, batch: Batch) -> list[UnitResult]:
+        """The batch's results, one per unit, in the batch's order."""
+        lm, ex = self._load(batch.model)
+        results: dict[UnitKey, UnitResult] = {}
+        units: list[_Unit] = []
+        for sample in batch.samples:
+            key = unit_key(batch.model, batch.size, sample)
+            try:
+                units.append(self._prepare(sample, batch.size, batch.photos))
+            except XcnnError as err:
+                results[key] = UnitResult(key, failure=f"unreadable image: {err}")
+        for unit, out in self._explain(ex, lm, units, batch, results):
+            key = unit_key(batch.model, batch.size, unit.sample)
+            results[key] = self._result(batch, unit, out, lm.categories)
+        return [results[k] for k in batch.keys()]
+
+    def close(self) -> None:
+        self._model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # --- model ---------------------------------------------------------------------------
+
+    def _load(self, spec: ModelSpec) -> tuple[Any, Any]:
+        if self._model is not None and self._model[0] == spec:
+            return self._model[1], self._model[2]
+        from xcnn import Explainer
+
+        self.close()
+        lm = load_model(spec, self.device)
+        ex = Explainer(lm.model, target_layer=spec.gradcam_layer)
+        self._model = (spec, lm, ex)
+        log.info("%s on %s", spec.name, self.device)
+        return lm, ex
+
+    # --- one batch -----------------------------------------------------------------------
+
+    def _prepare(self, sample: Any, size: Size, shipped: dict[str, bytes]) -> _Unit:
+        from xcnn.data import dilate, load_image, resize_mask
+
+        source: Any = io.BytesIO(shipped[str(sample.file)]) if str(sample.file) in shipped else sample.file
+        photo = load_image(source, max_pixels=self.config.max_pixels)
+        if photo.shape[:2] != sample.mask.shape:
+            raise XcnnError(f"{sample.file} is {photo.shape[1]}×{photo.shape[0]} but its mask "
+                            f"{sample.mask.shape[1]}×{sample.mask.shape[0]}")
+        if size.hw is not None and size.hw[0] * size.hw[1] > self.config.max_pixels:
+            raise XcnnError(f"size {size.label} is over the pixel budget of {self.config.max_pixels:,}; "
+                            "raise run.max_pixels if the machine has the memory")
+        # Dilated at the original resolution, then resized. Each dilation is needed once per
+        # model and size: kept bit-packed (1/8 of the mask the sample holds), not recomputed.
+        key = (str(sample.image_id), sample.category)
+        if key in self._masks:
+            mask = np.unpackbits(self._masks[key], count=sample.mask.size).reshape(sample.mask.shape).astype(bool)
+        else:
+            mask = dilate(sample.mask, self.config.growth)
+            self._masks[key] = np.packbits(mask)
+        if size.hw is not None:
+            h, w = size.hw
+            photo = np.asarray(Image.fromarray(photo).resize((w, h), Image.Resampling.BILINEAR))
+            mask = resize_mask(mask, (h, w))
+        return _Unit(sample, photo, mask)
+
+    def _explain(self, ex: Any, lm: Any, units: list[_Unit], batch: Batch,
+                 results: dict[UnitKey, UnitResult]) -> list[tuple[_Unit, dict[str, Any]]]:
+        """One engine call for the batch; if it fails for a data reason, each unit alone finds the
+        culprit (the others' numbers may then differ from a batched run by float rounding)."""
+        if not units:
+            return []
+        try:
+            return explain_units(ex, lm, units, batch, self.config, self.device)
+        except _DATA_ERRORS as err:
+            if len(units) == 1:
+                results[unit_key(batch.model, batch.size, units[0].sample)] = UnitResult(
+                    unit_key(batch.model, batch.size, units[0].sample), failure=f"model error: {_one_line(err)}")
+                return []
+            log.warning("%s: batch of %d failed (%s); retrying one by one", batch.model.name, len(units), _one_line(err))
+        out = []
+        for unit in units:
+            try:
+                out += explain_units(ex, lm, [unit], batch, self.config, self.device)
+            except _DATA_ERRORS as err:
+                key = unit_key(batch.model, batch.size, unit.sample)
+                results[key] = UnitResult(key, failure=f"model error: {_one_line(err)}")
+        return out
+
+    def _result(self, batch: Batch, unit: _Unit, out: dict[str, Any], names: Sequence[str]) -> UnitResult:
+        from xcnn import __version__, render
+
+        s, size = unit.sample, batch.size
+        key = unit_key(batch.model, size, s)
+        h, w = unit.mask.shape
+        stem = f"{slug(str(s.image_id))}_{slug(s.category)}"
+        image_png = f"pictures/{size.label}/{slug(str(s.image_id))}.jpg"
+        mask_png = f"pictures/{size.label}/{stem}_mask.png"
+        small = shrink_photo(unit.photo)
+        files = {image_png: encode_picture(small, "jpg"), mask_png: encode_picture(unit.mask.astype(np.uint8) * 255, "png")}
+        maps: dict[str, np.ndarray] = out["maps"]
+        if self.save_maps:
+            files[f"maps/{batch.model.name}/{size.label}/{stem}.npz"] = encode_maps(maps, unit.mask)
+        records = []
+        for method in batch.methods:
+            sc = {k: float(v[0]) for k, v in metrics.scores(maps[method][None], unit.mask[None]).items()}
+            notes = []
+            if not sc["E_celk"] > 0:
+                notes.append("all-zero map")
+            if sc["chance"] == 0:
+                notes.append("mask vanishes at this size")
+            map_png = f"pictures/{size.label}/{batch.model.name}/{stem}_{method}.jpg"
+            files[map_png] = encode_picture(render.picture(method, shrink_map(method, maps[method], small.shape[:2]),
+                                                           small), "jpg")
+            record = {
+                "id": s.image_id,
+                "file": Path(s.file).name,
+                "class": s.category,
+                "method": method,
+                "CNN": batch.model.name,
+                "size": size.label,
+                "group": size.group,
+                "height": int(h),
+                "width": int(w),
+                "P": sc["P"],
+                "E": sc["E"],
+                "E_celk": sc["E_celk"],
+                "chance": sc["chance"],
+                "lift": sc["P"] / sc["chance"] if sc["chance"] > 0 else math.nan,
+                "pointing_hit": None if math.isnan(sc["pointing_hit"]) else sc["pointing_hit"] == 1.0,
+                "rma": sc["rma"],
+                "target": out["target"],
+                "target_name": names[out["target"]],
+                "target_rank": out["target_rank"],
+                "target_prob": out["target_prob"],
+                "top1": out["top1"],
+                "top1_name": names[out["top1"]],
+                "ms": out["ms"].get(method, math.nan),
+                "rectifiers": out["rectifiers"],
+                "note": "; ".join(notes),
+                "image_png": image_png,
+                "mask_png": mask_png,
+                "map_png": map_png,
+                "xcnn": __version__,
+                "schema": RECORD_SCHEMA,
+            }
+            for extra, name in EXTRA_FIELDS.get(method, {}).items():
+                if extra in out["extras"]:
+                    record[name] = out["extras"][extra]
+            records.append(record)
+        return UnitResult(key, records, files=files)
+
+
+# Errors that a photo or a model's limits cause (a photo too small for the network, a machine
+# out of memory); anything else is a bug and must stop the run loudly.
+_DATA_ERRORS: tuple[type[BaseException], ...] = (XcnnError, MemoryError, torch.OutOfMemoryError)
+
+
+def load_model(spec: ModelSpec, device: str | torch.device) -> Any:
+    from xcnn import models
+
+    # Random weights (tests, timing) must be the same in every process, or a resumed run (or
+    # another worker) would mix two different models; the global RNG is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return models.load(spec.name, weights=spec.weights, device=device)
+
+
+def explain_units(ex: Any, lm: Any, units: list[Any], batch: Batch, config: Config,
+                  device: torch.device) -> list[tuple[Any, dict[str, Any]]]:
+    """One engine call for ``units`` (each with ``.photo`` at the input size and ``.sample``):
+    per unit its maps (float32 NumPy, nothing left on the device), target, rank, probability."""
+    from xcnn.data import imagenet_classes
+
+    x = torch.from_numpy(np.stack([u.photo for u in units])).to(device)
+    x = lm.normalize(x.permute(0, 3, 1, 2).float() / 255.0)
+    allowed = torch.zeros(len(units), len(lm.categories), dtype=torch.bool)
+    for i, u in enumerate(units):
+        allowed[i, imagenet_classes(u.sample.category)] = True
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        # the best-scoring ImageNet class of the unit's category, from the same forward pass
+        return logits.masked_fill(~allowed.to(logits.device), -math.inf).argmax(dim=1)
+
+    keys = [f"{u.sample.image_id}|{u.sample.category}" for u in units]
+    # Only the extra-pass methods read options and photo keys (SmoothGrad seeds its noise by key).
+    extra = any(registry.get(m).extra_passes for m in batch.methods)
+    kwargs: dict[str, Any] = {"options": config.options, "keys": keys} if extra else {}
+    out = ex.explain(x, targets=pick, methods=list(batch.methods), **kwargs)
+    maps = {m: out.get(m).detach().float().cpu().numpy() for m in batch.methods}
+    extras = {k: v.detach().float().cpu().numpy() for k, v in getattr(out, "extras", {}).items()}
+    ms = dict(getattr(out, "milliseconds", {}))
+    logits = out.logits.detach().float().cpu()
+    targets = out.targets.detach().cpu()
+    rectifiers = int(out.rectifiers)
+    del out, x
+    probs = torch.softmax(logits, dim=1)
+    results = []
+    for i, u in enumerate(units):
+        t = int(targets[i])
+        results.append((u, {
+            "maps": {m: maps[m][i] for m in batch.methods},
+            "extras": {k: float(v[i]) for k, v in extras.items()},
+            "ms": ms,
+            "rectifiers": rectifiers,
+            "target": t,
+            "target_rank": int((logits[i] > logits[i, t]).sum()) + 1,
+            "target_prob": float(probs[i, t]),
+            "top1": int(logits[i].argmax()),
+        }))
+    return results
+
+
+# --- pictures -------------------------------------------------------------------------------
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "x"
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def shrink_photo(photo: np.ndarray) -> np.ndarray:
+    """The photo at picture size (at most PICTURE_SIDE on its long side)."""
+    h, w = photo.shape[:2]
+    if max(h, w) <= PICTURE_SIDE:
+        return photo
+    scale = PICTURE_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS))
+
+
+def shrink_map(method: str, m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A map brought to picture size *before* rendering (rendering full-size maps only to
+    shrink the pictures cost more than the metrics). Grey pictures show the channel-summed
+    magnitude, so that is what gets area-averaged; heat maps are resized bilinearly."""
+    if m.shape[1:] == hw:
+        return m
+    heat = registry.get(method).draw == "heat"
+    plane = m[0] if heat else np.abs(m).sum(axis=0)
+    resample = Image.Resampling.BILINEAR if heat else Image.Resampling.BOX
+    small = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize((hw[1], hw[0]), resample)
+    return np.asarray(small)[None]
+
+
+def encode_picture(rgb: np.ndarray, fmt: str) -> bytes:
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    if max(img.size) > PICTURE_SIDE:
+        scale = PICTURE_SIDE / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.Resampling.LANCZOS)
+    if img.mode == "RGB":
+        a = np.asarray(img)
+        if (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
+            img = img.convert("L")  # grey pictures at a third of the size
+    buf = io.BytesIO()
+    if fmt == "jpg":
+        # Photos and maps: noisy gradient maps compress badly as PNG (~0.4 MB a unit, and the
+        # encoding cost a quarter of the engine's time on 2 cores); JPEG is 10x smaller and faster.
+        img.save(buf, format="JPEG", quality=88)
+    else:
+        img.save(buf, format="PNG", compress_level=1)  # masks: lossless
+    return buf.getvalue()
+
+
+def encode_maps(maps: dict[str, np.ndarray], mask: np.ndarray) -> bytes:
+    """float16 maps, each scaled by its own max |value| (stored as <method>_scale) so that
+    small gradients keep their precision instead of underflowing float16."""
+    arrays: dict[str, np.ndarray] = {"mask": mask}
+    for method, m in maps.items():
+        scale = float(np.abs(m).max())
+        arrays[method] = (m / scale if scale > 0 else m).astype(np.float16)
+        arrays[f"{method}_scale"] = np.float32(scale)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_maps(path: str | Path) -> dict[str, np.ndarray]:
+    """Maps saved with --save-maps, back as float32 (method -> C×H×W), plus "mask" (bool H×W)."""
+    with np.load(path) as z:
+        out: dict[str, np.ndarray] = {"mask": z["mask"]}
+        for name in z.files:
+            if name != "mask" and not name.endswith("_scale"):
+                out[name] = z[name].astype(np.float32) * np.float32(z[f"{name}_scale"])
+    return out
