@@ -98,3 +98,13 @@ def test_scores_in_one_pass_agree_with_the_single_metrics() -> None:
     hits = metrics.pointing_game(maps, masks).astype(float)
     hits[2] = np.nan  # undefined for the all-zero map
     np.testing.assert_array_equal(s["pointing_hit"], hits)
+
+
+def test_package_keeps_the_old_module_api() -> None:
+    from xcnn.metrics import localisation
+
+    for name in ("energy", "concentration", "chance_level", "pointing_game", "relevance_mass_accuracy", "scores"):
+        assert getattr(metrics, name) is getattr(localisation, name)
+    assert metrics.sanity.spearman is not None and metrics.baselines.uniform is not None  # loaded on access
+    with pytest.raises(AttributeError):
+        metrics.nothing_here  # noqa: B018

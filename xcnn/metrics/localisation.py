@@ -1,4 +1,4 @@
-"""Localisation metrics of saliency maps against object masks (SPEC §2, §4).
+"""Localisation metrics of saliency maps against object masks (energy concentration and friends).
 
 Every function is pure and batched: ``maps`` is B×C×H×W (C = 3 for gradient maps, 1 for
 Grad-CAM), ``masks`` is B×H×W (bool or 0/1), both NumPy arrays or torch tensors. Squares are

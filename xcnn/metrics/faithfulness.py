@@ -1,0 +1,187 @@
+"""Deletion and insertion (Petsiuk et al. 2018, RISE, https://arxiv.org/abs/1806.07421).
+
+Does the map point at what the model uses? Pixels are taken in the map's order of per-pixel
+energy Σ_c I² (descending); pixels of equal energy — the flat zeros of a CAM, or every pixel
+of a constant or all-zero map — in a random order drawn from a generator seeded by
+(seed, key), so a map's curve never depends on the batch it was computed in.
+
+- deletion: the top fraction k/steps (k = 0..steps) of the pixels is set to 0 in the model's
+  input space (the dataset mean, for a normalised input); a faithful map makes the target's
+  probability fall fast: low area is good.
+- insertion: starting from the photo blurred per channel in the model's input space (Gaussian,
+  σ = 5 % of the longer side, ``scipy.ndimage.gaussian_filter`` with mode "reflect"), the top
+  fraction of the original pixels is put back: high area is good.
+
+The score is the area under the target's softmax probability over the fraction, by the
+trapezoid rule over the steps + 1 points k/steps on [0, 1]. The number of pixels at step k is
+⌊k·N/steps⌋ of the N = H·W pixels. The steps + 1 images of one curve go through the model as
+one batch, without gradient, in eval mode (the model's flags are restored afterwards).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from xcnn.errors import XcnnError
+from xcnn.metrics.localisation import ArrayLike, _as_numpy
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+BLUR_SIGMA = 0.05  # fraction of the longer side
+
+
+def key_seed(seed: int, key: str) -> int:
+    """A 63-bit seed from (seed, key), stable across processes and platforms (unlike ``hash``)."""
+    digest = hashlib.sha256(f"{int(seed)}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def pixel_order(maps: ArrayLike, seed: int = 0, keys: Sequence[str] | None = None) -> np.ndarray:
+    """B×N int64 (N = H·W, row-major pixel indices): pixels by descending energy Σ_c I²,
+    ties in a random order from a generator seeded by ``key_seed(seed, keys[i])``.
+
+    ``keys=None`` keys image i by ``str(i)``; pass the photos' own keys (e.g. image id) so an
+    order does not depend on where a map sits in its batch.
+    """
+    m = _as_numpy(maps)
+    if m.ndim != 4:
+        raise XcnnError(f"maps must be B×C×H×W, got shape {tuple(m.shape)}")
+    b = m.shape[0]
+    keys = _keys(keys, b)
+    energy = np.square(m, dtype=np.float64).sum(axis=1).reshape(b, -1)
+    out = np.empty(energy.shape, dtype=np.int64)
+    for i in range(b):
+        tiebreak = np.random.default_rng(key_seed(seed, keys[i])).random(energy.shape[1])
+        out[i] = np.lexsort((tiebreak, -energy[i]))  # last key is the primary one
+    return out
+
+
+def blur(images: torch.Tensor, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+    """Each channel of B×C×H×W ``images`` blurred by a Gaussian of σ = ``sigma`` × max(H, W)
+    pixels (``scipy.ndimage.gaussian_filter``, mode "reflect", truncated at 4σ); same dtype
+    and device. The start of an insertion curve."""
+    import torch
+
+    h, w = images.shape[-2:]
+    s = sigma * max(h, w)
+    x = images.detach().to("cpu", torch.float64).numpy()
+    from scipy import ndimage
+
+    out = ndimage.gaussian_filter(x, sigma=(0, 0, s, s), mode="reflect")
+    return torch.from_numpy(out).to(images.device, images.dtype)
+
+
+def auc(curves: np.ndarray) -> np.ndarray:
+    """Trapezoid area of B×(steps+1) curves sampled at k/steps on [0, 1]; float64 [B]."""
+    c = np.asarray(curves, dtype=np.float64)
+    steps = c.shape[-1] - 1
+    return (c.sum(axis=-1) - 0.5 * (c[..., 0] + c[..., -1])) / steps
+
+
+def deletion_insertion(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: ArrayLike,
+    targets: torch.Tensor | Sequence[int],
+    *,
+    steps: int = 20,
+    seed: int = 0,
+    keys: Sequence[str] | None = None,
+    blur_sigma: float = BLUR_SIGMA,
+    curves_per_pass: int = 2,
+) -> dict[str, np.ndarray]:
+    """Deletion and insertion curves of B maps.
+
+    ``images``: B×3×H×W in the model's input space (normalised); ``maps``: B×C×H×W (any C,
+    NumPy or torch); ``targets``: B class indices. ``keys``: one string per image seeding the
+    order of tied pixels (see ``pixel_order``). ``curves_per_pass``: how many whole curves
+    (of steps + 1 images each) share one forward pass — memory only, never a result; a curve
+    is never split across passes.
+
+    Returns float64 arrays: ``deletion_auc`` and ``insertion_auc`` [B], ``deletion_curve`` and
+    ``insertion_curve`` B×(steps+1) — the target's softmax probability after k/steps of the
+    pixels were deleted / inserted, k = 0..steps.
+    """
+    import torch
+
+    if images.dim() != 4:
+        raise XcnnError(f"images must be B×3×H×W, got shape {tuple(images.shape)}")
+    b, _, h, w = images.shape
+    m = _as_numpy(maps)
+    if m.ndim != 4 or m.shape[0] != b or m.shape[2:] != (h, w):
+        raise XcnnError(f"maps must be B×C×H×W matching images {tuple(images.shape)}, got {tuple(m.shape)}")
+    target = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if target.numel() != b:
+        raise XcnnError(f"need one target per image: {b} images, {target.numel()} targets")
+    if steps < 1 or curves_per_pass < 1:
+        raise XcnnError(f"steps and curves_per_pass must be at least 1, got {steps} and {curves_per_pass}")
+
+    n = h * w
+    order = pixel_order(m, seed, keys)
+    counts = np.arange(steps + 1, dtype=np.int64) * n // steps  # pixels changed at step k
+    x = images.detach()
+    blurred = blur(x, blur_sigma)
+
+    def curve_inputs() -> Iterator[tuple[int, int, torch.Tensor]]:
+        # (image, 0 = deletion | 1 = insertion, steps+1 inputs) for every curve, in order.
+        for i in range(b):
+            rank = np.empty(n, dtype=np.int64)
+            rank[order[i]] = np.arange(n)
+            top = torch.from_numpy(rank[None, :] < counts[:, None]).to(x.device)  # (steps+1)×N
+            top = top.view(steps + 1, 1, h, w)
+            yield i, 0, torch.where(top, torch.zeros_like(x[i]), x[i])
+            yield i, 1, torch.where(top, x[i], blurred[i])
+
+    curves = np.empty((b, 2, steps + 1), dtype=np.float64)
+    with torch.no_grad(), _eval_mode(model):
+        for group in _chunks(curve_inputs(), curves_per_pass):
+            logits = model(torch.cat([inputs for _, _, inputs in group]))
+            if logits.dim() != 2:
+                raise XcnnError(f"the model must return B×classes logits, got shape {tuple(logits.shape)}")
+            prob = torch.softmax(logits.float(), dim=1).cpu()
+            for j, (i, which, _) in enumerate(group):
+                rows = prob[j * (steps + 1):(j + 1) * (steps + 1)]
+                curves[i, which] = rows[:, int(target[i])].double().numpy()
+    return {
+        "deletion_auc": auc(curves[:, 0]),
+        "insertion_auc": auc(curves[:, 1]),
+        "deletion_curve": curves[:, 0],
+        "insertion_curve": curves[:, 1],
+    }
+
+
+def _keys(keys: Sequence[str] | None, b: int) -> list[str]:
+    if keys is None:
+        return [str(i) for i in range(b)]
+    if isinstance(keys, str) or len(keys) != b:
+        raise XcnnError(f"need one key per image: {b} images, keys {keys!r}")
+    return [str(k) for k in keys]
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    group: list[Any] = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the call (BatchNorm statistics, no dropout), then each flag as it was."""
+    flags = [(mod, mod.training) for mod in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for mod, training in flags:
+            mod.training = training
