@@ -6,17 +6,19 @@ from typing import Any
 
 from xcnn.data.classes import imagenet_classes, imagenet_names
 from xcnn.data.coco import CocoDataset, Sample
-from xcnn.data.images import load_image
+from xcnn.data.images import DEFAULT_MAX_PIXELS, ImageTooLarge, load_image
 from xcnn.data.masks import dilate, resize_mask
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "CocoDataset",
+    "ImageTooLarge",
     "Sample",
-    "load_image",
     "dilate",
-    "resize_mask",
     "imagenet_classes",
     "imagenet_names",
+    "load_image",
+    "resize_mask",
 ]
 
 
