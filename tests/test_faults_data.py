@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import zipfile
 import zlib
@@ -17,7 +18,7 @@ from PIL import Image
 import xcnn.cli
 from tests import test_download
 from tests.test_download import ZIP_PATH, Server, tiny
-from xcnn.data import load_image
+from xcnn.data import CocoDataset, load_image
 from xcnn.errors import XcnnError
 
 DATA_DIR = Path(__file__).parents[1] / "xcnn" / "data"
@@ -52,6 +53,61 @@ def serve_annotations(server: Server, data: dict) -> None:
 def coco_cli(server: Server, root: Path, *extra: str) -> int:
     return xcnn.cli.main(["data", "coco", "--root", str(root), "--split", "val2017",
                           "--categories", "zebra", "--base-url", server.url, *extra])
+
+
+# 1. Paths escaping the dataset
+
+
+@pytest.mark.parametrize("where", ["dotdot", "absolute"])
+def test_select_refuses_a_file_name_outside_the_image_folder(tmp_path: Path, where: str) -> None:
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(tiny.jpeg_bytes(seed=1))
+    name = "../../outside.jpg" if where == "dotdot" else str(outside)
+    ds = CocoDataset(*write(tmp_path / "ds", lambda d: image(d, 1).update(file_name=name)))
+    with pytest.raises(XcnnError) as err:
+        ds.select(["zebra"], 30, seed=0)
+    msg = one_line(err)
+    assert "image 1" in msg and repr(name) in msg and "outside" in msg
+
+
+def test_symlinked_root_works_but_a_link_inside_leading_out_is_refused(tmp_path: Path) -> None:
+    ann, images = write(tmp_path / "real")
+    link = tmp_path / "link"
+    link.symlink_to(images, target_is_directory=True)
+    samples, _ = CocoDataset(ann, link).select(["zebra"], 3, seed=0)
+    assert len(samples) == 3 and all(s.file.parent == link for s in samples)
+
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(tiny.jpeg_bytes(seed=1))
+    (images / "000001.jpg").unlink()
+    (images / "000001.jpg").symlink_to(outside)
+    with pytest.raises(XcnnError) as err:
+        CocoDataset(ann, images).select(["zebra"], 30, seed=0)
+    assert "image 1" in one_line(err) and "000001.jpg" in str(err.value)
+
+
+def test_inside_keeps_names_inside_and_refuses_the_rest(tmp_path: Path) -> None:
+    from xcnn.data.paths import inside
+
+    assert inside(tmp_path, "a/../b.jpg", "x") == tmp_path / "a/../b.jpg"
+    for bad in ("../b.jpg", "/etc/passwd", "", ".", None, 5):
+        with pytest.raises(XcnnError, match="^rec 7: ") as err:
+            inside(tmp_path, bad, "rec 7")
+        one_line(err)
+
+
+# 2. Duplicate ids
+
+
+def test_duplicate_image_ids_are_refused(tmp_path: Path) -> None:
+    def twin(d: dict) -> None:
+        d["images"].append(dict(image(d, 2), file_name="000003.jpg"))
+        d["images"].append(dict(image(d, 100), file_name="000101.jpg"))
+
+    with pytest.raises(XcnnError) as err:
+        CocoDataset(*write(tmp_path, twin))
+    msg = one_line(err)
+    assert "annotations.json" in msg and re.search(r"\b2, 100\b", msg)
 
 
 # 3. 16-bit and float images
@@ -134,3 +190,79 @@ def test_pixel_budget_counts_pixels(tmp_path: Path) -> None:
         load_image(path, max_pixels=1199)
     with pytest.raises(XcnnError, match="max_pixels"):
         load_image(path, max_pixels=0)
+
+
+def test_select_skips_huge_and_over_budget_images(tmp_path: Path) -> None:
+    from xcnn.data.coco import TOO_LARGE
+
+    ann, images = write(tmp_path)
+    (images / "000001.jpg").write_bytes(png_header(20000, 20000))
+    ds = CocoDataset(ann, images)
+    samples, skipped = ds.select(["zebra"], 30, seed=0)
+    assert 1 not in {s.image_id for s in samples} and skipped[TOO_LARGE] == 1
+    # a budget below the annotated 40×30 skips every image, by the annotation alone
+    samples, skipped = ds.select(["zebra"], 30, seed=0, max_pixels=1000)
+    assert not samples and skipped == {TOO_LARGE: 27}
+
+
+# 5. One line instead of a traceback
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (lambda d: image(d, 3).update(height="30"), ["image 3", "'height'", "'30'"]),
+        (lambda d: image(d, 3).update(id="3"), ['"images"[2]', "'id'"]),
+        (lambda d: d["images"].insert(4, None), ['"images"[4]', "None"]),
+        (lambda d: d["annotations"].append(dict(d["annotations"][0], id=999, image_id=77)),
+         ["annotation 999", "image 77", "add", "remove"]),
+        (lambda d: d["annotations"].append(dict(d["annotations"][0], id=999, category_id=5)),
+         ["annotation 999", "category 5"]),
+        (lambda d: d["annotations"].__setitem__(0, [1, 2]), ['"annotations"[0]']),
+        (lambda d: d["categories"].append({"id": 1, "name": "people"}), ["category", "1"]),
+        (lambda d: d["annotations"].append(dict(d["annotations"][0])), ["annotation", "1"]),
+    ],
+)
+def test_malformed_records_are_one_line(tmp_path: Path, edit, words: list[str]) -> None:
+    with pytest.raises(XcnnError) as err:
+        CocoDataset(*write(tmp_path, edit))
+    msg = one_line(err)
+    assert "annotations.json" in msg
+    for word in words:
+        assert word in msg
+
+
+# 7. Only the errors we expect are caught
+
+
+@pytest.mark.parametrize(
+    "segmentation",
+    [None, "abc", [], [[1, 2, 3]], [[1, 2, 3, 4, 5, 6, 7]], [["a", "b", "c", "d", "e", "f"]],
+     {}, {"size": [30, 40]}, {"size": [30, 40], "counts": "!!!!"}, {"size": [30, 40], "counts": [5000]},
+     {"size": [20, 20], "counts": [400]}, {"size": [30, 40], "counts": [1.5, 1198.5]},
+     {"size": [30, 40], "counts": [-5, 1205]}],
+)
+def test_bad_segmentation_names_the_annotation(tmp_path: Path, segmentation) -> None:
+    ds = CocoDataset(*write(tmp_path, lambda d: d["annotations"][0].update(segmentation=segmentation)))
+    with pytest.raises(XcnnError) as err:
+        ds.mask(1, "zebra")
+    msg = one_line(err)
+    assert "annotation 1 " in msg and "image 1" in msg and "annotations.json" in msg
+
+
+def test_programming_errors_are_not_turned_into_data_errors(tmp_path: Path, monkeypatch) -> None:
+    ds = CocoDataset(*write(tmp_path))
+
+    def bug(ann: dict) -> np.ndarray:
+        raise RuntimeError("a bug, not bad data")
+
+    monkeypatch.setattr(ds.coco, "annToMask", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        ds.mask(1, "zebra")
+
+
+def test_no_catch_all_in_the_data_layer() -> None:
+    catch_all = re.compile(r"except\s*(:|\(?\s*(Base)?Exception\b)")
+    found = [f"{p.name}:{n}" for p in sorted(DATA_DIR.rglob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1) if catch_all.search(line)]
+    assert not found

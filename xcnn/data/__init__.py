@@ -8,6 +8,7 @@ from xcnn.data.classes import imagenet_classes, imagenet_names
 from xcnn.data.coco import CocoDataset, Sample
 from xcnn.data.images import DEFAULT_MAX_PIXELS, ImageTooLarge, load_image
 from xcnn.data.masks import dilate, resize_mask
+from xcnn.data.paths import inside
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -17,6 +18,7 @@ __all__ = [
     "dilate",
     "imagenet_classes",
     "imagenet_names",
+    "inside",
     "load_image",
     "resize_mask",
 ]

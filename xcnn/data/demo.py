@@ -14,6 +14,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from xcnn.data.paths import inside
 from xcnn.errors import XcnnError
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _complete(ann_file: Path, image_dir: Path, coco: dict) -> bool:
             return False
     except ValueError:
         return False
-    return all((image_dir / im["file_name"]).is_file() for im in coco["images"])
+    return all(inside(image_dir, im["file_name"], f"demo image {im['id']}").is_file() for im in coco["images"])
 
 
 def build(dest: Path) -> tuple[Path, Path]:
@@ -91,7 +92,7 @@ def build(dest: Path) -> tuple[Path, Path]:
     except OSError as e:
         raise XcnnError(f"cannot create {image_dir} ({e}): choose a writable destination") from e
     for name, src in sources.items():
-        target = image_dir / name
+        target = inside(image_dir, name, f"demo image {name!r} of {ANNOTATIONS}")
         if not target.is_file() or target.stat().st_size != src.stat().st_size:
             tmp = target.with_suffix(target.suffix + ".part")
             shutil.copyfile(src, tmp)
