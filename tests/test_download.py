@@ -31,6 +31,8 @@ class Server:
         self.files = files
         self.ranges = True  # honour Range requests
         self.drop: dict[str, int] = {}  # path -> how many more responses to cut in half
+        self.length = True  # send Content-Length (False: the body just ends when the connection closes)
+        self.content_type: dict[str, str] = {}  # path -> Content-Type header to send
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         server = self
 
@@ -49,7 +51,10 @@ class Server:
                 self.send_response(206 if start else 200)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.send_header("Content-Length", str(len(body) - start))
+                if server.length:
+                    self.send_header("Content-Length", str(len(body) - start))
+                if self.path in server.content_type:
+                    self.send_header("Content-Type", server.content_type[self.path])
                 self.end_headers()
                 payload = body[start:]
                 if server.drop.get(self.path, 0) > 0:

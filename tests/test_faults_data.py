@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import struct
 import zipfile
@@ -19,6 +20,7 @@ import xcnn.cli
 from tests import test_download
 from tests.test_download import ZIP_PATH, Server, tiny
 from xcnn.data import CocoDataset, load_image
+from xcnn.data import download as dl
 from xcnn.errors import XcnnError
 
 DATA_DIR = Path(__file__).parents[1] / "xcnn" / "data"
@@ -94,6 +96,42 @@ def test_inside_keeps_names_inside_and_refuses_the_rest(tmp_path: Path) -> None:
         with pytest.raises(XcnnError, match="^rec 7: ") as err:
             inside(tmp_path, bad, "rec 7")
         one_line(err)
+
+
+@pytest.mark.parametrize("where", ["dotdot", "absolute"])
+def test_download_neither_writes_nor_deletes_outside_root(server: Server, tmp_path: Path, where: str) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not an image, and not xcnn's")
+    name = "../../victim.txt" if where == "dotdot" else str(victim)
+    data, _ = tiny.instances()
+    image(data, 1)["file_name"] = name
+    serve_annotations(server, data)
+    with pytest.raises(XcnnError) as err:
+        dl.download_coco(tmp_path / "coco", "val2017", ["zebra"], 30, seed=0, url=server.url)
+    assert "image 1" in one_line(err)
+    assert victim.read_text() == "not an image, and not xcnn's"
+    assert not any("victim" in p for p, _ in server.requests)
+
+
+def test_download_leaves_a_foreign_file_at_an_image_path_alone(server: Server, tmp_path: Path) -> None:
+    mine = tmp_path / "val2017" / "000001.jpg"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my notes, not a photo")
+    out = dl.download_coco(tmp_path, "val2017", ["zebra"], 30, seed=0, url=server.url)
+    selection = json.loads(out.read_text())
+    assert mine.read_text() == "my notes, not a photo"
+    assert 1 not in selection["images"]["zebra"]
+    assert selection["skipped"][dl.IN_THE_WAY] == 1
+    # the folder then selects exactly what the downloader chose
+    ds = CocoDataset(tmp_path / "annotations" / "instances_val2017.json", tmp_path / "val2017")
+    assert [s.image_id for s in ds.select(["zebra"], 30, seed=0)[0]] == selection["images"]["zebra"]
+
+
+def test_split_cannot_lead_out_of_root(server: Server, tmp_path: Path) -> None:
+    with pytest.raises(XcnnError, match="split") as err:
+        dl.download_coco(tmp_path / "coco", "../../val2017", ["zebra"], 3, url=server.url)
+    one_line(err)
+    assert not server.requests
 
 
 # 2. Duplicate ids
@@ -209,6 +247,18 @@ def test_select_skips_huge_and_over_budget_images(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "args",
+    [["--seed", "-1"], ["--per-category", "0"], ["--min-area", "2"], ["--max-pixels", "0"],
+     ["--split", "val"]],
+)
+def test_arguments_are_checked_before_any_download(server: Server, tmp_path: Path, args, capsys) -> None:
+    assert coco_cli(server, tmp_path, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("xcnn: error:")
+    assert not server.requests and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
     ("edit", "words"),
     [
         (lambda d: image(d, 3).update(height="30"), ["image 3", "'height'", "'30'"]),
@@ -230,6 +280,82 @@ def test_malformed_records_are_one_line(tmp_path: Path, edit, words: list[str]) 
     assert "annotations.json" in msg
     for word in words:
         assert word in msg
+
+
+# 6. The downloader's verdicts
+
+
+def test_short_selection_exits_3_with_a_summary(server: Server, tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        assert coco_cli(server, tmp_path, "--per-category", "30") == 3
+    assert "zebra 24 of 30" in caplog.text and "done" not in caplog.text
+    with caplog.at_level(logging.INFO):
+        assert coco_cli(server, tmp_path, "--per-category", "24") == 0
+
+
+def test_web_page_for_the_archive_says_so(server: Server, tmp_path: Path, capsys) -> None:
+    server.files[ZIP_PATH] = b"<html><body>Please log in to the proxy</body></html>"
+    server.content_type[ZIP_PATH] = "text/html; charset=utf-8"
+    assert coco_cli(server, tmp_path) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "web page" in err[0] and "--split" not in err[0]
+    assert "XCNN_COCO_BASE_URL" in err[0] and "proxy" in err[0]
+    assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("*.zip"))
+
+
+def test_web_page_for_an_image_says_so(server: Server, tmp_path: Path) -> None:
+    path = "/val2017/000001.jpg"
+    server.files[path] = b"\n  <!DOCTYPE html><html><body>Not here</body></html>"
+    with pytest.raises(XcnnError, match="web page") as err:
+        dl.fetch(server.url + path, tmp_path / "000001.jpg", dl.check_image((30, 40)))
+    one_line(err)
+    assert len(server.got(path)) == 1 and not list(tmp_path.iterdir())
+
+
+def test_cut_short_without_length_is_fetched_again(server: Server, tmp_path: Path) -> None:
+    server.length = False
+    path = "/val2017/000001.jpg"
+    server.drop[ZIP_PATH] = server.drop[path] = 1
+    member = "annotations/instances_val2017.json"
+    assert dl.fetch(server.url + ZIP_PATH, tmp_path / "a.zip", dl.check_zip(member)) is None
+    assert (tmp_path / "a.zip").read_bytes() == server.files[ZIP_PATH]
+    assert dl.fetch(server.url + path, tmp_path / "1.jpg", dl.check_image((30, 40))) is None
+    assert (tmp_path / "1.jpg").read_bytes() == server.files[path]
+
+
+def test_corrupt_archive_is_named_not_blamed_on_the_split(server: Server, tmp_path: Path) -> None:
+    member = b'{"images": [], "annotations": [], "categories": []}' * 50
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("annotations/instances_val2017.json", member)
+    body = bytearray(archive.getvalue())
+    body[body.index(member) + 10] ^= 0xFF  # a byte changed on the way: the CRC no longer matches
+    server.files[ZIP_PATH] = bytes(body)
+    with pytest.raises(XcnnError, match="CRC") as err:
+        dl.annotations(tmp_path, "val2017", server.url)
+    assert "--split" not in one_line(err) and "XCNN_COCO_BASE_URL" in str(err.value)
+    assert not (tmp_path / "annotations" / "instances_val2017.json").exists()
+
+
+def test_damaged_extracted_json_is_extracted_again(server: Server, tmp_path: Path) -> None:
+    path = dl.annotations(tmp_path, "val2017", server.url)
+    good = path.read_bytes()
+    requests = len(server.requests)
+    path.write_bytes(good[: len(good) // 2])  # e.g. a crash before the file reached the disk
+    assert dl.annotations(tmp_path, "val2017", server.url).read_bytes() == good
+    assert len(server.requests) == requests  # from the kept archive, not downloaded again
+    # a valid JSON that is not the archive's copy is someone's own edit: kept
+    path.write_text(json.dumps(json.loads(good)) + "\n")
+    edited = path.read_bytes()
+    assert dl.annotations(tmp_path, "val2017", server.url).read_bytes() == edited
+
+
+def test_local_write_error_is_named_at_once(server: Server, tmp_path: Path) -> None:
+    (tmp_path / "a.zip.part").symlink_to("/dev/full")  # every write fails: no space left on device
+    with pytest.raises(XcnnError, match="local") as err:
+        dl.fetch(server.url + ZIP_PATH, tmp_path / "a.zip")
+    assert "a.zip.part" in one_line(err) and "run again later" not in str(err.value)
+    assert len(server.got(ZIP_PATH)) == 1
 
 
 # 7. Only the errors we expect are caught

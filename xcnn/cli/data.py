@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
 from xcnn.errors import XcnnError
 
 log = logging.getLogger(__name__)
+
+SHORT = 3  # exit code: fewer usable images than asked, for data reasons (2: a usage or input error)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="download COCO annotations and N seeded images per category",
         description="Download the COCO annotation archive once, extract instances_SPLIT.json, choose "
         "N images per category from the seed (as `xcnn run` would) and download only those. "
-        "Resumable; writes ROOT/xcnn-selection.json.",
+        "Resumable; writes ROOT/xcnn-selection.json. Exit code 3 when a category got fewer than N images.",
     )
     coco.add_argument("--root", type=Path, required=True, help="folder for annotations/ and the images")
     coco.add_argument("--split", default="train2017", help="COCO split, e.g. train2017 or val2017 (default: %(default)s)")
@@ -28,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     coco.add_argument("--seed", type=int, default=0, help="selection seed (default: %(default)s)")
     coco.add_argument("--min-area", type=float, default=0.01,
                       help="skip images whose object covers less than this fraction (default: %(default)s)")
+    coco.add_argument("--max-pixels", type=int, default=None,
+                      help="skip images with more pixels than this (default: xcnn.data.DEFAULT_MAX_PIXELS)")
     coco.add_argument("--base-url", default=None,
                       help="server root instead of http://images.cocodataset.org (or set $XCNN_COCO_BASE_URL)")
     coco.set_defaults(func=_coco)
@@ -47,7 +52,15 @@ def _coco(args: argparse.Namespace) -> int:
 
     for c in categories:  # refuse a category the experiment cannot use before downloading anything
         imagenet_classes(c)
-    out = download_coco(args.root, args.split, categories, args.per_category, args.seed, args.min_area, args.base_url)
+    out = download_coco(args.root, args.split, categories, args.per_category, args.seed, args.min_area,
+                        args.base_url, max_pixels=args.max_pixels)
+    selection = json.loads(out.read_text())
+    short = [f"{name} {len(ids)} of {args.per_category}" for name, ids in selection["images"].items()
+             if len(ids) < args.per_category]
+    if short:
+        log.error("fewer usable images than asked: %s (skipped: %s); see the warnings above, selection in %s",
+                  ", ".join(short), selection["skipped"] or "none", out)
+        return SHORT
     log.info("done: %s", out)
     return 0
 
