@@ -13,7 +13,7 @@ from xcnn.errors import XcnnError
 def dilate(mask: np.ndarray, growth: float = 0.20) -> np.ndarray:
     """Grow `mask` until its area is (1 + growth) times the original.
 
-    Definition (SPEC §2): with d(p) the Euclidean distance from pixel centre p to the
+    Definition: with d(p) the Euclidean distance from pixel centre p to the
     nearest mask pixel centre (0 inside the mask), the dilated mask is {p : d(p) <= r},
     where r is the smallest radius for which that set holds at least
     ceil((1 + growth) * area) pixels. Pixels at equal distance are all taken, so the
