@@ -28,12 +28,25 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
     ig_steps = 50, smoothgrad_samples = 25, smoothgrad_sigma = 0.15, scorecam_top_k = 0 (all),
     noise_seed = 0, memory_mb = 4096
 
+    [checks]                     # optional; absent: no checks. Present: each key defaults to below
+    baselines = true             # model-free maps (uniform, centre, edges) as records with CNN "none"
+    faithfulness = true          # deletion / insertion of every method's map ...
+    faithfulness_sizes = ["resized"]   # ... at these run sizes ("resized": every non-original one)
+    faithfulness_steps = 20
+    randomisation = true         # cascading model randomisation on the first photos ...
+    randomisation_photos = 4
+    randomisation_steps = 5
+    dependence = true            # input and class dependence on the first photos
+    dependence_photos = 8
+    seed = 0
+
 Relative paths are taken from the config file's folder.
 
 A run's *identity* is what its records depend on (the data's content, each model's weights and
 layer, growth, method parameters, the record schema); RUN_DIR keeps it and refuses a config that
 changes it. What only says which records are wanted (categories, photos per category, models,
-sizes, methods) may grow: a rerun computes only what is missing.
+sizes, methods) may grow: a rerun computes only what is missing. The checks are not part of the
+identity either: their rows (RUN_DIR/checks.jsonl) carry their own parameters.
 """
 from __future__ import annotations
 
@@ -76,6 +89,26 @@ class Size:
 
 
 @dataclass(frozen=True)
+class Checks:
+    """The ``[checks]`` table; the defaults (all off) are those of a config without one."""
+
+    baselines: bool = False
+    faithfulness: bool = False
+    faithfulness_sizes: tuple[str, ...] = ("resized",)  # size labels, or "resized"
+    faithfulness_steps: int = 20
+    randomisation: bool = False
+    randomisation_photos: int = 4
+    randomisation_steps: int = 5
+    dependence: bool = False
+    dependence_photos: int = 8
+    seed: int = 0
+
+    @property
+    def any(self) -> bool:
+        return self.baselines or self.faithfulness or self.randomisation or self.dependence
+
+
+@dataclass(frozen=True)
 class Config:
     categories: tuple[str, ...]
     models: tuple[ModelSpec, ...]
@@ -93,6 +126,7 @@ class Config:
     device: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     options: Options = Options()
+    checks: Checks = Checks()  # never part of the identity
     backend: str = "local"  # "local" or "ray"; never part of the identity
     address: str | None = None  # Ray: None starts a local cluster, "auto" or "HOST:PORT" joins one
     ship_photos: bool = False  # Ray: the driver sends photo bytes (no path every node sees)
@@ -102,7 +136,19 @@ class Config:
         d = asdict(self)
         d["sizes"] = [s.label for s in self.sizes]
         d.pop("source")
+        d["checks"] = {**asdict(self.checks), "faithfulness_sizes": list(self.checks.faithfulness_sizes)}
         return d
+
+    def faithfulness_sizes(self) -> tuple[Size, ...]:
+        """The run sizes whose method records get deletion and insertion curves."""
+        if not self.checks.faithfulness:
+            return ()
+        wanted = set(self.checks.faithfulness_sizes)
+        return tuple(s for s in self.sizes if s.label in wanted or ("resized" in wanted and s.hw is not None))
+
+    def check_size(self) -> Size | None:
+        """The size of the randomisation and dependence checks: the first non-original one."""
+        return next((s for s in self.sizes if s.hw is not None), None)
 
     def identity(self, data_digest: str) -> dict[str, Any]:
         """What the records depend on; ``data_digest`` is the hash of the dataset's content."""
@@ -124,6 +170,8 @@ _SECTIONS = {
     "models": {"name", "gradcam_layer", "weights"},
     "run": {"sizes", "methods", "growth", "batch_size", "device", "max_pixels", "backend", "address",
             "ship_photos"} | _OPTION_KEYS,
+    "checks": {"baselines", "faithfulness", "faithfulness_sizes", "faithfulness_steps", "randomisation",
+               "randomisation_photos", "randomisation_steps", "dependence", "dependence_photos", "seed"},
 }
 
 
@@ -252,7 +300,38 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     if "ship_photos" in run:
         kw["ship_photos"] = _typed(run["ship_photos"], bool, "run.ship_photos", fail)
     kw["options"] = _options(run, fail)
+    if "checks" in raw:
+        checks = _table(raw["checks"], "checks", fail)
+        _known(checks, "checks", fail)
+        kw["checks"] = _checks(checks, kw.get("sizes", Config.__dataclass_fields__["sizes"].default), fail)
     return Config(**kw)
+
+
+def _checks(table: dict[str, Any], sizes: tuple[Size, ...], fail: Any) -> Checks:
+    """A present [checks] table: every check on unless it says otherwise."""
+    kw: dict[str, Any] = {"baselines": True, "faithfulness": True, "randomisation": True, "dependence": True}
+    for key in ("baselines", "faithfulness", "randomisation", "dependence"):
+        if key in table:
+            kw[key] = _typed(table[key], bool, f"checks.{key}", fail)
+    for key in ("faithfulness_steps", "randomisation_photos", "randomisation_steps", "dependence_photos"):
+        if key in table:
+            kw[key] = _positive_int(table[key], f"checks.{key}", fail)
+    if "seed" in table:
+        kw["seed"] = _seed(table["seed"], "checks.seed", fail)
+    if "faithfulness_sizes" in table:
+        value = table["faithfulness_sizes"]
+        labels = [s.label for s in sizes]
+        if not isinstance(value, list) or not value:
+            raise fail("checks.faithfulness_sizes", f'expected a list of run sizes or "resized", got {value!r}')
+        out = []
+        for v in value:
+            size = None if v == "resized" else _size(v)
+            label = "resized" if v == "resized" else (size.label if size else None)
+            if label is None or (label != "resized" and label not in labels):
+                raise fail("checks.faithfulness_sizes", f'{v!r} is not one of run.sizes {labels} nor "resized"')
+            out.append(label)
+        kw["faithfulness_sizes"] = tuple(dict.fromkeys(out))
+    return Checks(**kw)
 
 
 def _options(run: dict[str, Any], fail: Any) -> Options:

@@ -20,7 +20,7 @@ from typing import Any
 
 from xcnn.errors import XcnnError
 from xcnn.experiment.config import Config, ModelSpec, file_digest
-from xcnn.experiment.plan import Batch, plan, unit_key
+from xcnn.experiment.plan import Batch, all_batches, missing, plan
 from xcnn.experiment.store import RunStore, UnitKey
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ KILLED = "killed twice while running"
 @dataclass
 class Summary:
     records: int = 0  # records written by this call
+    check_rows: int = 0  # rows of checks.jsonl written by this call
     units_done_before: int = 0
     units_total: int = 0
     photos: int = 0
@@ -66,15 +67,21 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
 
         if retry_killed:
             store.forget_starts()
-        units = [(unit_key(m, s, x), x) for m in config.models for s in config.sizes for x in samples]
-        store.open_failures(keep=[_killed_row(k, x) for k, x in units if store.starts[k] >= 2 and not
-                                  _complete(store, config, k)])
+        # every unit with its batch (record units, baselines, check batches), done or not
+        units = [(b.key(x), x, b) for b in all_batches(config, samples) for x in b.samples]
+
+        def complete(batch: Batch, sample: Any) -> bool:
+            return not missing(config, batch, sample, store.records.done, store.checks.done)
+
+        # a check unit killed twice is tried again (it has no failure row of its own)
+        store.open_failures(keep=[_killed_row(k, x) for k, x, b in units if b.check is None and store.starts[k] >= 2
+                                  and not complete(b, x)])
         summary = Summary(skipped_images=dict(skipped), units_total=len(units),
                           photos=len({str(s.image_id) for s in samples}))
         summary.failures.update(KILLED for _ in store.failed)
         closed = store.failed
-        summary.units_done_before = sum(1 for k, _ in units if k in closed or _complete(store, config, k))
-        batches = plan(config, samples, store.records.done, closed)
+        summary.units_done_before = sum(1 for k, x, b in units if k in closed or complete(b, x))
+        batches = plan(config, samples, store.records.done, closed, store.checks.done)
         log.info("%d (photo, category) pairs from %d photos; %d units, %d already done, %d batches to run",
                  len(samples), summary.photos, summary.units_total, summary.units_done_before, len(batches))
         if batches:
@@ -82,17 +89,14 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
                 from xcnn.experiment.backends import ray as backend
             else:
                 from xcnn.experiment.backends import local as backend  # type: ignore[no-redef]
-            todo = {k for k, _ in units if k not in closed and not _complete(store, config, k)}
+            todo = {k for k, x, b in units if k not in closed and not complete(b, x)}
             with Progress(summary, todo) as bar:
                 backend.execute(config, batches, store, bar, device=device, save_maps=save_maps)
+        summary.check_rows = store.check_rows
         summary.seconds = time.perf_counter() - start
         _log_summary(summary)
         write_exports(run_dir)
     return summary
-
-
-def _complete(store: RunStore, config: Config, key: UnitKey) -> bool:
-    return all((*key, m) in store.records.done for m in config.methods)
 
 
 def _killed_row(key: UnitKey, sample: Any) -> dict[str, Any]:
@@ -196,9 +200,10 @@ class Progress:
     def store(self, store: RunStore, batch: Batch, results: Sequence[Any]) -> None:
         """Hand one batch's results to the store, count them, and log the units as ended."""
         for r in results:
-            sample = next(s for s in batch.samples if unit_key(batch.model, batch.size, s) == r.key)
+            sample = next(s for s in batch.samples if batch.key(s) == r.key)
             photo = (sample.image_id, Path(sample.file).name)
-            self.summary.records += store.add(r.key, r.records, r.failure, r.files, photo)
+            self.summary.records += store.add(r.key, r.records, r.failure, r.files, photo,
+                                              checks=getattr(r, "checks", ()))
             if r.failure is not None and r.key in self.todo:
                 log.warning("%s %s photo %s (%s): %s", *r.key[:3], r.key[3], r.failure)
                 self.summary.failures[r.failure.split(":")[0]] += 1
@@ -211,9 +216,9 @@ class Progress:
 def _log_summary(s: Summary) -> None:
     failed = dict(s.failures) or "none"
     log.info(
-        "%d records written in %.1f s; units: %d total, %d already done, %d failed (%s); "
+        "%d records and %d check rows written in %.1f s; units: %d total, %d already done, %d failed (%s); "
         "images skipped by the selection: %s",
-        s.records, s.seconds, s.units_total, s.units_done_before, s.failed, failed, s.skipped_images or "none",
+        s.records, s.check_rows, s.seconds, s.units_total, s.units_done_before, s.failed, failed, s.skipped_images or "none",
     )
     if s.workers:
         log.info("per worker: %s", ", ".join(f"{w} {r:.2f} units/s" for w, r in sorted(s.workers.items())))

@@ -18,7 +18,7 @@ import math
 import os
 import socket
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ CONFIG_FILE = "config.json"
 RECORDS_FILE = "records.jsonl"
 FAILURES_FILE = "failures.jsonl"
 STARTED_FILE = "started.jsonl"
+CHECKS_FILE = "checks.jsonl"
 LOCK_FILE = ".lock"
 
 UnitKey = tuple[str, str, str, str]  # (CNN, size, photo id, category)
@@ -47,6 +48,15 @@ def record_key(record: dict[str, Any]) -> RecordKey:
     return (*unit_key(record), str(record.get("method", "")))
 
 
+CheckKey = tuple[str, ...]  # UnitKey + method, test, measure, step, and the check's parameters
+
+
+def check_key(row: dict[str, Any]) -> CheckKey:
+    """A check row's key: its unit, method, test, measure, step and the parameters it was made with
+    (steps, seed), so a check with other parameters is wanted again instead of counting as done."""
+    return (*unit_key(row), *(str(row.get(k)) for k in ("method", "test", "measure", "step", "steps", "seed")))
+
+
 def to_json_line(obj: dict[str, Any]) -> bytes:
     """One JSON line; NaN / inf become null so every line is valid JSON."""
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in obj.items()}
@@ -56,9 +66,10 @@ def to_json_line(obj: dict[str, Any]) -> bytes:
 class JsonlStore:
     """Append-only JSON-lines file written in fsynced groups (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: Callable[[dict[str, Any]], tuple[str, ...]] = record_key) -> None:
         self.path = Path(path)
-        self.done: set[RecordKey] = set()
+        self.key = key  # a line's done-key
+        self.done: set[tuple[str, ...]] = set()
         self._fd: int | None = None
 
     def open(self) -> JsonlStore:
@@ -100,7 +111,7 @@ class JsonlStore:
             written = os.write(self._fd, view)
             view = view[written:]
         os.fsync(self._fd)
-        self.done.update(record_key(r) for r in lines)
+        self.done.update(self.key(r) for r in lines)
 
     def read(self) -> list[dict[str, Any]]:
         """Every record of whole groups, in file order, without the group field.
@@ -117,7 +128,7 @@ class JsonlStore:
         self.done.clear()
         good_end = 0
         for group, end in self._groups():
-            self.done.update(record_key(r) for r in group)
+            self.done.update(self.key(r) for r in group)
             good_end = end
         return good_end
 
@@ -294,6 +305,8 @@ class RunStore:
         self.lock = RunLock(self.dir)
         self.records = JsonlStore(self.dir / RECORDS_FILE)
         self.failures = JsonlStore(self.dir / FAILURES_FILE)
+        self.checks = JsonlStore(self.dir / CHECKS_FILE, key=check_key)
+        self.check_rows = 0  # check rows written since opened
         self.starts: Counter[UnitKey] = Counter()
 
     def __enter__(self) -> RunStore:
@@ -302,6 +315,7 @@ class RunStore:
         try:
             _clean_temporaries(self.dir)
             self.records.open()
+            self.checks.open()
             self.starts = started_counts(self.dir / STARTED_FILE)
         except BaseException:
             self.close()
@@ -313,6 +327,7 @@ class RunStore:
 
     def close(self) -> None:
         self.records.close()
+        self.checks.close()
         self.failures.close()
         self.lock.release()
 
@@ -367,19 +382,24 @@ class RunStore:
     # --- results -----------------------------------------------------------------------------
 
     def add(self, key: UnitKey, records: Sequence[dict[str, Any]], failure: str | None,
-            files: dict[str, bytes], photo: tuple[int | str, str] = ("", "")) -> int:
+            files: dict[str, bytes], photo: tuple[int | str, str] = ("", ""),
+            checks: Sequence[dict[str, Any]] = ()) -> int:
         """Write one unit's result: its files first, then its new records in one durable write
-        (so a unit counts as done only once its pictures exist). ``photo``: (id, file name) for
-        the failure list. Returns the records written."""
+        (so a unit counts as done only once its pictures exist), then its new check rows in
+        another. ``photo``: (id, file name) for the failure list. Returns the records written."""
         if failure is not None:
             if key not in self.failed:
                 self.failures.append([{"CNN": key[0], "size": key[1], "id": photo[0], "class": key[3],
                                        "file": photo[1], "reason": failure}])
             return 0
         new = [r for r in records if record_key(r) not in self.records.done]
-        if not new:
-            return 0
+        new_checks = [r for r in checks if check_key(r) not in self.checks.done]
         try:
+            if new_checks and not new:
+                self.checks.append(new_checks)
+                self.check_rows += len(new_checks)
+            if not new:
+                return 0
             for rel, data in files.items():
                 path = self._inside(rel)
                 if not path.exists():  # pictures are a function of the unit: never rewritten
@@ -388,6 +408,9 @@ class RunStore:
                     # unit's records, which are fsynced, are appended only after its files exist.
                     write_atomic(path, data, durable=False)
             self.records.append(new)
+            if new_checks:
+                self.checks.append(new_checks)
+                self.check_rows += len(new_checks)
         except OSError as err:
             raise XcnnError(f"cannot write into {self.dir} ({err.strerror or err}); free disk space or fix "
                             "permissions, then rerun the same command to resume") from None

@@ -3,6 +3,11 @@
 The only place of the experiment that calls the engine. A ``Worker`` keeps its model loaded
 between batches (the Ray backend keeps one per actor), so the same code serves one process and
 a cluster, and whoever runs it hands the results to the store, the single writer.
+
+The checks ([checks] in the config) ride the same path: baseline batches (model "none") give
+records without loading a network; a record batch at a faithfulness size also gives each
+unit's deletion / insertion rows; a check batch (``Batch.check``) gives only check rows.
+Check rows travel in ``UnitResult.checks`` and end in RUN_DIR/checks.jsonl.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import io
 import logging
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +28,7 @@ from PIL import Image
 from xcnn import metrics
 from xcnn.errors import XcnnError
 from xcnn.experiment.config import RECORD_SCHEMA, Config, ModelSpec, Size
-from xcnn.experiment.plan import Batch, unit_key
+from xcnn.experiment.plan import BASELINE_MODEL, FAITHFULNESS_TESTS, Batch
 from xcnn.experiment.store import UnitKey
 from xcnn.methods import registry
 
@@ -39,6 +45,7 @@ class UnitResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     failure: str | None = None  # a data reason: the unit is recorded as failed, the run goes on
     files: dict[str, bytes] = field(default_factory=dict)  # RUN_DIR-relative path -> bytes
+    checks: list[dict[str, Any]] = field(default_factory=list)  # rows for RUN_DIR/checks.jsonl
 
 
 @dataclass
@@ -60,19 +67,128 @@ class Worker:
 
     def run(self, batch: Batch) -> list[UnitResult]:
         """The batch's results, one per unit, in the batch's order."""
-        lm, ex = self._load(batch.model)
         results: dict[UnitKey, UnitResult] = {}
         units: list[_Unit] = []
         for sample in batch.samples:
-            key = unit_key(batch.model, batch.size, sample)
+            key = batch.key(sample)
             try:
                 units.append(self._prepare(sample, batch.size, batch.photos))
             except XcnnError as err:
                 results[key] = UnitResult(key, failure=f"unreadable image: {err}")
-        for unit, out in self._explain(ex, lm, units, batch, results):
-            key = unit_key(batch.model, batch.size, unit.sample)
+        if batch.model == BASELINE_MODEL:
+            for unit, out in self._baselines(units, batch):
+                results[batch.key(unit.sample)] = self._result(batch, unit, out, ())
+            return [results[k] for k in batch.keys()]
+        lm, ex = self._load(batch.model)
+        if batch.check is not None:
+            for k in batch.keys():  # a photo that cannot be read or explained gets no rows
+                results[k] = UnitResult(k)
+            outs = self._explain(ex, lm, units, batch, {})
+            if outs:
+                for key, rows in self._check(ex, lm, batch, outs).items():
+                    results[key].checks = rows
+            return [results[k] for k in batch.keys()]
+        outs = self._explain(ex, lm, units, batch, results)
+        faith = self._faithfulness(lm, batch, outs) if batch.size in self.config.faithfulness_sizes() else {}
+        for unit, out in outs:
+            key = batch.key(unit.sample)
             results[key] = self._result(batch, unit, out, lm.categories)
+            results[key].checks = faith.get(key, [])
         return [results[k] for k in batch.keys()]
+
+    # --- checks --------------------------------------------------------------------------
+
+    def _baselines(self, units: list[_Unit], batch: Batch) -> list[tuple[_Unit, dict[str, Any]]]:
+        """The model-free maps of the batch's photos, in the shape explain_units gives."""
+        if not units:
+            return []
+        photos = np.stack([u.photo for u in units])
+        maps, ms = {}, {}
+        for m in batch.methods:
+            t0 = time.perf_counter()
+            maps[m] = registry.get(m).function()(photos)
+            ms[m] = (time.perf_counter() - t0) * 1000.0
+        return [(u, {"maps": {m: maps[m][i] for m in batch.methods}, "extras": {}, "ms": ms, "rectifiers": None,
+                     "target": None, "target_rank": None, "target_prob": None, "top1": None})
+                for i, u in enumerate(units)]
+
+    def _row(self, sample: Any, batch: Batch, method: str, test: str, step: int | None, measure: str,
+             value: float, steps: int | None) -> dict[str, Any]:
+        from xcnn import __version__
+
+        value = float(value)
+        return {"id": sample.image_id, "class": sample.category, "CNN": batch.model.name, "size": batch.size.label,
+                "method": method, "test": test, "step": step, "measure": measure,
+                "value": value if math.isfinite(value) else None, "steps": steps, "seed": self.config.checks.seed,
+                "xcnn": __version__}
+
+    def _faithfulness(self, lm: Any, batch: Batch, outs: list[tuple[_Unit, dict[str, Any]]]) -> dict[UnitKey, list]:
+        """Deletion and insertion rows of every unit and method: AUC (step null) and the curve."""
+        from xcnn.metrics.faithfulness import deletion_insertion
+
+        if not outs:
+            return {}
+        steps, seed = self.config.checks.faithfulness_steps, self.config.checks.seed
+        x = model_input(lm, [u for u, _ in outs], self.device)
+        targets = [o["target"] for _, o in outs]
+        keys = [f"{u.sample.image_id}|{u.sample.category}" for u, _ in outs]
+        rows: dict[UnitKey, list] = {batch.key(u.sample): [] for u, _ in outs}
+        for m in batch.methods:
+            r = deletion_insertion(lm.model, x, np.stack([o["maps"][m] for _, o in outs]), targets,
+                                   steps=steps, seed=seed, keys=keys)
+            for i, (u, _) in enumerate(outs):
+                out = rows[batch.key(u.sample)]
+                for test in FAITHFULNESS_TESTS:
+                    out.append(self._row(u.sample, batch, m, test, None, "auc", r[f"{test}_auc"][i], steps))
+                    out += [self._row(u.sample, batch, m, test, k, "prob", p, steps)
+                            for k, p in enumerate(r[f"{test}_curve"][i])]
+        return rows
+
+    def _check(self, ex: Any, lm: Any, batch: Batch, outs: list[tuple[_Unit, dict[str, Any]]]) -> dict[UnitKey, list]:
+        """A check batch's rows per unit: randomisation, or input and class dependence."""
+        from xcnn import Explainer
+        from xcnn.data import imagenet_classes
+        from xcnn.metrics import sanity
+
+        c = self.config.checks
+        samples = [u.sample for u, _ in outs]
+        x = model_input(lm, [u for u, _ in outs], self.device)
+        targets = torch.tensor([o["target"] for _, o in outs])
+        keys = [f"{s.image_id}|{s.category}" for s in samples]
+        trained = {m: np.stack([o["maps"][m] for _, o in outs]) for m in batch.methods}
+        rows: dict[int, list] = {i: [] for i in range(len(samples))}
+
+        def compare(test: str, step: int | None, steps: int | None, maps: dict[str, np.ndarray]) -> None:
+            for m in batch.methods:
+                sim = sanity.similarity(trained[m], maps[m])
+                for i in range(len(samples)):
+                    for measure in ("spearman", "ssim"):
+                        rows[i].append(self._row(samples[i], batch, m, test, step, measure, sim[measure][i], steps))
+
+        if batch.check == "randomisation":
+            for step, _, model in sanity.cascade(lm.model, x[:1], c.randomisation_steps, c.seed):
+                rex = Explainer(model, target_layer=batch.model.gradcam_layer)
+                compare("randomisation", step, c.randomisation_steps,
+                        self._maps(rex, x, targets, batch.methods, keys))
+        else:
+            if len(samples) >= 2:
+                j = sanity.cyclic_partners(len(samples))
+                # photo j's map for photo i's target, against photo i's own map
+                compare("input", None, None, self._maps(ex, x[torch.as_tensor(j)], targets, batch.methods,
+                                                        [keys[k] for k in j]))
+            else:
+                log.info("%s: input dependence needs 2 photos, got %d; skipped", batch.model.name, len(samples))
+            other = torch.tensor([sanity.other_class(len(lm.categories), imagenet_classes(s.category), c.seed, k)
+                                  for s, k in zip(samples, keys)])
+            compare("class", None, None, self._maps(ex, x, other, batch.methods, keys))
+        return {batch.key(samples[i]): r for i, r in rows.items()}
+
+    def _maps(self, ex: Any, x: torch.Tensor, targets: torch.Tensor, methods: Sequence[str],
+              keys: list[str]) -> dict[str, np.ndarray]:
+        extra = any(registry.get(m).extra_passes for m in methods)
+        kwargs: dict[str, Any] = {"options": self.config.options, "keys": keys} if extra else {}
+        out = ex.explain(x, targets=targets, methods=list(methods), **kwargs)
+        return {m: out.get(m).detach().float().cpu().numpy() for m in methods}
 
     def close(self) -> None:
         self._model = None
@@ -96,10 +212,9 @@ class Worker:
     # --- one batch -----------------------------------------------------------------------
 
     def _prepare(self, sample: Any, size: Size, shipped: dict[str, bytes]) -> _Unit:
-        from xcnn.data import dilate, load_image, resize_mask
+        from xcnn.data import dilate, resize_mask
 
-        source: Any = io.BytesIO(shipped[str(sample.file)]) if str(sample.file) in shipped else sample.file
-        photo = load_image(source, max_pixels=self.config.max_pixels)
+        photo = read_photo(str(sample.file), shipped, self.config.max_pixels)
         if photo.shape[:2] != sample.mask.shape:
             raise XcnnError(f"{sample.file} is {photo.shape[1]}×{photo.shape[0]} but its mask "
                             f"{sample.mask.shape[1]}×{sample.mask.shape[0]}")
@@ -130,8 +245,8 @@ class Worker:
             return explain_units(ex, lm, units, batch, self.config, self.device)
         except _DATA_ERRORS as err:
             if len(units) == 1:
-                results[unit_key(batch.model, batch.size, units[0].sample)] = UnitResult(
-                    unit_key(batch.model, batch.size, units[0].sample), failure=f"model error: {_one_line(err)}")
+                results[batch.key(units[0].sample)] = UnitResult(
+                    batch.key(units[0].sample), failure=f"model error: {_one_line(err)}")
                 return []
             log.warning("%s: batch of %d failed (%s); retrying one by one", batch.model.name, len(units), _one_line(err))
         out = []
@@ -139,7 +254,7 @@ class Worker:
             try:
                 out += explain_units(ex, lm, [unit], batch, self.config, self.device)
             except _DATA_ERRORS as err:
-                key = unit_key(batch.model, batch.size, unit.sample)
+                key = batch.key(unit.sample)
                 results[key] = UnitResult(key, failure=f"model error: {_one_line(err)}")
         return out
 
@@ -147,7 +262,7 @@ class Worker:
         from xcnn import __version__, render
 
         s, size = unit.sample, batch.size
-        key = unit_key(batch.model, size, s)
+        key = batch.key(s)
         h, w = unit.mask.shape
         stem = f"{slug(str(s.image_id))}_{slug(s.category)}"
         image_png = f"pictures/{size.label}/{slug(str(s.image_id))}.jpg"
@@ -186,11 +301,11 @@ class Worker:
                 "pointing_hit": None if math.isnan(sc["pointing_hit"]) else sc["pointing_hit"] == 1.0,
                 "rma": sc["rma"],
                 "target": out["target"],
-                "target_name": names[out["target"]],
+                "target_name": None if out["target"] is None else names[out["target"]],
                 "target_rank": out["target_rank"],
                 "target_prob": out["target_prob"],
                 "top1": out["top1"],
-                "top1_name": names[out["top1"]],
+                "top1_name": None if out["top1"] is None else names[out["top1"]],
                 "ms": out["ms"].get(method, math.nan),
                 "rectifiers": out["rectifiers"],
                 "note": "; ".join(notes),
@@ -212,6 +327,26 @@ class Worker:
 _DATA_ERRORS: tuple[type[BaseException], ...] = (XcnnError, MemoryError, torch.OutOfMemoryError)
 
 
+def read_photo(file: str, shipped: dict[str, bytes], max_pixels: int) -> np.ndarray:
+    """The photo from its path, or from the bytes the driver shipped (Ray's ship_photos).
+    load_image reads paths only, so shipped bytes go through a temporary file: the same
+    decoding, pixel budget and checks as a photo read from disk."""
+    from xcnn.data import load_image
+
+    data = shipped.get(file)
+    if data is None:
+        return load_image(file, max_pixels=max_pixels)
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=Path(file).suffix) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        try:
+            return load_image(tmp.name, max_pixels=max_pixels)
+        except XcnnError as err:
+            raise XcnnError(str(err).replace(tmp.name, file)) from None
+
+
 def load_model(spec: ModelSpec, device: str | torch.device) -> Any:
     from xcnn import models
 
@@ -222,14 +357,19 @@ def load_model(spec: ModelSpec, device: str | torch.device) -> Any:
         return models.load(spec.name, weights=spec.weights, device=device)
 
 
+def model_input(lm: Any, units: Sequence[Any], device: torch.device) -> torch.Tensor:
+    """The units' photos as the model's normalised B×3×H×W input."""
+    x = torch.from_numpy(np.stack([u.photo for u in units])).to(device)
+    return lm.normalize(x.permute(0, 3, 1, 2).float() / 255.0)
+
+
 def explain_units(ex: Any, lm: Any, units: list[Any], batch: Batch, config: Config,
                   device: torch.device) -> list[tuple[Any, dict[str, Any]]]:
     """One engine call for ``units`` (each with ``.photo`` at the input size and ``.sample``):
     per unit its maps (float32 NumPy, nothing left on the device), target, rank, probability."""
     from xcnn.data import imagenet_classes
 
-    x = torch.from_numpy(np.stack([u.photo for u in units])).to(device)
-    x = lm.normalize(x.permute(0, 3, 1, 2).float() / 255.0)
+    x = model_input(lm, units, device)
     allowed = torch.zeros(len(units), len(lm.categories), dtype=torch.bool)
     for i, u in enumerate(units):
         allowed[i, imagenet_classes(u.sample.category)] = True

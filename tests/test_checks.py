@@ -1,0 +1,183 @@
+"""[checks]: baselines, faithfulness, randomisation and dependence, resumable like the records
+(random-weight ResNet-18 on the tiny COCO fixture of test_run)."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_run import ROOT, make_coco
+from xcnn.errors import XcnnError
+from xcnn.experiment import load_config, run
+from xcnn.experiment import worker as worker_module
+
+CHECKS = """
+[checks]
+faithfulness_steps = 4
+randomisation_photos = 2
+randomisation_steps = 2
+dependence_photos = 3
+"""
+
+
+def config(path: Path, dataset: tuple[Path, Path], checks: str = CHECKS) -> Path:
+    ann_file, image_dir = dataset
+    path.write_text(f"""
+[data]
+ann_file = "{ann_file}"
+image_dir = "{image_dir}"
+categories = ["dog", "cat"]
+images_per_category = 2
+seed = 1
+
+[[models]]
+name = "resnet18"
+weights = "random"
+
+[run]
+sizes = ["original", 48]
+methods = ["gradient", "gradcam"]
+batch_size = 2
+device = "cpu"
+{checks}
+""")
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> object:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_coco(tmp_path_factory.mktemp("coco"), per_category=2)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, dataset: tuple[Path, Path]) -> Path:
+    tmp = tmp_path_factory.mktemp("ref")
+    out = tmp / "run"
+    run(load_config(config(tmp / "cfg.toml", dataset)), out)
+    return out
+
+
+def test_baselines_are_records_of_cnn_none_and_uniform_scores_chance(reference: Path) -> None:
+    rec = pd.read_csv(reference / "records.csv")
+    base = rec[rec.CNN == "none"]
+    assert set(base.method) == {"uniform", "centre", "edges"}
+    assert len(base) == 4 * 2 * 3  # photos × sizes × baselines
+    assert base.target.isna().all() and base.ms.notna().all()
+    uni = base[base.method == "uniform"]
+    assert (uni.P - uni.chance).abs().max() < 1e-9
+    assert len(rec[rec.CNN == "resnet18"]) == 4 * 2 * 2
+
+
+def test_checks_jsonl_has_the_expected_rows(reference: Path) -> None:
+    checks = pd.read_json(reference / "checks.jsonl", lines=True)
+    csv = pd.read_csv(reference / "checks.csv")
+    assert len(csv) == len(checks)
+    assert set(checks.CNN) == {"resnet18"} and set(checks["size"].astype(str)) == {"48"}
+    faith = csv[csv.test.isin(["deletion", "insertion"])]
+    # 4 units × 2 methods × 2 tests × (auc + 5 curve points)
+    assert len(faith) == 4 * 2 * 2 * 6
+    assert faith[faith.measure == "auc"].step.isna().all()
+    assert sorted(faith[faith.measure == "prob"].step.unique()) == [0, 1, 2, 3, 4]
+    assert faith.value.between(0, 1).all()
+    # known answer: step 0 of deletion (nothing deleted) is the record's target probability,
+    # and so is the last step of insertion (everything put back)
+    rec = pd.read_csv(reference / "records.csv")
+    rec = rec[(rec.CNN == "resnet18") & (rec["size"].astype(str) == "48")]
+    for _, r in rec.iterrows():
+        mine = faith[(faith.id == r.id) & (faith.method == r.method)]
+        d0 = mine[(mine.test == "deletion") & (mine.step == 0)].value.item()
+        i4 = mine[(mine.test == "insertion") & (mine.step == 4)].value.item()
+        assert d0 == pytest.approx(r.target_prob, rel=1e-4)
+        assert i4 == pytest.approx(r.target_prob, rel=1e-4)
+    rnd = csv[csv.test == "randomisation"]
+    assert len(rnd) == 2 * 2 * 2 * 2  # photos × methods × steps × measures
+    assert set(rnd.step) == {1, 2} and set(rnd.measure) == {"spearman", "ssim"}
+    dep = csv[csv.test.isin(["input", "class"])]
+    assert len(dep) == 3 * 2 * 2 * 2  # photos × methods × tests × measures
+    assert dep.step.isna().all()
+    assert (csv.seed == 0).all()
+
+
+def test_adding_checks_to_a_finished_run_writes_only_check_rows(tmp_path: Path, dataset: tuple[Path, Path],
+                                                               reference: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    run(load_config(config(tmp_path / "plain.toml", dataset, checks="")), out)
+    assert not (out / "checks.jsonl").exists() and not (out / "checks.csv").exists()
+    before = (out / "records.jsonl").read_bytes()
+    summary = run(load_config(config(tmp_path / "checks.toml", dataset, CHECKS + "baselines = false\n")), out)
+    assert summary.records == 0 and summary.check_rows > 0
+    assert (out / "records.jsonl").read_bytes() == before
+    assert (out / "checks.csv").read_bytes() == (reference / "checks.csv").read_bytes()
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("nothing should be computed again")
+
+    monkeypatch.setattr(worker_module, "explain_units", boom)
+    summary = run(load_config(config(tmp_path / "checks.toml", dataset, CHECKS + "baselines = false\n")), out)
+    assert summary.records == 0 and summary.check_rows == 0
+    # other parameters are other rows: more steps are wanted again
+    monkeypatch.undo()
+    summary = run(load_config(config(tmp_path / "more.toml", dataset, CHECKS.replace("= 4", "= 5")
+                                     + "baselines = false\nrandomisation = false\ndependence = false\n")), out)
+    assert summary.records == 0 and summary.check_rows == 4 * 2 * 2 * 7
+    assert (out / "records.jsonl").read_bytes() == before
+
+
+def test_kill_9_mid_run_then_rerun_gives_the_same_check_rows(tmp_path: Path, dataset: tuple[Path, Path],
+                                                             reference: Path) -> None:
+    cfg = config(tmp_path / "cfg.toml", dataset)
+    out = tmp_path / "run"
+    checks = out / "checks.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    kills = 0
+    for k in (1, 60):  # lines in checks.jsonl when the process is killed
+        proc = subprocess.Popen([sys.executable, "-m", "xcnn", "run", str(cfg), "--out", str(out), "--no-report"],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            if checks.exists() and checks.read_bytes().count(b"\n") >= k:
+                break
+            time.sleep(0.002)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills == 2
+    run(load_config(cfg), out)
+    assert (out / "checks.csv").read_bytes() == (reference / "checks.csv").read_bytes()
+    assert (out / "records.csv").read_bytes() == (reference / "records.csv").read_bytes()
+
+
+def test_demo_config_checks_parse_and_unknown_keys_are_refused(tmp_path: Path, dataset: tuple[Path, Path]) -> None:
+    demo = load_config(ROOT / "configs" / "demo.toml")
+    c = demo.checks
+    assert c.baselines and c.faithfulness and c.randomisation and c.dependence
+    assert c.faithfulness_steps == 20 and c.randomisation_photos == 4 and c.dependence_photos == 8
+    assert [s.label for s in demo.faithfulness_sizes()] == ["224"]
+    assert "checks" not in demo.identity("x")
+    assert load_config(config(tmp_path / "none.toml", dataset, checks="")).checks.any is False
+    with pytest.raises(XcnnError, match=r"checks\.bogus: unknown key"):
+        load_config(config(tmp_path / "bad.toml", dataset, "[checks]\nbogus = 1\n"))
+    with pytest.raises(XcnnError, match=r"checks\.faithfulness_sizes"):
+        load_config(config(tmp_path / "bad2.toml", dataset, '[checks]\nfaithfulness_sizes = [64]\n'))
+    sized = load_config(config(tmp_path / "ok.toml", dataset, '[checks]\nfaithfulness_sizes = ["original", 48]\n'))
+    assert [s.label for s in sized.faithfulness_sizes()] == ["original", "48"]
+    shutil.rmtree(tmp_path, ignore_errors=True)
