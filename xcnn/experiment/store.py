@@ -315,7 +315,8 @@ class RunStore:
         try:
             _clean_temporaries(self.dir)
             self.records.open()
-            self.checks.open()
+            if self.checks.path.exists():  # made on the first check row, so a run without checks has none
+                self.checks.open()
             self.starts = started_counts(self.dir / STARTED_FILE)
         except BaseException:
             self.close()
@@ -396,8 +397,7 @@ class RunStore:
         new_checks = [r for r in checks if check_key(r) not in self.checks.done]
         try:
             if new_checks and not new:
-                self.checks.append(new_checks)
-                self.check_rows += len(new_checks)
+                self._add_checks(new_checks)
             if not new:
                 return 0
             for rel, data in files.items():
@@ -409,12 +409,17 @@ class RunStore:
                     write_atomic(path, data, durable=False)
             self.records.append(new)
             if new_checks:
-                self.checks.append(new_checks)
-                self.check_rows += len(new_checks)
+                self._add_checks(new_checks)
         except OSError as err:
             raise XcnnError(f"cannot write into {self.dir} ({err.strerror or err}); free disk space or fix "
                             "permissions, then rerun the same command to resume") from None
         return len(new)
+
+    def _add_checks(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self.checks._fd is None:
+            self.checks.open()
+        self.checks.append(rows)
+        self.check_rows += len(rows)
 
     def _inside(self, rel: str) -> Path:
         path = (self.dir / rel).resolve()
