@@ -1,33 +1,36 @@
-"""Report figures (PNG/EPS/SVG) and image grids built from a hand-made RUN_DIR."""
+"""Report figures (PNG/EPS/SVG) and image grids built from hand-made RUN_DIRs."""
 from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.report_fixture import make_run_dir
+from tests.report_fixture import BASELINES, MANY_METHODS, make_run_dir
 from xcnn.errors import XcnnError
+from xcnn.methods import registry
 from xcnn.report import figures, grids, tables
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """Eleven methods and three baselines, two CNNs, two sizes, three categories."""
     run_dir = tmp_path_factory.mktemp("run")
-    make_run_dir(run_dir, images=((3, "dog"), (1, "traffic light"), (2, "dog"), (1, "dog"), (5, "cat")))
-    df = tables.load_records(run_dir)
+    make_run_dir(run_dir, images=((3, "dog"), (1, "traffic light"), (2, "dog"), (1, "dog"), (5, "cat")),
+                 methods=MANY_METHODS, baselines=BASELINES)
+    df = tables.views(tables.load_records(run_dir))["all"]
     summaries = tables.summaries(df, n_resamples=200)
     figs = figures.write_figures(df, summaries, run_dir / "report" / "figures")
-    return run_dir, df, figs
+    return run_dir, df, summaries, figs
 
 
 def test_every_figure_in_png_eps_and_svg(run):
-    _, _, figs = run
-    names = {f.name for f in figs}
-    assert {"mean_p_by_method", "mean_p_by_cnn_original", "mean_p_by_cnn_224", "mean_p_by_category",
-            "mean_p_by_size", "p_distribution"} <= names
+    _, _, _, figs = run
+    assert [f.name for f in figs] == ["mean_p_by_method", "mean_p_by_cnn", "mean_p_by_size", "mean_p_by_category",
+                                      "p_minus_chance"]
     for fig in figs:
         assert sorted(p.suffix for p in fig.files) == [".eps", ".png", ".svg"]
         png, eps, svg = fig.file("png"), fig.file("eps"), fig.file("svg")
@@ -46,11 +49,49 @@ def test_every_figure_in_png_eps_and_svg(run):
         assert ET.parse(svg).getroot().tag.endswith("svg")
 
 
-def test_method_colours_fixed_and_distinct(run):
-    colours = [figures.method_color(m) for m in tables.METHODS]
-    assert len(set(colours)) == 5
-    assert figures.method_color("gradcam") == figures.PALETTE["gradcam"]
+def test_every_registry_name_has_its_own_colour_and_baselines_are_grey_and_hatched():
+    names = figures.registry_names()
+    assert len(names) == len(registry.ALL_METHODS) + len(registry.BASELINE_NAMES)
+    colours = [figures.method_color(m) for m in names]
+    assert len(set(colours)) == len(colours)
+    for b in registry.BASELINE_NAMES:
+        r, g, bl = (int(figures.method_color(b)[i:i + 2], 16) for i in (1, 3, 5))
+        assert r == g == bl  # grey
+        assert figures.method_hatch(b) and not figures.method_hatch("gradcam")
     assert figures.method_color("new_method") == figures.method_color("new_method")
+
+
+def _texts(ax: plt.Axes) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+def test_bars_share_a_0_to_1_axis_name_every_method_and_put_n_on_every_bar(run):
+    _, df, summaries, _ = run
+    t = summaries["CNN_size"]
+    facets = [(f"{c} {s}", t[(t["CNN"] == c) & (t["size"] == s)]) for s in ("original", "224")
+              for c in ("mobilenet_v2", "resnet18")]
+    with plt.rc_context(figures.RC):
+        fig = figures.bars(t, facets, 2, "per CNN")
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4  # one faceted figure: CNNs × sizes
+    expected = [tables.method_label(m) for m in (*MANY_METHODS, *BASELINES)]
+    for i, ax in enumerate(axes):
+        assert ax.get_xlim() == (0, 1)
+        assert ax.get_shared_x_axes().joined(ax, axes[0]) and ax.get_shared_y_axes().joined(ax, axes[0])
+        if i % 2 == 0:  # the left column names the methods for its row
+            assert [tick.get_text() for tick in ax.get_yticklabels()] == expected
+        assert sum("n=" in s for s in _texts(ax)) == len(expected)  # n on every bar
+        # baselines: hatched bars after the methods
+        hatched = [p.get_hatch() for p in ax.patches]
+        assert hatched[-3:] == [figures.HATCH] * 3 and not any(hatched[:-3])
+    plt.close(fig)
+    with plt.rc_context(figures.RC):
+        fig = figures.distribution(df, "spread")
+    (ax,) = fig.axes
+    assert ax.get_xlim() == (-1, 1)  # P − chance: 0 is chance for every object size
+    assert "chance" in ax.get_xlabel()
+    assert sum(s.startswith("n=") for s in _texts(ax)) == len(expected)
+    plt.close(fig)
 
 
 def _rgb(hex_colour: str) -> np.ndarray:
@@ -63,31 +104,44 @@ def _has_colour(png, hex_colour: str, tol: int = 8, min_pixels: int = 50) -> boo
 
 
 def test_bar_chart_uses_the_palette(run):
-    _, _, figs = run
+    _, _, _, figs = run
     bars = next(f for f in figs if f.name == "mean_p_by_method").file("png")
-    for method in tables.METHODS:
+    for method in MANY_METHODS:
         assert _has_colour(bars, figures.PALETTE[method]), method
 
 
-def test_grids_default_pairs_and_one_grid_per_size(run, tmp_path):
-    run_dir, df, _ = run
-    # the first image of each category
-    assert grids.choose_images(df, None) == [(1, "dog"), (1, "traffic light"), (5, "cat")]
+def test_default_grids_are_informative(run):
+    _, df, _, _ = run
+    # the first photo of each category, then more up to four
+    assert grids.choose_images(df, None) == [(1, "dog"), (1, "traffic light"), (5, "cat"), (2, "dog")]
+    # an object covering most of the photo, or a target the model ranks 40th, shows little: skipped
+    worse = df.copy()
+    worse.loc[(worse["id"] == 1) & (worse["class"] == "dog"), "chance"] = 0.9
+    worse.loc[(worse["id"] == 5) & (worse["CNN"] == "resnet18"), "target_rank"] = 40
+    assert grids.choose_images(worse, None) == [(1, "traffic light"), (2, "dog"), (3, "dog")]
+    # ...unless nothing else is left
+    only = worse[worse["id"] == 5]
+    assert grids.choose_images(only, None) == [(5, "cat")]
+
+
+def test_grids_one_per_size_with_baselines_in_the_first_column(run, tmp_path):
+    run_dir, df, _, _ = run
     out = grids.write_grids(df, run_dir, tmp_path, [(1, "dog")])
-    assert len(out) == 2  # one per size
-    sizes = {g.size for g in out}
-    assert sizes == {"original", "224"}
+    assert {g.size for g in out} == {"original", "224"}
     for g in out:
         assert g.path.is_file()
         # the mask outline (yellow) is drawn over the maps
         assert _has_colour(g.path, "#FFFF33", tol=40, min_pixels=200)
+        with Image.open(g.path) as im:  # 11 rows of methods, 3 columns: photo + 2 CNNs (no "none" column)
+            assert im.height > 2.5 * im.width
 
 
-def test_grids_chosen_images(run, tmp_path):
-    run_dir, df, _ = run
+def test_grids_chosen_images(run):
+    _, df, _, _ = run
     assert grids.choose_images(df, [5]) == [(5, "cat")]
     assert grids.choose_images(df, [(1, "dog")]) == [(1, "dog")]
     assert grids.choose_images(df, [1]) == [(1, "dog"), (1, "traffic light")]
+    assert grids.choose_images(df, ["5"]) == [(5, "cat")]
     with pytest.raises(XcnnError, match="image id 42"):
         grids.choose_images(df, [42])
     with pytest.raises(XcnnError, match="'horse'"):
@@ -99,5 +153,5 @@ def test_grid_survives_a_missing_picture(tmp_path):
     records = make_run_dir(run_dir, images=((1, "dog"),), sizes=("224",))
     (run_dir / records[0]["map_png"]).unlink()
     df = tables.load_records(run_dir)
-    out = grids.write_grids(df, run_dir, tmp_path / "g", None)
+    out = grids.write_grids(df, run_dir, tmp_path / "g", grids.choose_images(df, None))
     assert len(out) == 1 and out[0].path.stat().st_size > 0

@@ -1,30 +1,44 @@
-"""`xcnn report RUN_DIR [--images ID,ID]`: tables, figures, image grids and index.html in RUN_DIR/report/."""
+"""`xcnn report RUN_DIR [--images ID,ID]`: tables, figures, image grids and index.html in RUN_DIR/report/.
+
+Torch-free: it also runs as `python -m xcnn.cli.report RUN_DIR` where torch is not installed.
+"""
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from pathlib import Path
 
 from xcnn.errors import XcnnError
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="tables, figures, image grids and index.html of a finished run",
                        description=__doc__)
+    _arguments(p)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="folder written by 'xcnn run'")
     p.add_argument("--images", default=None, metavar="ID,ID",
-                   help="image ids for the grids (ID or ID:category, comma-separated); default: the first 4")
+                   help="image ids for the grids (ID or ID:category, comma-separated); default: informative ones")
     p.set_defaults(func=_run)
 
 
-def parse_images(text: str | None) -> list[int | tuple[int, str]] | None:
+def parse_images(text: str | None) -> list[int | str | tuple[int | str, str]] | None:
+    """Ids as numbers where they are numbers (COCO), as text otherwise (photos named by path)."""
     if text is None:
         return None
-    chosen: list[int | tuple[int, str]] = []
+    chosen: list[int | str | tuple[int | str, str]] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
-        head, _, category = item.partition(":")
-        if not head.strip().isdigit():
-            raise XcnnError(f"--images: '{item}' is not an image id; give ids like 139,785 or 139:dog")
-        chosen.append((int(head), category.strip()) if category.strip() else int(head))
+        head, _, category = item.rpartition(":") if ":" in item else (item, "", "")
+        head = head.strip()
+        if not head:
+            raise XcnnError(f"--images: '{item}' names no image; give ids like 139,785 or 139:dog")
+        image: int | str = int(head) if head.isdigit() else head
+        chosen.append((image, category.strip()) if category.strip() else image)
     if not chosen:
         raise XcnnError("--images is empty; give ids like 139,785 or leave the option out")
     return chosen
@@ -33,6 +47,26 @@ def parse_images(text: str | None) -> list[int | tuple[int, str]] | None:
 def _run(args: argparse.Namespace) -> int:
     from xcnn.report import write_report
 
-    index = write_report(args.run_dir, images=parse_images(args.images))
+    images = parse_images(args.images)  # checked before anything is read or written
+    index = write_report(args.run_dir, images=images)
     print(index)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The report command on its own (what `xcnn report` does, without loading other commands)."""
+    parser = argparse.ArgumentParser(prog="xcnn report", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except XcnnError as err:
+        print(f"xcnn: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

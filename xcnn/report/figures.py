@@ -1,4 +1,10 @@
-"""Bar charts of mean P (thesis Fig. 7.6, 7.7, 7.9, per category) and P distributions, as PNG/EPS/SVG."""
+"""Figures as PNG/EPS/SVG: mean P per method (thesis Fig. 7.6), per CNN and size (Fig. 7.7, 7.9),
+per size, per category, and the distribution of P − chance.
+
+Every bar figure is a set of panels of horizontal bars, one bar per method and baseline in
+registry order, on a shared P axis from 0 to 1: names stay readable for any number of methods,
+and panels compare at a glance.
+"""
 from __future__ import annotations
 
 import logging
@@ -13,34 +19,63 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
 
-from xcnn.report.tables import cnn_label, method_label, order_methods, order_sizes, size_label  # noqa: E402
+from xcnn.methods import registry  # noqa: E402
+from xcnn.report.tables import (  # noqa: E402
+    cnn_label, is_baseline, method_label, order_methods, order_sizes, size_label,
+)
 
 log = logging.getLogger(__name__)
 
-# One colour per method in every figure and on the page (Okabe–Ito, safe for colour-blind viewers).
+# One colour per method in every figure and on the page. The thesis's five keep their
+# Okabe–Ito colours; the rest come from Paul Tol's muted set (both safe for colour-blind
+# viewers); the baselines are greys, and their bars are hatched as well.
 PALETTE: dict[str, str] = {
     "gradient": "#0072B2",
     "deconvnet": "#E69F00",
     "guided_backprop": "#009E73",
     "gradcam": "#D55E00",
     "guided_gradcam": "#CC79A7",
+    "input_x_gradient": "#56B4E9",
+    "gradcam_pp": "#882255",
+    "xgradcam": "#AA4499",
+    "layercam": "#332288",
+    "hirescam": "#999933",
+    "eigencam": "#661100",
+    "scorecam": "#DDCC77",
+    "integrated_gradients": "#117733",
+    "smoothgrad": "#44AA99",
+    "uniform": "#C8C8C8",
+    "centre": "#9E9E9E",
+    "edges": "#6E6E6E",
 }
-_EXTRA = ["#56B4E9", "#F0E442", "#000000", "#999999"]
+_EXTRA = ["#88CCEE", "#6699CC", "#997700", "#EE99AA", "#004488"]
+_BASELINE_EXTRA = "#B0B0B0"
+HATCH = "///"
 FORMATS = ("png", "eps", "svg")
-P_LABEL = "Energy concentration P"
-NOTE = ("Error bars: 95 % bootstrap interval of the mean.   "
-        "Dashed line: chance level (area share of the dilated mask).")
-# Large type for projectors; a local rc context so importing this module changes no global state.
-RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("talk"), "savefig.dpi": 150,
-       "axes.titleweight": "bold", "legend.frameon": False}
+CHANCE_NOTE = "Dashed tick: mean chance level (area share of the dilated mask)."
+BAR_NOTE = ("Bars: mean P; whiskers: 95 % cluster-bootstrap interval over photos; n = records / photos. "
+            "Grey hatched bars: model-free baselines. " + CHANCE_NOTE)
+# A local rc context, so importing this module changes no global state.
+RC = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=1.1), "savefig.dpi": 150,
+      "axes.titleweight": "bold", "legend.frameon": False, "hatch.color": "#555555", "hatch.linewidth": 0.8}
+# matplotlib 3.10 renamed boxplot's vert=False; both spellings for the versions we allow.
+_HORIZONTAL = ({"orientation": "horizontal"} if tuple(int(v) for v in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+               else {"vert": False})
+_BAR_H = 0.34  # inches per bar in a panel
+_PANEL_W = 4.2  # inches of P axis per panel
 
 
 def method_color(method: str) -> str:
-    # Unknown methods get a colour fixed by their name, so it is the same in every figure.
-    return PALETTE.get(method) or _EXTRA[sum(map(ord, method)) % len(_EXTRA)]
+    if method in PALETTE:
+        return PALETTE[method]
+    if is_baseline(method):
+        return _BASELINE_EXTRA
+    return _EXTRA[sum(map(ord, method)) % len(_EXTRA)]  # fixed by the name: the same in every figure
+
+
+def method_hatch(method: str) -> str:
+    return HATCH if is_baseline(method) else ""
 
 
 @dataclass
@@ -48,7 +83,9 @@ class Figure:
     name: str
     title: str
     caption: str
+    view: str = "all"
     files: list[Path] = field(default_factory=list)
+    wide: bool = False  # several panels side by side: the page gives it the full width
 
     def file(self, fmt: str) -> Path:
         return next(p for p in self.files if p.suffix == f".{fmt}")
@@ -58,149 +95,168 @@ def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, format=fmt, bbox_inches="tight")
+        fig.savefig(path, format=fmt)  # constrained layout already fits every label in
         paths.append(path)
     plt.close(fig)
     return paths
 
 
-def _footnote(fig: plt.Figure, ax: plt.Axes, text: str) -> None:
-    """Small text under the axes and their tick labels, wherever those end up."""
-    fig.canvas.draw()
-    box = ax.get_tightbbox(fig.canvas.get_renderer())
-    x0, _ = fig.transFigure.inverted().transform((ax.get_window_extent().x0, 0))
-    _, y = fig.transFigure.inverted().transform((0, box.y0 - 6))
-    fig.text(x0, y, text, fontsize=11, color="#444444", ha="left", va="top")
-
-
-def _wrap(label: str) -> str:
-    return label.replace(" ", "\n", 1) if len(label) > 10 else label
-
-
-def _top(summary: pd.DataFrame) -> float:
-    values = np.concatenate([summary["95 % CI high"].to_numpy(float), summary["Mean P"].to_numpy(float),
-                             summary["Mean chance"].to_numpy(float)])
-    values = values[np.isfinite(values)]
-    return min(1.05, max(values.max() * 1.15, 0.05)) if len(values) else 1.0
-
-
-def _bars(summary: pd.DataFrame, group: str | None, title: str, xlabel: str, width: float) -> plt.Figure:
-    """Bars of mean P: one cluster per value of `group` (one cluster if None), one bar per method."""
-    methods = order_methods(set(summary["method"]))
-    if group is None:
-        groups = [None]
-    elif group == "size":
-        groups = order_sizes(set(summary[group]))
-    else:
-        groups = list(dict.fromkeys(summary[group]))  # already in table order
-    n = len(methods)
-    bar_w = 0.8 / n if group is not None else 0.7
-    fig, ax = plt.subplots(figsize=(width, 6.2))
-    for gi, g in enumerate(groups):
-        rows = summary if g is None else summary[summary[group] == g]
-        for mi, m in enumerate(methods):
-            row = rows[rows["method"] == m]
-            if row.empty:
-                continue
-            r = row.iloc[0]
-            x = mi if g is None else gi - 0.4 + bar_w * (mi + 0.5)
-            mean, lo, hi = r["Mean P"], r["95 % CI low"], r["95 % CI high"]
-            ax.bar(x, mean, bar_w * 0.92, color=method_color(m), edgecolor="white", linewidth=0.8, zorder=2)
-            if np.isfinite(lo):
-                ax.errorbar(x, mean, yerr=[[mean - lo], [hi - mean]], color="#222222", capsize=4 if g is None else 2,
-                            linewidth=1.6, zorder=3)
-            if np.isfinite(r["Mean chance"]):
-                ax.hlines(r["Mean chance"], x - bar_w * 0.46, x + bar_w * 0.46, colors="black",
-                          linestyles=(0, (3, 2)), linewidth=2, zorder=4)
-            if g is None and np.isfinite(mean):
-                ax.annotate(f"{mean:.3f}", (x, hi if np.isfinite(hi) else mean), xytext=(0, 6),
-                            textcoords="offset points", ha="center", va="bottom", fontsize=13)
-    if group is None:
-        ax.set_xticks(range(n), [_wrap(method_label(m)) for m in methods])
-        ax.set_xlim(-0.6, n - 0.4)
-        ax.legend(handles=[Line2D([], [], color="black", linestyle=(0, (3, 2)), linewidth=2, label="Chance level")],
-                  loc="upper left", fontsize=13)
-    else:
-        name = {"size": size_label, "CNN": cnn_label}.get(group, str)
-        labels = [_wrap(name(g)) for g in groups]
-        if len(groups) > 8:  # too many for level labels, even wrapped
-            ax.set_xticks(range(len(groups)), [g.replace("\n", " ") for g in labels], rotation=30, ha="right",
-                          rotation_mode="anchor")
-        else:
-            ax.set_xticks(range(len(groups)), labels)
-        ax.set_xlim(-0.6, len(groups) - 0.4)
-        handles = [Patch(color=method_color(m), label=method_label(m)) for m in methods]
-        handles.append(Line2D([], [], color="black", linestyle=(0, (3, 2)), linewidth=2, label="Chance level"))
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=13)
-    ax.set_ylim(0, _top(summary))
-    ax.set_ylabel("Mean energy concentration P")
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    ax.grid(axis="x", visible=False)
-    _footnote(fig, ax, NOTE)
-    return fig
-
-
-def _distribution(df: pd.DataFrame) -> plt.Figure:
-    valid = df[np.isfinite(df["P"].to_numpy())].copy()
-    methods = order_methods(set(df["method"]))
-    labels = [method_label(m) for m in methods]
-    valid["Method"] = valid["method"].map(method_label)
-    fig, ax = plt.subplots(figsize=(10, 6.2))
-    if not valid.empty:
-        sns.violinplot(data=valid, x="Method", y="P", hue="Method", order=labels, hue_order=labels,
-                       palette={method_label(m): method_color(m) for m in methods}, cut=0, inner="quart",
-                       saturation=1.0, linewidth=1.2, density_norm="width", legend=False, ax=ax)
-    chance = valid.groupby("method")["chance"].mean()
+def _positions(methods: list[str]) -> dict[str, float]:
+    """Bar positions, top to bottom: methods, a gap, then baselines (a group of their own)."""
+    pos: dict[str, float] = {}
+    y = 0.0
     for i, m in enumerate(methods):
-        if m in chance and np.isfinite(chance[m]):
-            ax.hlines(chance[m], i - 0.42, i + 0.42, colors="black", linestyles=(0, (3, 2)), linewidth=2, zorder=4)
-    ax.set_xticks(range(len(labels)), [_wrap(label) for label in labels])
-    ax.set_xlim(-0.6, len(labels) - 0.4)
-    ax.set_ylim(-0.02, 1.02)  # violins end at the data; P = 0 or 1 must not be cut by the frame
-    ax.set_ylabel(P_LABEL)
-    ax.set_xlabel("")
-    ax.set_title("Distribution of P per method")
-    ax.grid(axis="x", visible=False)
-    _footnote(fig, ax, "Inner lines: quartiles.   Dashed line: chance level (area share of the dilated mask).")
+        if i and is_baseline(m) and not is_baseline(methods[i - 1]):
+            y += 0.6
+        pos[m] = y
+        y += 1.0
+    return pos
+
+
+def _panel(ax: plt.Axes, rows: pd.DataFrame, pos: dict[str, float], title: str) -> None:
+    """Horizontal bars of mean P with their interval, chance tick and n, on a 0–1 axis."""
+    by_method = {r["method"]: r for _, r in rows.iterrows()}
+    for m, y in pos.items():
+        r = by_method.get(m)
+        if r is None or not np.isfinite(r["Mean P"]):
+            ax.text(0.01, y, "no record" if r is None else "no finite P", va="center", fontsize=9, color="#777777")
+            continue
+        mean, lo, hi = r["Mean P"], r["95 % CI low"], r["95 % CI high"]
+        ax.barh(y, mean, 0.78, color=method_color(m), hatch=method_hatch(m), edgecolor="white", linewidth=0.6,
+                zorder=2)
+        if np.isfinite(lo):
+            ax.errorbar(mean, y, xerr=[[mean - lo], [hi - mean]], color="#222222", capsize=2.5, linewidth=1.2,
+                        zorder=3)
+        if np.isfinite(r["Mean chance"]):
+            ax.plot([r["Mean chance"]] * 2, [y - 0.42, y + 0.42], color="black", linestyle=(0, (2, 1.5)),
+                    linewidth=1.6, zorder=4)
+        # The numbers sit in a column right of the axis, so they never cover a bar or each other.
+        ax.text(1.02, y, f"{mean:.2f}  n={int(r['Records'])}/{int(r['Photos'])}", transform=ax.get_yaxis_transform(),
+                va="center", ha="left", fontsize=9, clip_on=False)
+    baselines = [y for m, y in pos.items() if is_baseline(m)]
+    if baselines and len(baselines) < len(pos):
+        ax.axhline(min(baselines) - 0.8, color="#999999", linewidth=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(max(pos.values()) + 0.7, -0.7)
+    ax.set_yticks(list(pos.values()), [method_label(m) for m in pos])
+    for tick, m in zip(ax.get_yticklabels(), pos):
+        if is_baseline(m):
+            tick.set_color("#555555")
+            tick.set_fontstyle("italic")
+    ax.grid(axis="y", visible=False)
+    ax.set_title(title, fontsize=12)
+
+
+def bars(summary: pd.DataFrame, facets: list[tuple[str, pd.DataFrame]], ncols: int, title: str) -> plt.Figure:
+    """One panel per (title, rows); every panel lists the same methods on a shared P axis."""
+    pos = _positions(order_methods(set(summary["method"])))
+    ncols = max(1, min(ncols, len(facets)))
+    nrows = -(-len(facets) // ncols)
+    height = _BAR_H * (max(pos.values()) + 1.5) + 0.9
+    fig, axes = plt.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False, layout="constrained",
+                             figsize=(2.4 + (_PANEL_W + 1.3) * ncols, height * nrows + 1.2))
+    for ax, (panel_title, rows) in zip(axes.flat, facets):
+        _panel(ax, rows, pos, panel_title)
+    for ax in axes.flat[len(facets):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("Mean energy concentration P")
+    fig.suptitle(title, fontsize=15, fontweight="bold")
+    fig.supxlabel(BAR_NOTE, fontsize=9, color="#444444", wrap=True)
     return fig
 
 
-def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path) -> list[Figure]:
-    """All figures into `out_dir`; `tables` holds summary_table results keyed method/CNN_size/size/class."""
+def _split(summary: pd.DataFrame, column: str, levels: list, name) -> list[tuple[str, pd.DataFrame]]:
+    return [(name(v), summary[summary[column] == v]) for v in levels]
+
+
+def distribution(df: pd.DataFrame, title: str) -> plt.Figure:
+    """Per method, the spread of P − chance over records: 0 is chance, whatever the object's size."""
+    methods = order_methods(set(df["method"]))
+    pos = _positions(methods)
+    diff = df["P"].to_numpy(float) - df["chance"].to_numpy(float)
+    ok = np.isfinite(diff)
+    fig, ax = plt.subplots(figsize=(2.4 + _PANEL_W * 1.5 + 1.3, _BAR_H * 1.3 * (max(pos.values()) + 1.5) + 1.6),
+                           layout="constrained")
+    for m, y in pos.items():
+        sel = ok & (df["method"] == m).to_numpy()
+        values = diff[sel]
+        if not len(values):
+            ax.text(-0.98, y, "no finite P", va="center", fontsize=9, color="#777777")
+            continue
+        box = ax.boxplot(values, positions=[y], widths=0.6, patch_artist=True, **_HORIZONTAL,
+                         showmeans=True, manage_ticks=False,
+                         meanprops={"marker": "D", "markerfacecolor": "white", "markeredgecolor": "black",
+                                    "markersize": 5},
+                         flierprops={"marker": ".", "markersize": 3, "markerfacecolor": "#555555",
+                                     "markeredgecolor": "none"},
+                         medianprops={"color": "black", "linewidth": 1.5})
+        for patch in box["boxes"]:
+            patch.set_facecolor(method_color(m))
+            patch.set_hatch(method_hatch(m))
+            patch.set_edgecolor("#333333")
+        photos = df.loc[sel, "id"].nunique()
+        ax.text(1.02, y, f"n={len(values)}/{photos}", transform=ax.get_yaxis_transform(), va="center", fontsize=9)
+    ax.axvline(0, color="black", linestyle=(0, (2, 1.5)), linewidth=1.6, zorder=1)
+    ax.set_xlim(-1, 1)
+    ax.set_ylim(max(pos.values()) + 0.7, -1.0)
+    ax.set_yticks(list(pos.values()), [method_label(m) for m in pos])
+    for tick, m in zip(ax.get_yticklabels(), pos):
+        if is_baseline(m):
+            tick.set_color("#555555")
+            tick.set_fontstyle("italic")
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("P − chance level (0 = no better than a uniform map)")
+    ax.set_title(title, fontsize=15)
+    fig.supxlabel("Boxes: quartiles; line: median; diamond: mean; whiskers: 1.5 × IQR; dots: records beyond. "
+                  "n = records / photos.", fontsize=9, color="#444444")
+    return fig
+
+
+def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path, view: str = "all",
+                  view_label: str = "all records") -> list[Figure]:
+    """Every figure of one view into `out_dir`; `tables` are `tables.summaries` of the same records."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "" if view == "all" else f"_{view}"
     figures: list[Figure] = []
+
+    def add(fig: plt.Figure, name: str, title: str, caption: str) -> None:
+        wide = bool(fig.get_size_inches()[0] > 12)
+        files = _save(fig, out_dir, name + suffix)
+        figures.append(Figure(name + suffix, title, f"{caption} Records: {view_label}.", view, files, wide))
+
     with plt.rc_context(RC):
-        fig = _bars(tables["method"], None, "Mean P per method (all records)", "", 10)
-        figures.append(Figure("mean_p_by_method", "Mean P per method",
-                              "Mean energy concentration P over all records (thesis Fig. 7.6).",
-                              _save(fig, out_dir, "mean_p_by_method")))
-        by_cnn_size = tables["CNN_size"]
-        for size in order_sizes(set(by_cnn_size["size"])):
-            part = by_cnn_size[by_cnn_size["size"] == size]
-            name = f"mean_p_by_cnn_{_slug(size)}"
-            fig = _bars(part, "CNN", f"Mean P per CNN — {size_label(size)}", "CNN",
-                        min(20, max(10, 2.2 * part["CNN"].nunique() + 3)))
-            figures.append(Figure(name, f"Mean P per CNN — {size_label(size)}",
-                                  f"Mean P per method for each CNN, input {size_label(size).lower()} "
-                                  "(thesis Fig. 7.7 / 7.9).", _save(fig, out_dir, name)))
-        if tables["size"]["size"].nunique() > 1:
-            fig = _bars(tables["size"], "size", "Mean P per input size", "Input size", 11)
-            figures.append(Figure("mean_p_by_size", "Mean P per input size",
-                                  "Mean P per method for each input size, all CNNs together.",
-                                  _save(fig, out_dir, "mean_p_by_size")))
-        part = tables["class"]
-        fig = _bars(part, "class", "Mean P per category", "Category", min(20, max(11, 1.5 * part["class"].nunique() + 3)))
-        figures.append(Figure("mean_p_by_category", "Mean P per category",
-                              "Mean P per method for each COCO category, all CNNs and sizes together.",
-                              _save(fig, out_dir, "mean_p_by_category")))
-        fig = _distribution(df)
-        figures.append(Figure("p_distribution", "Distribution of P per method",
-                              "Distribution of P over all records per method (violins cut at the data range).",
-                              _save(fig, out_dir, "p_distribution")))
+        t = tables["method"]
+        add(bars(t, [("", t)], 1, f"Mean P per method — {view_label}"), "mean_p_by_method",
+            "Mean P per method", "Mean energy concentration P per method (thesis Fig. 7.6).")
+        t = tables["CNN_size"]
+        sizes, cnns = order_sizes(set(t["size"])), sorted(set(t["CNN"]))
+        facets = [(f"{cnn_label(c)} · {size_label(s)}", t[(t["size"] == s) & (t["CNN"] == c)])
+                  for s in sizes for c in cnns]
+        add(bars(t, facets, len(cnns), f"Mean P per CNN and input size — {view_label}"), "mean_p_by_cnn",
+            "Mean P per CNN and input size", "Mean P per method for each CNN (columns) and input size (rows), "
+            "on one shared axis (thesis Fig. 7.7 / 7.9). Baselines use the photos each CNN was scored on.")
+        t = tables["size"]
+        if t["size"].nunique() > 1:
+            add(bars(t, _split(t, "size", order_sizes(set(t["size"])), size_label), 4,
+                        f"Mean P per input size — {view_label}"), "mean_p_by_size",
+                "Mean P per input size", "Mean P per method for each input size, all CNNs together.")
+        t = tables["class"]
+        add(bars(t, _split(t, "class", sorted(set(t["class"])), str), 4, f"Mean P per category — {view_label}"),
+            "mean_p_by_category", "Mean P per category",
+            "Mean P per method for each category, all CNNs and sizes together.")
+        add(distribution(df, f"P − chance per method — {view_label}"), "p_minus_chance", "Distribution of P − chance",
+            "P minus the record's own chance level: objects of every size on one scale.")
     log.info("wrote %d figures to %s", len(figures), out_dir)
     return figures
 
 
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in text)
+def heat_stops(n: int = 11) -> list[str]:
+    """CSS colour stops of the heat maps' colour map, for a colour bar on the page."""
+    cmap = matplotlib.colormaps["jet"]
+    return [matplotlib.colors.to_hex(cmap(i / (n - 1))) for i in range(n)]
+
+
+def registry_names() -> list[str]:
+    """Every method and baseline the registry knows, in its order (for palette checks)."""
+    return registry.order([*registry.ALL_METHODS, *registry.BASELINE_NAMES])

@@ -1,4 +1,5 @@
-"""Image grids (thesis Fig. 7.8): rows = methods, columns = CNNs, one grid per image and size.
+"""Image grids (thesis Fig. 7.8): rows = methods, columns = CNNs, one grid per image and size;
+the first column holds the photo, its mask and the model-free baselines.
 
 Built only from the PNGs the run wrote (map_png, mask_png, image_png); nothing is recomputed.
 """
@@ -20,73 +21,101 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from xcnn.errors import XcnnError  # noqa: E402
+from xcnn.report.files import draw_outline, inside  # noqa: E402
 from xcnn.report.figures import RC, method_color  # noqa: E402
-from xcnn.report.tables import cnn_label, method_label, order_methods, order_sizes, size_label  # noqa: E402
+from xcnn.report.tables import (  # noqa: E402
+    TOP_K, cnn_label, is_baseline, method_label, order_ids, order_methods, order_sizes, size_label,
+)
 
 log = logging.getLogger(__name__)
 
-ImageChoice = int | tuple[int, str]
+ImageChoice = int | str | tuple[int | str, str]
 DEFAULT_COUNT = 4
 _THUMB = 320  # longest side drawn per cell; keeps grids of large originals fast and small
 
 
 @dataclass
 class Grid:
-    image_id: int
+    image_id: int | str
     category: str
     size: str
     path: Path
 
 
-def choose_images(df: pd.DataFrame, images: list[ImageChoice] | None) -> list[tuple[int, str]]:
-    """(id, category) pairs: the first image of the first few categories, or those asked for (an id alone means all its categories)."""
-    pairs = sorted(set(zip(df["id"].astype(int), df["class"])))
+MAX_CHANCE = 0.5  # a default grid's object (dilated) covers at most half the photo: else every map "hits" it
+
+
+def _default_pairs(df: pd.DataFrame) -> list[tuple[int | str, str]]:
+    """Informative pairs first: the target in every CNN's top 5 and an object that leaves room
+    around it; one per category, then more of the same kind up to DEFAULT_COUNT."""
+    methods = df[~df["method"].map(is_baseline)]
+    if methods.empty:
+        methods = df
+    stats = methods.groupby(["id", "class"]).agg(rank=("target_rank", "max"), chance=("chance", "mean"))
+    rank_ok = ~(stats["rank"] > TOP_K)  # an unknown rank does not rule a photo out
+    chance_ok = ~(stats["chance"] > MAX_CHANCE)
+    anything = pd.Series(True, index=stats.index)
+    for tier in (rank_ok & chance_ok, rank_ok, chance_ok, anything):
+        pairs = _by_id(list(stats.index[tier.to_numpy()]))
+        if pairs:
+            break
+    firsts: dict[str, tuple[int | str, str]] = {}
+    for p in pairs:
+        firsts.setdefault(p[1], p)
+    chosen = _by_id(list(firsts.values()))[:DEFAULT_COUNT]
+    chosen += [p for p in pairs if p not in chosen][:DEFAULT_COUNT - len(chosen)]
+    return chosen
+
+
+def _by_id(pairs: list[tuple[int | str, str]]) -> list[tuple[int | str, str]]:
+    rank = {v: i for i, v in enumerate(order_ids(pd.Series([p[0] for p in pairs])))}
+    return sorted(pairs, key=lambda p: (rank[p[0]], p[1]))
+
+
+def choose_images(df: pd.DataFrame, images: list[ImageChoice] | None) -> list[tuple[int | str, str]]:
+    """(id, category) pairs: informative defaults (see _default_pairs), or those asked for (an id
+    alone means all its categories). Ids are compared as text, so 139 finds photo 139 whatever
+    the records' id type."""
     if images is None:
-        # One image per category shows more of a run than several of the same object.
-        firsts: dict[str, tuple[int, str]] = {}
-        for p in pairs:
-            firsts.setdefault(p[1], p)
-        return sorted(firsts.values())[:DEFAULT_COUNT]
-    chosen: list[tuple[int, str]] = []
+        return _default_pairs(df)
+    pairs = _by_id(list(set(zip(df["id"], df["class"]))))
+    chosen: list[tuple[int | str, str]] = []
     for item in images:
         if isinstance(item, tuple):
-            found = [p for p in pairs if p == (int(item[0]), str(item[1]))]
+            found = [p for p in pairs if (str(p[0]), p[1]) == (str(item[0]), str(item[1]))]
             what = f"image {item[0]} with category '{item[1]}'"
         else:
-            found = [p for p in pairs if p[0] == int(item)]
+            found = [p for p in pairs if str(p[0]) == str(item)]
             what = f"image id {item}"
         if not found:
-            sample = ", ".join(str(i) for i in sorted({p[0] for p in pairs})[:8])
-            raise XcnnError(f"{what} is not in the run's records; choose from the ids there (e.g. {sample})")
+            sample = ", ".join(str(i) for i in order_ids(df["id"])[:8])
+            raise XcnnError(f"--images: {what} is not in the run's records; choose from its ids (e.g. {sample})")
         chosen.extend(p for p in found if p not in chosen)
     return chosen
 
 
 def _load(run_dir: Path, rel: str, grey: bool = False) -> np.ndarray | None:
-    if not rel:
+    path = inside(run_dir, rel)
+    if path is None:
+        if rel:
+            log.warning("picture %s is missing or outside the run folder; its grid cell stays empty", rel)
         return None
-    path = run_dir / rel
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if grey else "RGB")
-            if max(im.size) > _THUMB:
-                scale = _THUMB / max(im.size)
-                size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-                im = im.resize(size, Image.NEAREST if grey else Image.BILINEAR)
-            return np.asarray(im)
+        with Image.open(path) as opened:
+            im = opened.convert("L" if grey else "RGB")
+        if max(im.size) > _THUMB:
+            scale = _THUMB / max(im.size)
+            size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+            im = im.resize(size, Image.Resampling.NEAREST if grey else Image.Resampling.BILINEAR)
+        return np.asarray(im)
     except (OSError, UnidentifiedImageError):
         log.warning("picture %s is missing or unreadable; its grid cell stays empty", path)
         return None
 
 
-def _outline(ax: plt.Axes, mask: np.ndarray | None, shape: tuple[int, int]) -> None:
-    if mask is None or not mask.any() or mask.all():
-        return
-    if mask.shape != shape:
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(shape[::-1], Image.NEAREST)) > 127
-    # A dark halo under a light line stays visible on grey maps and on heat maps alike.
-    ax.contour(mask.astype(float), levels=[0.5], colors=["black"], linewidths=3.0)
-    ax.contour(mask.astype(float), levels=[0.5], colors=["#FFFF33"], linewidths=1.4)
+def _outline(picture: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    # Painted into the pixels: a contour per cell costs seconds on a grid of many methods.
+    return picture if mask is None or not mask.any() or mask.all() else draw_outline(picture, mask)
 
 
 def _blank(ax: plt.Axes, text: str = "") -> None:
@@ -105,16 +134,37 @@ def _p_text(row: pd.Series) -> str:
     return f"P = NaN ({row['note']})" if row["note"] else "P = NaN"
 
 
-def _grid(run_dir: Path, rows: pd.DataFrame, image_id: int, category: str, size: str, path: Path) -> None:
-    methods = order_methods(set(rows["method"]))
-    cnns = sorted(set(rows["CNN"]))
+def _map_cell(ax: plt.Axes, run_dir: Path, rec: pd.Series, mask: np.ndarray | None) -> None:
+    picture = _load(run_dir, rec["map_png"])
+    if picture is None:
+        _blank(ax, "no picture")
+    else:
+        for spine in ax.spines.values():  # the method's colour frames its maps, as in the figures
+            spine.set_edgecolor(method_color(rec["method"]))
+            spine.set_linewidth(3)
+        cell_mask = _load(run_dir, rec["mask_png"], grey=True) if rec["mask_png"] else None
+        ax.imshow(_outline(picture, cell_mask > 127 if cell_mask is not None else mask), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_xlabel(_p_text(rec), fontsize=12)
+
+
+def _grid(run_dir: Path, rows: pd.DataFrame, image_id: int | str, category: str, size: str, path: Path) -> None:
+    base = rows["method"].map(is_baseline).to_numpy(dtype=bool)
+    methods = order_methods(set(rows.loc[~base, "method"]))
+    baselines = order_methods(set(rows.loc[base, "method"]))
+    cnns = sorted(set(rows.loc[~base, "CNN"]))
     first = rows.iloc[0]
     photo = _load(run_dir, first["image_png"])
     mask_img = _load(run_dir, first["mask_png"], grey=True)
     mask = mask_img > 127 if mask_img is not None else None
+    # Column 0: photo, mask, then one baseline per row (they have no CNN).
+    nrows = max(len(methods), 2 + len(baselines), 1)
     ncols = len(cnns) + 1
-    fig, axes = plt.subplots(len(methods), ncols, figsize=(2.9 * ncols + 0.6, 2.75 * len(methods) + 1.0),
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols + 0.8, 2.55 * nrows + 1.0), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        _blank(ax)
     for r, method in enumerate(methods):
         for c, cnn in enumerate(cnns, start=1):
             ax = axes[r, c]
@@ -123,49 +173,38 @@ def _grid(run_dir: Path, rows: pd.DataFrame, image_id: int, category: str, size:
                 _blank(ax, "no record")
                 continue
             rec = hit.iloc[0]
-            picture = _load(run_dir, rec["map_png"])
-            if picture is None:
-                _blank(ax, "no picture")
-            else:
-                for spine in ax.spines.values():  # the method's colour frames its maps, as in the figures
-                    spine.set_edgecolor(method_color(method))
-                    spine.set_linewidth(3)
-                ax.imshow(picture, interpolation="nearest")
-                cell_mask = _load(run_dir, rec["mask_png"], grey=True) if rec["mask_png"] else None
-                _outline(ax, cell_mask > 127 if cell_mask is not None else mask, picture.shape[:2])
-                ax.set_xticks([])
-                ax.set_yticks([])
-            ax.set_xlabel(_p_text(rec), fontsize=13)
+            _map_cell(ax, run_dir, rec, mask)
             if r == 0:
                 target = rec.get("target_name", "")
-                title = cnn_label(cnn)
-                title += f"\ntarget: {target}" if isinstance(target, str) and target else ""
-                ax.set_title(title, fontsize=13)
+                rank = rec.get("target_rank", math.nan)
+                ax.set_title(cnn_label(cnn), fontsize=12, fontweight="bold", pad=16)
+                if isinstance(target, str) and target:  # small and short: neighbouring columns must not touch
+                    ax.text(0.5, 1.02, f"target: {target[:22]}" + (f" (#{int(rank)})" if math.isfinite(rank) else ""),
+                            transform=ax.transAxes, ha="center", va="bottom", fontsize=9, color="#444444")
             if c == 1:
-                ax.set_ylabel(method_label(method), fontsize=14, fontweight="bold")
-    for r in range(len(methods)):
-        _blank(axes[r, 0])
+                ax.set_ylabel(method_label(method), fontsize=13, fontweight="bold")
     if photo is not None:
-        axes[0, 0].imshow(photo)
-        _outline(axes[0, 0], mask, photo.shape[:2])
-        axes[0, 0].set_title("Photo", fontsize=13)
-        axes[0, 0].set_xlabel("yellow line: dilated mask", fontsize=11)
-    if mask is not None and len(methods) > 1:
+        axes[0, 0].imshow(_outline(photo, mask))
+        axes[0, 0].set_title("Photo", fontsize=12)
+        axes[0, 0].set_xlabel("yellow line: dilated mask", fontsize=10)
+    if mask is not None and nrows > 1:
         axes[1, 0].imshow(mask, cmap="gray", vmin=0, vmax=1)
         for spine in axes[1, 0].spines.values():  # the mask's white must not melt into the page
             spine.set_visible(True)
             spine.set_edgecolor("#888888")
-        axes[1, 0].set_xlabel("Dilated mask", fontsize=11)
-    fig.suptitle(f"Image {image_id} — {category} — {size_label(size)}", fontsize=17, fontweight="bold")
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=110)
+        axes[1, 0].set_title("Dilated mask", fontsize=12)
+    for r, method in enumerate(baselines, start=2):
+        rec = rows[rows["method"] == method].iloc[0]
+        _map_cell(axes[r, 0], run_dir, rec, mask)
+        axes[r, 0].set_title(method_label(method), fontsize=12, color="#555555", fontstyle="italic")
+    fig.suptitle(f"Image {image_id} — {category} — {size_label(size)}", fontsize=16, fontweight="bold")
+    fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
 
 
-def write_grids(df: pd.DataFrame, run_dir: Path, out_dir: Path, images: list[ImageChoice] | None) -> list[Grid]:
-    """One PNG grid per chosen (image, category) and size."""
+def write_grids(df: pd.DataFrame, run_dir: Path, out_dir: Path, chosen: list[tuple[int | str, str]]) -> list[Grid]:
+    """One PNG grid per chosen (image, category) (see choose_images) and size."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    chosen = choose_images(df, images)
     grids: list[Grid] = []
     jobs = [(i, c, s) for i, c in chosen
             for s in order_sizes(set(df.loc[(df["id"] == i) & (df["class"] == c), "size"]))]

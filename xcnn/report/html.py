@@ -1,19 +1,25 @@
-"""index.html: one self-contained page (inline CSS/JS, pictures by relative path) with tables,
-figures, grids and a sortable, filterable gallery of every map."""
+"""index.html: one self-contained page (inline CSS, a little inline JS for the gallery's sort and
+filters, pictures by relative path inside report/) that explains itself: what P is, the run,
+how pictures are drawn, the method card, tables, figures, grids and a gallery of every map."""
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
 import pandas as pd
 
-from xcnn.report.figures import Figure, method_color
+from xcnn.methods import registry
+from xcnn.report.figures import Figure, heat_stops, method_color
 from xcnn.report.grids import Grid
-from xcnn.report.tables import cnn_label, format_cells, method_label, order_methods, order_sizes, size_label
+from xcnn.report.run_info import RunInfo
+from xcnn.report.tables import (
+    TOP_K, VIEWS, cnn_label, format_cells, is_baseline, method_label, order_ids, order_methods, order_sizes,
+    size_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,28 @@ class TableSection:
     table: pd.DataFrame  # already in words (table_for_display / paired_for_display)
     files: dict[str, Path]
     folded: bool = False  # shown inside a closed <details>
+    view: str = "all"
+
+
+@dataclass
+class Card:
+    """One gallery card's record and its pictures (paths inside report/, None if missing)."""
+    rec: pd.Series
+    photo: Path | None
+    picture: Path | None
+
+
+@dataclass
+class Page:
+    info: RunInfo
+    df: pd.DataFrame
+    views: list[str]
+    card_table: TableSection | None
+    tables: list[TableSection]
+    figures: list[Figure]
+    grids: list[Grid]
+    cards: list[Card]
+    run_files: dict[str, Path] = field(default_factory=dict)
 
 
 def _e(value: object) -> str:
@@ -35,76 +63,107 @@ def _href(path: Path, base: Path) -> str:
     return quote(path.relative_to(base).as_posix())
 
 
-def _run_href(rel: str) -> str:
-    """A record's picture path (relative to RUN_DIR) as seen from RUN_DIR/report/."""
-    return "../" + quote(rel.replace("\\", "/"))
+def _view_class(view: str, views: list[str]) -> str:
+    return f" v-{view}" if len(views) > 1 else ""
 
 
-def _table_html(section: TableSection, base: Path) -> str:
+# The words of every baseline: a table row whose method (or method A) is one is a baseline row.
+_BASELINE_LABELS = frozenset(method_label(m) for m in registry.BASELINE_NAMES)
+
+
+def _table_html(section: TableSection, base: Path, views: list[str]) -> str:
     t = section.table
     numeric = [pd.api.types.is_numeric_dtype(t[c]) for c in t.columns]
     head = "".join(f'<th class="{"num" if n else ""}">{_e(c)}</th>' for c, n in zip(t.columns, numeric))
+    method_col = next((c for c in ("Method", "Method A") if c in t.columns), None)
+    names = t[method_col].tolist() if method_col else [None] * len(t)
     # Splits (first column CNN/Size/Category) name their group once, on its first row.
     grouped = t.columns[0] not in ("Method", "Method A")
-    rows, previous = [], None
-    for row in format_cells(t):
+    rows, previous, previous_base = [], None, False
+    for name, row in zip(names, format_cells(t)):
         first = grouped and row[0] != previous
+        is_base = name in _BASELINE_LABELS
+        classes = ["first" if first else "", "baseline" if is_base else "",
+                   "group-start" if is_base and not previous_base and not first else ""]
         cells = ["" if grouped and i == 0 and not first else v for i, v in enumerate(row)]
-        previous = row[0]
-        rows.append(f'<tr class="{"first" if first else ""}">'
+        previous, previous_base = row[0], is_base
+        rows.append(f'<tr class="{" ".join(c for c in classes if c)}">'
                     + "".join(f'<td class="{"num" if n else ""}">{_e(v)}</td>' for v, n in zip(cells, numeric))
                     + "</tr>")
     links = " · ".join(f'<a href="{_href(p, base)}">{kind.upper()}</a>' for kind, p in section.files.items())
     table = (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
              f'<p class="caption">{_e(section.caption)} <span class="links">{links}</span></p>')
+    view = _view_class(section.view, views)
     if section.folded:
-        return f'<details class="table"><summary>{_e(section.title)}</summary>{table}</details>'
-    return f'<section class="table"><h3>{_e(section.title)}</h3>{table}</section>'
+        return f'<details class="table{view}"><summary>{_e(section.title)}</summary>{table}</details>'
+    return f'<section class="table{view}"><h3>{_e(section.title)}</h3>{table}</section>'
 
 
-def _figure_html(fig: Figure, base: Path) -> str:
+def _figure_html(fig: Figure, base: Path, views: list[str]) -> str:
     links = " · ".join(f'<a href="{_href(p, base)}">{p.suffix[1:].upper()}</a>' for p in fig.files)
-    wide = " wide" if fig.name == "mean_p_by_category" else ""  # many clusters: give it the full width
-    return (f'<figure class="plot{wide}"><img src="{_href(fig.file("png"), base)}" alt="{_e(fig.title)}">'
-            f"<figcaption>{_e(fig.caption)} <span class=\"links\">{links}</span></figcaption></figure>")
+    src = _href(fig.file("png"), base)
+    return (f'<figure class="plot{" wide" if fig.wide else ""}{_view_class(fig.view, views)}"><a href="{src}"><img src="{src}" '
+            f'alt="{_e(fig.title)}"></a><figcaption>{_e(fig.caption)} <span class="links">{links}</span>'
+            "</figcaption></figure>")
 
 
 def _grid_html(grid: Grid, base: Path) -> str:
     title = f"Image {grid.image_id} — {grid.category} — {size_label(grid.size)}"
-    return (f'<figure class="grid"><a href="{_href(grid.path, base)}"><img src="{_href(grid.path, base)}" '
-            f'alt="{_e(title)}"></a><figcaption>{_e(title)}</figcaption></figure>')
+    return (f'<figure class="grid"><a href="{_href(grid.path, base)}"><img loading="lazy" '
+            f'src="{_href(grid.path, base)}" alt="{_e(title)}"></a><figcaption>{_e(title)}</figcaption></figure>')
 
 
-def _card(rec: pd.Series, run_dir: Path) -> tuple[str, bool]:
-    """One gallery card; False when its picture is missing (shown as text, never as a broken image)."""
-    p = float(rec["P"])
-    p_text = f"{p:.3f}" if math.isfinite(p) else "NaN"
-    lift = rec.get("lift", math.nan)
-    lift_text = f" · lift {lift:.2f}×" if isinstance(lift, float) and math.isfinite(lift) else ""
-    rel = rec["map_png"]
-    ok = bool(rel) and (run_dir / rel).is_file()
-    if ok:
-        picture = (f'<a href="{_run_href(rel)}" target="_blank"><img loading="lazy" src="{_run_href(rel)}" '
-                   f'alt="{_e(method_label(rec["method"]))} map of image {_e(rec["id"])}"></a>')
-    else:
-        picture = '<div class="missing">no picture</div>'
+def _num(value: object) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def _attr(value: float) -> str:
+    return repr(value) if math.isfinite(value) else ""
+
+
+def _card_html(card: Card, base: Path, order: int) -> str:
+    rec = card.rec
+    method = rec["method"]
+    p, lift, chance = _num(rec["P"]), _num(rec.get("lift")), _num(rec.get("chance"))
+    rank, prob = _num(rec.get("target_rank")), _num(rec.get("target_prob"))
+    label = method_label(method)
+    pics = []
+    for path, what in ((card.photo, "photo with the mask outline"), (card.picture, f"{label} map")):
+        if path is None:
+            pics.append(f'<div class="missing">no {"photo" if "photo" in what else "picture"}</div>')
+        else:
+            src = _href(path, base)
+            pics.append(f'<a href="{src}"><img loading="lazy" src="{src}" alt="{_e(what)} of image {_e(rec["id"])}">'
+                        "</a>")
+    baseline = is_baseline(method)
+    who = "model-free" if baseline else f"{_e(cnn_label(rec['CNN']))}"
+    lines = [
+        f'<div class="pval">P = {f"{p:.3f}" if math.isfinite(p) else "NaN"}'
+        f'<span class="sub"> · lift {f"{lift:.2f}×" if math.isfinite(lift) else "–"}'
+        f' · chance {f"{chance:.2f}" if math.isfinite(chance) else "–"}</span></div>',
+        f'<div class="meta"><b>{_e(label)}</b> · {who} · {_e(size_label(rec["size"]))}</div>',
+        f'<div class="meta">image {_e(rec["id"])} · {_e(rec["class"])}</div>',
+    ]
     target = rec.get("target_name", "")
-    target_line = f'<div class="meta">target: {_e(target)}</div>' if isinstance(target, str) and target else ""
-    note = f'<div class="note">{_e(rec["note"])}</div>' if rec["note"] else ""
-    attrs = {
-        "p": repr(p) if math.isfinite(p) else "",
-        "method": rec["method"], "cnn": rec["CNN"], "size": rec["size"], "class": rec["class"],
-        "id": int(rec["id"]),
-    }
+    if not baseline and (target or math.isfinite(rank)):
+        bits = [f"target: {_e(target)}" if target else "target"]
+        if math.isfinite(rank):
+            bits.append(f"rank {int(rank)}")
+        if math.isfinite(prob):
+            bits.append(f"prob. {prob:.2f}")
+        lines.append(f'<div class="meta">{" · ".join(bits)}</div>')
+    if rec["note"]:
+        lines.append(f'<div class="note">{_e(rec["note"])}</div>')
+    attrs = {"p": _attr(p), "lift": _attr(lift), "chance": _attr(chance), "rank": _attr(rank),
+             "method": method, "cnn": rec["CNN"], "size": rec["size"], "class": rec["class"], "n": order}
     data = " ".join(f'data-{k}="{_e(v)}"' for k, v in attrs.items())
-    return (
-        f'<figure class="card" {data} style="border-top-color:{method_color(rec["method"])}">{picture}'
-        f'<figcaption><div class="pval">P = {p_text}<span class="lift">{_e(lift_text)}</span></div>'
-        f'<div class="meta"><b>{_e(method_label(rec["method"]))}</b> · {_e(cnn_label(rec["CNN"]))} · '
-        f'{_e(size_label(rec["size"]))}</div>'
-        f'<div class="meta">image {_e(rec["id"])} · {_e(rec["class"])}</div>{target_line}{note}</figcaption></figure>',
-        ok,
-    )
+    return (f'<figure class="card{" baseline" if baseline else ""}" {data} '
+            f'style="border-top-color:{method_color(method)}"><div class="pics">{"".join(pics)}</div>'
+            f'<figcaption>{"".join(lines)}</figcaption></figure>')
 
 
 def _select(name: str, label: str, values: list[tuple[str, str]]) -> str:
@@ -112,145 +171,192 @@ def _select(name: str, label: str, values: list[tuple[str, str]]) -> str:
     return f'<label>{_e(label)} <select data-filter="{name}"><option value="">all</option>{options}</select></label>'
 
 
-def write_index(
-    run_dir: Path, report_dir: Path, df: pd.DataFrame, tables: list[TableSection],
-    figures: list[Figure], grids: list[Grid],
-) -> Path:
-    cards, missing = [], 0
-    ordered = df.assign(_p=df["P"].fillna(-1)).sort_values(["_p", "id"], ascending=[False, True])
-    for _, rec in ordered.iterrows():
-        html, ok = _card(rec, run_dir)
-        cards.append(html)
-        missing += not ok
+def _header(page: Page, base: Path) -> str:
+    info = page.info
+    facts = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in info.facts)
+    files = [f'<a href="{_href(p, base)}">{_e(name)}</a>' for name, p in page.run_files.items()]
+    missing = [n for n in ("records.csv", "exp.json", "config.json") if n not in page.run_files]
+    files_html = " · ".join(files) + (f' <span class="caption">(not in the run folder: {_e(", ".join(missing))})</span>'
+                                      if missing else "")
+    notes = "".join(f'<p class="warn">{_e(n)}</p>' for n in info.notes)
+    config = (f"<details><summary>Config as written</summary><pre>{_e(info.config_text)}</pre></details>"
+              if info.config_text else "")
+    stops = ", ".join(heat_stops())
+    switch = ""
+    if len(page.views) > 1:
+        labels = "".join(f'<label for="view-{v}">{_e(VIEWS[v])}</label>' for v in page.views)
+        switch = (f'<p class="switch">Tables and figures for: {labels}<span class="caption"> — "target in top '
+                  f'{TOP_K}": only records whose explained class the model ranks among its {TOP_K} best '
+                  "(baselines on the same photos).</span></p>")
+    return f"""<header>
+<h1>Which saliency method points at the object? <span class="run">{_e(info.name)}</span></h1>
+<p class="lead"><b>P</b> (energy concentration) is the share of a saliency map's energy — its squared values —
+that lies inside the object's dilated mask: <span class="formula">P = E / E<sub>celk</sub> =
+&Sigma; (I&middot;M)&sup2; / &Sigma; I&sup2;</span>. A map that ignores the photo scores the mask's area share
+(the <i>chance</i> level); <i>lift</i> = P / chance.</p>
+<dl class="facts">{facts}</dl>{notes}
+<p class="files">Files: {files_html}</p>{config}
+<p class="caption">How the maps are pictured: <b>grey</b> maps show the channel-summed magnitude |map|, clipped at
+its 99.5th percentile (white = most salient) <span class="bar grey"></span>; <b>heat</b> maps blend the jet
+colour map half-and-half over the photo <span class="bar heat" style="background:linear-gradient(to right,
+{stops})"></span> (blue = 0, red = the map's maximum). The yellow line is the dilated mask.</p>
+{switch}
+</header>"""
+
+
+def write_index(report_dir: Path, page: Page) -> Path:
+    views = page.views
+    ids = {v: i for i, v in enumerate(order_ids(page.df["id"]))}
+    cards = [_card_html(c, report_dir, ids[c.rec["id"]]) for c in page.cards]
+    missing = sum(c.picture is None for c in page.cards)
     if missing:
-        log.warning("%d gallery picture(s) are missing under %s; shown as 'no picture'", missing, run_dir)
+        log.warning("%d gallery picture(s) are missing in the run folder; shown as 'no picture'", missing)
+    df = page.df
     methods = order_methods(set(df["method"]))
     filters = "".join([
         _select("method", "Method", [(m, method_label(m)) for m in methods]),
         _select("cnn", "CNN", [(c, cnn_label(c)) for c in sorted(set(df["CNN"]))]),
         _select("size", "Size", [(s, size_label(s)) for s in order_sizes(set(df["size"]))]),
         _select("class", "Category", [(c, c) for c in sorted(set(df["class"]))]),
+        f'<label>Target <select data-filter="rank"><option value="">any rank</option>'
+        f'<option value="top">in top {TOP_K}</option></select></label>',
     ])
-    n_nan = int((~df["P"].apply(math.isfinite)).sum())
-    summary = (f"{len(df)} records · {df['id'].nunique()} images · {df['class'].nunique()} categories · "
-               f"{df['CNN'].nunique()} CNNs · {df['size'].nunique()} sizes · "
-               f"{len(methods)} methods · {n_nan} with P = NaN")
-    legend = "".join(f'<span class="swatch" style="background:{method_color(m)}"></span>{_e(method_label(m))} '
-                     for m in methods)
-    page = _PAGE.format(
-        title=_e(f"xcnn report — {run_dir.resolve().name}"),
-        css=_CSS,
+    legend = "".join(f'<span class="swatch{" hatched" if is_baseline(m) else ""}" '
+                     f'style="background-color:{method_color(m)}"></span>{_e(method_label(m))} ' for m in methods)
+    radios = "".join(f'<input type="radio" name="view" id="view-{v}" class="view-radio"{" checked" if i == 0 else ""}>'
+                     for i, v in enumerate(views)) if len(views) > 1 else ""
+    card_section = ""
+    if page.card_table is not None:
+        card_section = _table_html(page.card_table, report_dir, views)
+    sort_options = "".join(f'<option value="{k}">{_e(t)}</option>' for k, t in (
+        ("p-desc", "P, highest first"), ("p-asc", "P, lowest first"), ("lift-desc", "lift, highest first"),
+        ("lift-asc", "lift, lowest first"), ("chance-asc", "chance, smallest object first"),
+        ("chance-desc", "chance, largest object first"), ("id", "image id")))
+    page_html = _PAGE.format(
+        title=_e(f"xcnn report — {page.info.name}"),
+        css=_CSS + _view_css(views),
         js=_JS,
-        run=_e(run_dir.resolve().name),
-        summary=_e(summary),
+        radios=radios,
+        header=_header(page, report_dir),
+        card=card_section,
         legend=legend,
-        tables="".join(_table_html(t, report_dir) for t in tables),
-        figures="".join(_figure_html(f, report_dir) for f in figures),
-        grids="".join(_grid_html(g, report_dir) for g in grids) or "<p>No grids.</p>",
+        tables="".join(_table_html(t, report_dir, views) for t in page.tables),
+        figures="".join(_figure_html(f, report_dir, views) for f in page.figures),
+        grids="".join(_grid_html(g, report_dir) for g in page.grids) or "<p>No grids.</p>",
         filters=filters,
+        sort_options=sort_options,
         n_cards=len(cards),
         cards="".join(cards),
     )
     path = report_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(page_html, encoding="utf-8")
     return path
+
+
+def _view_css(views: list[str]) -> str:
+    """The view switch is two radio buttons and CSS alone: it works with scripts turned off."""
+    if len(views) < 2:
+        return ""
+    rules = []
+    for v in views:
+        others = ",".join(f"#view-{v}:checked~main .v-{o}" for o in views if o != v)
+        rules.append(f"{others}{{display:none}}#view-{v}:checked~main label[for=view-{v}]"
+                     "{background:#1a1a1a;color:#fff}")
+    return "".join(rules)
 
 
 _CSS = """
 :root{--fg:#1a1a1a;--muted:#555;--line:#ddd;--bg:#fafafa}
 *{box-sizing:border-box}
-body{font:17px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);
+body{font:16px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);
  background:#fff;margin:0 auto;max-width:1500px;padding:0 24px 60px}
-h1{font-size:30px;margin:24px 0 4px}h2{font-size:25px;margin:36px 0 10px;border-bottom:2px solid var(--line)}
-h3{font-size:19px;margin:22px 0 6px}
-nav a{margin-right:16px}.summary{color:var(--muted);margin:2px 0 8px}
-.swatch{display:inline-block;width:14px;height:14px;border-radius:3px;margin:0 5px 0 12px;vertical-align:-2px}
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:15px}
-th,td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap}
+h1{font-size:27px;margin:20px 0 6px}h1 .run{font-weight:400;color:var(--muted);font-size:20px;margin-left:8px}
+h2{font-size:23px;margin:32px 0 10px;border-bottom:2px solid var(--line)}h3{font-size:18px;margin:20px 0 6px}
+.lead{max-width:1000px;margin:4px 0 8px}.formula{font-family:"DejaVu Serif",Georgia,serif;white-space:nowrap}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:1px 14px;margin:6px 0;font-size:14px}
+dl.facts dt{color:var(--muted)}dl.facts dd{margin:0}
+.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:4px 10px;font-size:14px}
+.files{font-size:14px;margin:4px 0}pre{font-size:12px;background:var(--bg);padding:8px;overflow-x:auto}
+.bar{display:inline-block;width:120px;height:12px;vertical-align:-1px;border:1px solid #999;margin:0 3px}
+.bar.grey{background:linear-gradient(to right,#000,#fff)}
+.view-radio{position:absolute;opacity:0;pointer-events:none}
+.switch label{display:inline-block;border:1px solid #1a1a1a;padding:2px 10px;margin-left:6px;cursor:pointer;
+ border-radius:3px}
+nav a{margin-right:16px}
+.swatch{display:inline-block;width:13px;height:13px;border-radius:3px;margin:0 4px 0 10px;vertical-align:-2px}
+.hatched{background-image:repeating-linear-gradient(45deg,transparent 0 2px,#555 2px 3px)}
+.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:14px}
+th,td{padding:3px 9px;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap}
 th{background:var(--bg);position:sticky;top:0}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tbody tr:hover{background:#f3f6fb}tr.first td{border-top:2px solid #bbb}
-details.table{margin:10px 0}details.table summary{font-size:19px;font-weight:600;cursor:pointer;padding:4px 0}.caption{color:var(--muted);font-size:14px;margin:6px 0}
-.links a{margin:0 2px}
-.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:18px}
-figure{margin:0}figure.wide{grid-column:1/-1}figure.plot img,figure.grid img{max-width:100%;height:auto;border:1px solid var(--line)}
-figcaption{font-size:14px;color:var(--muted)}
+tr.baseline td{color:#555;font-style:italic;background:#f4f4f4}tr.group-start td{border-top:2px dashed #aaa}
+details.table{margin:8px 0}details.table summary{font-size:18px;font-weight:600;cursor:pointer;padding:4px 0}
+.caption{color:var(--muted);font-size:13px;margin:6px 0}.links a{margin:0 2px}
+section.card-box{border:2px solid #8aa;border-radius:6px;padding:4px 14px 8px;margin:14px 0;background:#fbfdfd}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
+figure{margin:0}figure.wide{grid-column:1/-1}
+figure.plot img,figure.grid img{max-width:100%;height:auto;border:1px solid var(--line)}
+figcaption{font-size:13px;color:var(--muted)}
 .grids{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
 .controls{position:sticky;top:0;background:#fff;padding:8px 0;z-index:2;border-bottom:1px solid var(--line)}
-.controls label{margin-right:14px}select{font-size:15px}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:12px;margin-top:12px}
+.controls label{margin-right:12px}select{font-size:14px}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;margin-top:12px}
 .card{border:1px solid var(--line);border-top:5px solid;border-radius:4px;padding:6px;background:#fff}
-.card img{width:100%;height:auto;aspect-ratio:auto;display:block;background:var(--bg)}
-.card .pval{font-weight:600;font-size:16px;color:var(--fg)}.card .lift{font-weight:400;font-size:13px;color:var(--muted)}.card .meta{font-size:13px}
-.card .note{font-size:12px;color:#a33}.missing{padding:40px 0;text-align:center;color:#999;background:var(--bg)}
+.card.baseline{background:#f4f4f4}
+.card .pics{display:grid;grid-template-columns:1fr 1fr;gap:4px}
+.card img{width:100%;height:auto;display:block;background:var(--bg)}
+.card .pval{font-weight:600;font-size:15px}.card .sub{font-weight:400;font-size:12px;color:var(--muted)}
+.card .meta{font-size:12px}.card .note{font-size:12px;color:#a33}
+.missing{padding:30px 0;text-align:center;color:#999;background:var(--bg);font-size:12px}
 """
 
-# Sort/filter for the gallery, plus a self-check (hash #selfcheck) that loads every picture and writes
-# what it found into <body data-…> so a headless browser test can read it from the DOM.
+# Sort and filter for the gallery only; the page works without it (cards in P order).
 _JS = """
-(function(){
-  var errors=[];
-  function note(msg){errors.push(String(msg));document.body&&(document.body.dataset.jsErrors=errors.join(' | '));}
-  window.addEventListener('error',function(e){if(e instanceof ErrorEvent){note(e.message);}},true);
-  window.addEventListener('unhandledrejection',function(e){note(e.reason);});
-  var origError=console.error;console.error=function(){note(Array.prototype.join.call(arguments,' '));
-    return origError.apply(console,arguments);};
-  function cards(){return Array.prototype.slice.call(document.querySelectorAll('#gallery .card'));}
+document.addEventListener('DOMContentLoaded',function(){
+  var box=document.getElementById('gallery'),cards=Array.prototype.slice.call(box.children);
+  function num(c,k){var v=c.dataset[k];return v===''?NaN:+v;}
   function apply(){
     var f={};document.querySelectorAll('select[data-filter]').forEach(function(s){f[s.dataset.filter]=s.value;});
-    var key=document.getElementById('sort').value, list=cards(), shown=0;
-    // NaN P (data-p="") always goes last.
-    function pv(c,sign){return c.dataset.p===''?Infinity:sign*(+c.dataset.p);}
-    list.sort(function(a,b){
-      if(key==='p-desc')return pv(a,-1)-pv(b,-1)||(+a.dataset.id)-(+b.dataset.id);
-      if(key==='p-asc')return pv(a,1)-pv(b,1)||(+a.dataset.id)-(+b.dataset.id);
-      return (+a.dataset.id)-(+b.dataset.id)||pv(a,-1)-pv(b,-1);});
-    var box=document.getElementById('gallery');
-    list.forEach(function(c){var ok=Object.keys(f).every(function(k){return !f[k]||c.dataset[k]===f[k];});
+    var parts=document.getElementById('sort').value.split('-'),key=parts[0],sign=parts[1]==='asc'?1:-1,shown=0;
+    cards.sort(function(a,b){
+      if(key==='id')return num(a,'n')-num(b,'n')||num(b,'p')-num(a,'p');
+      var x=num(a,key),y=num(b,key);  // a missing value goes last either way
+      if(isNaN(x)||isNaN(y))return isNaN(x)-isNaN(y);
+      return sign*(x-y)||num(a,'n')-num(b,'n');});
+    cards.forEach(function(c){
+      var ok=Object.keys(f).every(function(k){
+        if(!f[k])return true;
+        if(k==='rank')return num(c,'rank')<=""" + str(TOP_K) + """||c.classList.contains('baseline');
+        return c.dataset[k]===f[k];});
       c.style.display=ok?'':'none';shown+=ok;box.appendChild(c);});
     document.getElementById('shown').textContent=shown;
   }
-  function selfCheck(){
-    var imgs=Array.prototype.slice.call(document.images);
-    imgs.forEach(function(i){i.loading='eager';});
-    Promise.all(imgs.map(function(i){return i.complete&&i.naturalWidth>0?null:new Promise(function(r){
-      i.addEventListener('load',r);i.addEventListener('error',r);if(i.complete)r();});})).then(function(){
-      var broken=imgs.filter(function(i){return !(i.complete&&i.naturalWidth>0);});
-      var d=document.body.dataset;
-      d.imagesTotal=imgs.length;d.brokenImages=broken.length;
-      d.brokenList=broken.slice(0,20).map(function(i){return i.getAttribute('src');}).join(' ');
-      d.tables=document.querySelectorAll('table').length;
-      // Exercise sort and filter once so a test can compare them with the records.
-      var sort=document.getElementById('sort'),method=document.querySelector('select[data-filter=method]');
-      sort.value='p-asc';apply();d.firstP=cards()[0].dataset.p;
-      method.value='gradcam';apply();d.shownGradcam=document.getElementById('shown').textContent;
-      method.value='';sort.value='p-desc';apply();
-      d.jsErrors=errors.join(' | ');d.checkDone='1';});
-  }
-  document.addEventListener('DOMContentLoaded',function(){
-    document.querySelectorAll('.controls select').forEach(function(s){s.addEventListener('change',apply);});
-    if(location.hash==='#selfcheck'){selfCheck();}
-  });
-})();
+  document.querySelectorAll('.controls select').forEach(function(s){s.addEventListener('change',apply);});
+});
 """
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{title}</title><style>{css}</style><script>{js}</script></head>
-<body>
-<h1>Saliency maps scored by energy concentration</h1>
-<p class="summary">Run <b>{run}</b> · {summary}</p>
-<p class="summary">Methods: {legend}</p>
+<body>{radios}
+<main>
+{header}
+<!-- METHOD CARD: one row per method and baseline. Validity checks (model randomisation, input and
+class dependence, faithfulness) add their columns here; see tables.method_card. -->
+<section class="card-box" id="method-card"><h2>Method card</h2>{card}</section>
+<p class="caption">Colours: {legend}</p>
 <nav><a href="#tables">Tables</a><a href="#figures">Figures</a><a href="#grids">Image grids</a>
 <a href="#gallery-section">Gallery</a></nav>
 <h2 id="tables">Tables</h2>{tables}
 <h2 id="figures">Figures</h2><div class="plots">{figures}</div>
 <h2 id="grids">Image grids</h2>
-<p class="caption">Rows: methods. Columns: CNNs. The yellow line is the dilated object mask; P under each map.</p>
+<p class="caption">Rows: methods; columns: CNNs; first column: the photo, its dilated mask and the model-free
+baselines. The yellow line is the dilated object mask; P under each map.</p>
 <div class="grids">{grids}</div>
 <h2 id="gallery-section">Gallery</h2>
-<div class="controls"><label>Sort <select id="sort"><option value="p-desc">P, highest first</option>
-<option value="p-asc">P, lowest first</option><option value="id">image id</option></select></label>{filters}
+<div class="controls"><label>Sort <select id="sort">{sort_options}</select></label>{filters}
 <span class="caption"><span id="shown">{n_cards}</span> of {n_cards} maps</span></div>
 <div class="gallery" id="gallery">{cards}</div>
+</main>
 </body></html>
 """

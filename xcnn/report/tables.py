@@ -1,4 +1,4 @@
-"""Records loader, display names and the summary tables (thesis Table 7.1 and its splits)."""
+"""Records loader, display names, views (all / target in top 5) and the summary tables."""
 from __future__ import annotations
 
 import math
@@ -10,28 +10,56 @@ import pandas as pd
 
 from xcnn.errors import XcnnError
 from xcnn.experiment.export import read_records
-from xcnn.names import METHOD_LABELS, METHODS
-from xcnn.report.stats import bootstrap_ci
+from xcnn.methods import registry
+from xcnn.report.stats import cluster_bootstrap_ci
 
-
-# Fixed order and wording everywhere in the report (tables, figures, page).
 KEY = ["id", "class", "CNN", "size", "method"]
 REQUIRED = KEY + ["P"]
+# A baseline is model-free: one record per (photo, category, size), whatever the CNNs.
+BASE_KEY = ["id", "class", "size"]
 GROUP_LABELS = {"CNN": "CNN", "size": "Size", "class": "Category"}
+TOP_K = 5
+VIEWS = {"all": "All records", "top5": f"Target in top {TOP_K}"}
 NAN_CAPTION = (
     "Records whose P is NaN (an all-zero map or a failed record) are counted in the column "
     "'NaN (reason)' and left out of every other column."
 )
+# Optional per-record measurements, shown per method in the method card when records carry them.
+CARD_FIELDS = {
+    "deletion_auc": "Deletion AUC (lower is better)",
+    "insertion_auc": "Insertion AUC (higher is better)",
+    "ms": "ms per map",
+}
 
+
+# --- names --------------------------------------------------------------------------------------
 
 def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method.replace("_", " ").capitalize())
+    return registry.label(method)
+
+
+def is_baseline(method: str) -> bool:
+    return registry.is_baseline(method)
+
+
+def order_methods(methods: list[str] | set[str]) -> list[str]:
+    """Registry order: methods, then baselines, then unknown names (sorted)."""
+    return registry.order(methods)
+
+
+def draw_of(method: str) -> str:
+    """"grey" or "heat": how the run pictured the method's maps ("grey" for unknown methods)."""
+    try:
+        return registry.get(method).draw
+    except XcnnError:
+        return "grey"
 
 
 _CNN_NAMES = {
     "alexnet": "AlexNet", "googlenet": "GoogLeNet", "inception_v3": "Inception v3",
     "mobilenet_v2": "MobileNetV2", "mobilenet_v3_large": "MobileNetV3-Large",
     "mobilenet_v3_small": "MobileNetV3-Small", "squeezenet1_0": "SqueezeNet 1.0", "squeezenet1_1": "SqueezeNet 1.1",
+    "none": "no CNN",
 }
 _CNN_FAMILIES = {"resnet": "ResNet-", "vgg": "VGG-", "densenet": "DenseNet-", "resnext": "ResNeXt-",
                  "wide_resnet": "Wide ResNet-", "efficientnet_lite": "EfficientNet-Lite", "efficientnet_b": "EfficientNet-B"}
@@ -62,15 +90,16 @@ def _size_key(size: str) -> tuple[int, int, str]:
     return (1, int(head), size) if head.isdigit() else (2, 0, size)
 
 
-def order_methods(methods: list[str] | set[str]) -> list[str]:
-    """Known methods in the fixed order, any unknown ones after them alphabetically."""
-    present = set(methods)
-    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
-
-
 def order_sizes(sizes: list[str] | set[str]) -> list[str]:
     return sorted(set(sizes), key=_size_key)
 
+
+def order_ids(ids: pd.Series) -> list:
+    """Distinct photo ids, numbers numerically (ids are ints for COCO, text for other formats)."""
+    return sorted(set(ids), key=lambda v: (0, v, "") if isinstance(v, (int, np.integer)) else (1, 0, str(v)))
+
+
+# --- loading ------------------------------------------------------------------------------------
 
 def load_records(run_dir: Path) -> pd.DataFrame:
     """Records of a run as a DataFrame (records.jsonl preferred, records.csv as fallback)."""
@@ -80,12 +109,12 @@ def load_records(run_dir: Path) -> pd.DataFrame:
     jsonl, csv = run_dir / "records.jsonl", run_dir / "records.csv"
     if jsonl.is_file():
         source = jsonl
-        # The store's own reader: whole units only, a torn tail left out, a damaged file refused.
+        # The store's own reader: whole write groups only, a torn tail left out, damage refused.
         df = pd.DataFrame(read_records(run_dir))
     elif csv.is_file():
         source = csv
         try:
-            df = pd.read_csv(csv, keep_default_na=True, dtype={"size": str, "note": str})
+            df = pd.read_csv(csv, keep_default_na=True, dtype={"size": str, "note": str, "xcnn": str})
         except pd.errors.EmptyDataError:
             df = pd.DataFrame()
         except (pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -102,30 +131,93 @@ def load_records(run_dir: Path) -> pd.DataFrame:
 
 def _clean(df: pd.DataFrame, source: Path) -> pd.DataFrame:
     df = df.copy()
+    if df["id"].isna().any():
+        raise XcnnError(f"{source} has a record without an id; it was not written by 'xcnn run'")
+    ids = pd.to_numeric(df["id"], errors="coerce")
+    # COCO ids are numbers; other formats name photos by path, and then every id stays text.
+    df["id"] = ids.astype(np.int64) if ids.notna().all() else df["id"].astype(str)
     for col in ("class", "method", "CNN", "size"):
         df[col] = df[col].astype(str)
-    ids = pd.to_numeric(df["id"], errors="coerce")
-    if ids.isna().any():
-        raise XcnnError(f"{source} has a record whose id is not a number; it was not written by 'xcnn run'")
-    df["id"] = ids.astype(np.int64)
-    for col in ("P", "E", "E_celk", "chance", "lift", "rma"):
+    for col in ("P", "E", "E_celk", "chance", "lift", "rma", "target_rank", "target_prob", *CARD_FIELDS):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    if "chance" not in df.columns:
-        df["chance"] = np.nan
+    for col in ("chance", "rma", "target_rank", "target_prob"):
+        if col not in df.columns:
+            df[col] = np.nan
     if "lift" not in df.columns:
         with np.errstate(divide="ignore", invalid="ignore"):
             df["lift"] = df["P"] / df["chance"]
     # pointing_hit is a JSON bool (or null), and "True"/"False"/"" once it went through CSV.
     hits = df["pointing_hit"] if "pointing_hit" in df.columns else pd.Series(np.nan, index=df.index)
     df["pointing_hit"] = hits.map({True: 1.0, False: 0.0, "True": 1.0, "False": 0.0}).astype(float)
-    if "rma" not in df.columns:
-        df["rma"] = np.nan
-    df["note"] = df["note"].fillna("").astype(str) if "note" in df.columns else ""
-    for col in ("image_png", "mask_png", "map_png"):
+    for col in ("note", "image_png", "mask_png", "map_png", "target_name", "xcnn"):
         df[col] = df[col].fillna("").astype(str) if col in df.columns else ""
     return df.reset_index(drop=True)
 
+
+# --- views --------------------------------------------------------------------------------------
+
+def _baseline_rows(df: pd.DataFrame) -> np.ndarray:
+    return df["method"].map(is_baseline).to_numpy(dtype=bool)
+
+
+def _covered_baselines(df: pd.DataFrame) -> pd.DataFrame:
+    """Method records, plus the baseline records of the (photo, category, size) they cover:
+    a baseline is compared on the data the methods were scored on, no more."""
+    base = _baseline_rows(df)
+    methods, baselines = df[~base], df[base]
+    if methods.empty or baselines.empty:
+        return df
+    keys = methods[BASE_KEY].drop_duplicates()
+    return pd.concat([methods, baselines.merge(keys, on=BASE_KEY)], ignore_index=True)
+
+
+def views(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """"all" and, where it differs, "top5": records whose target the model ranks 1..5.
+
+    Baselines have no target: they follow the methods' records (same photo, category, size).
+    """
+    out = {"all": _covered_baselines(df)}
+    base = _baseline_rows(df)
+    ranks = df["target_rank"].to_numpy(dtype=float)
+    in_top = base | (ranks <= TOP_K)
+    if not in_top.all() and in_top[~base].any():
+        out["top5"] = _covered_baselines(df[in_top])
+    return out
+
+
+def views_note(df: pd.DataFrame) -> str:
+    """Why the top-5 view is missing, in one sentence ("" when it is shown)."""
+    ranks = df.loc[~_baseline_rows(df), "target_rank"].to_numpy(dtype=float)
+    if np.isnan(ranks).all():
+        return "The records do not say where the model ranks its target (field target_rank): all records only."
+    if (ranks <= TOP_K).all():
+        return f"Every record's target is in the model's top {TOP_K}: that view equals all records."
+    if not (ranks <= TOP_K).any():
+        return f"No record's target is in the model's top {TOP_K}: all records only."
+    return ""
+
+
+def matched(df: pd.DataFrame) -> pd.DataFrame:
+    """Baseline records copied to every CNN whose method records share their (photo, category,
+    size), so that per-CNN tables and paired tests see a baseline on exactly a method's records."""
+    base = _baseline_rows(df)
+    methods, baselines = df[~base], df[base]
+    if methods.empty or baselines.empty:
+        return df
+    keys = methods[[*BASE_KEY, "CNN"]].drop_duplicates()
+    copies = baselines.drop(columns="CNN").merge(keys, on=BASE_KEY)
+    return pd.concat([methods, copies[df.columns]], ignore_index=True)
+
+
+def best_baseline(df: pd.DataFrame) -> str | None:
+    """The baseline with the highest mean P on these records (None without baselines)."""
+    base = df[_baseline_rows(df)]
+    means = base[np.isfinite(base["P"].to_numpy())].groupby("method")["P"].mean()
+    return str(means.idxmax()) if len(means) else None
+
+
+# --- summaries ----------------------------------------------------------------------------------
 
 def _nan_cell(notes: pd.Series) -> str:
     if notes.empty:
@@ -144,59 +236,92 @@ def _mean_finite(values: pd.Series) -> float:
 def _summarise(group: pd.DataFrame, seed: int, n_resamples: int) -> dict:
     valid = group[np.isfinite(group["P"].to_numpy())]
     p = valid["P"].to_numpy(dtype=float)
-    lo, hi = bootstrap_ci(p, n_resamples=n_resamples, seed=seed)
-    chance = valid["chance"].to_numpy(dtype=float)
-    lift = valid["lift"].to_numpy(dtype=float)
-    lift = lift[np.isfinite(lift)]
-    chance = chance[np.isfinite(chance)]
+    lo, hi = cluster_bootstrap_ci(p, valid["id"].to_numpy(), n_resamples=n_resamples, seed=seed)
     return {
         "Records": len(p),
+        "Photos": valid["id"].nunique(),
         "Sum of P": float(p.sum()) if len(p) else math.nan,
         "Mean P": float(p.mean()) if len(p) else math.nan,
         "Median P": float(np.median(p)) if len(p) else math.nan,
         "95 % CI low": lo,
         "95 % CI high": hi,
-        "Mean chance": float(chance.mean()) if len(chance) else math.nan,
-        "Mean lift": float(lift.mean()) if len(lift) else math.nan,
+        "Mean chance": _mean_finite(valid["chance"]),
+        "Mean lift": _mean_finite(valid["lift"]),
         "Pointing (%)": _mean_finite(valid["pointing_hit"]) * 100,
         "RMA": _mean_finite(valid["rma"]),
         "NaN (reason)": _nan_cell(group.loc[~np.isfinite(group["P"].to_numpy()), "note"]),
     }
 
 
+def _level_order(column: str, values: set) -> list:
+    if column == "size":
+        return order_sizes(values)
+    return sorted(values)
+
+
 def summary_table(
-    df: pd.DataFrame, by: str | None = None, seed: int = 0, n_resamples: int = 2000
+    df: pd.DataFrame, by: str | list[str] | None = None, seed: int = 0, n_resamples: int = 2000
 ) -> pd.DataFrame:
-    """Per method (and per value of `by`): records, sum, mean, median, bootstrap CI, chance, lift.
+    """Per method (and per value of the `by` column(s)): records, photos, sum, mean, median,
+    cluster-bootstrap interval over photos, chance, lift, pointing game, RMA, NaN count.
 
     Keeps the internal names in columns `method` (and `by`) for figures; `table_for_display`
-    turns them into words.
+    turns them into words. Split by CNN, baselines appear under every CNN (see `matched`).
     """
-    keys = ["method"] if by is None else [by, "method"]
+    groups = [] if by is None else [by] if isinstance(by, str) else list(by)
+    if "CNN" in groups:
+        df = matched(df)
+    keys = [*groups, "method"]
     rows = []
     for values, group in df.groupby(keys, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         rows.append({**dict(zip(keys, values)), **_summarise(group, seed, n_resamples)})
     out = pd.DataFrame(rows)
-    method_rank = {m: i for i, m in enumerate(order_methods(set(out["method"])))}
-    sort_cols = ["_m"]
-    out["_m"] = out["method"].map(method_rank)
-    if by is not None:
-        levels = order_sizes(set(out[by])) if by == "size" else sorted(set(out[by]))
-        out["_g"] = out[by].map({v: i for i, v in enumerate(levels)})
-        sort_cols = ["_g", "_m"]
-    return out.sort_values(sort_cols).drop(columns=[c for c in ("_m", "_g") if c in out]).reset_index(drop=True)
+    if out.empty:
+        return out
+    ranks = {col: {v: i for i, v in enumerate(_level_order(col, set(out[col])))} for col in groups}
+    ranks["method"] = {m: i for i, m in enumerate(order_methods(set(out["method"])))}
+    sort_cols = [f"_{col}" for col in keys]
+    for col in keys:
+        out[f"_{col}"] = out[col].map(ranks[col])
+    return out.sort_values(sort_cols).drop(columns=sort_cols).reset_index(drop=True)
+
+
+SPLITS = {"method": None, "CNN": "CNN", "size": "size", "class": "class", "CNN_size": ["size", "CNN"]}
 
 
 def summaries(df: pd.DataFrame, seed: int = 0, n_resamples: int = 2000) -> dict[str, pd.DataFrame]:
-    """The summary tables the report uses: per method, per CNN, per size, per category, per CNN and size."""
-    out = {key: summary_table(df, by=None if key == "method" else key, seed=seed, n_resamples=n_resamples)
-           for key in ("method", "CNN", "size", "class")}
-    per_size = [summary_table(df[df["size"] == size], by="CNN", seed=seed, n_resamples=n_resamples).assign(size=size)
-                for size in order_sizes(set(df["size"]))]
-    out["CNN_size"] = pd.concat(per_size, ignore_index=True)
-    return out
+    """The summary tables of one view: per method, per CNN, per size, per category, per size and CNN."""
+    return {key: summary_table(df, by=by, seed=seed, n_resamples=n_resamples) for key, by in SPLITS.items()}
 
+
+def method_card(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per method and baseline: how its pictures are drawn, its paper, records, photos,
+    mean P, and the mean of every optional measurement (CARD_FIELDS) the records carry."""
+    extras = [f for f in CARD_FIELDS if f in df.columns and np.isfinite(df[f].to_numpy(dtype=float)).any()]
+    rows = []
+    for method in order_methods(set(df["method"])):
+        part = df[df["method"] == method]
+        valid = part[np.isfinite(part["P"].to_numpy())]
+        try:
+            reference = registry.get(method).reference
+        except XcnnError:
+            reference = ""
+        row = {
+            "method": method,
+            "Kind": "baseline" if is_baseline(method) else "method",
+            "Picture": draw_of(method),
+            "Reference": reference or "–",
+            "Records": len(valid),
+            "Photos": valid["id"].nunique(),
+            "Mean P": _mean_finite(valid["P"]),
+            "Mean lift": _mean_finite(valid["lift"]),
+        }
+        rows.append({**row, **{CARD_FIELDS[f]: _mean_finite(part[f]) for f in extras}})
+    return pd.DataFrame(rows)
+
+
+# --- display ------------------------------------------------------------------------------------
 
 def table_for_display(table: pd.DataFrame) -> pd.DataFrame:
     """Words instead of internal names, for CSV/Markdown/HTML."""
@@ -215,7 +340,7 @@ def _fmt(value: object, column: str) -> str:
             return "–"
         if column == "Sum of P":
             return f"{value:.2f}"
-        if column.endswith("(%)"):
+        if column.endswith("(%)") or column == "ms per map":
             return f"{value:.1f}"
         if "p" in column.split() and value < 0.001:  # p-values: keep tiny ones readable
             return f"{value:.1e}"
@@ -240,6 +365,7 @@ def to_markdown(table: pd.DataFrame, caption: str = "") -> str:
 
 def write_table(table: pd.DataFrame, out_dir: Path, name: str, caption: str) -> dict[str, Path]:
     """`name`.csv (full precision) and `name`.md (rounded, with caption)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.md"
     table.to_csv(csv_path, index=False, float_format="%.10g")
     md_path.write_text(to_markdown(table, caption), encoding="utf-8")

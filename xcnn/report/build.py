@@ -1,0 +1,169 @@
+"""Builds RUN_DIR/report/: everything is checked first, the report is written aside
+(RUN_DIR/report.tmp-PID) and swapped in whole at the end, so a failure never damages a good one."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xcnn.report import figures, files, grids, html, stats, tables
+from xcnn.report.run_info import RunInfo, run_info
+
+log = logging.getLogger(__name__)
+
+REPORT = "report"
+N_RESAMPLES = stats.N_RESAMPLES
+SUMMARY_NOTE = (
+    "Over records with a finite P: 'Records' and 'Photos' count them (the photo is the unit of "
+    "independence: one photo gives records for several CNNs, sizes and categories). 95 % interval of the "
+    f"mean: cluster bootstrap over photos ({N_RESAMPLES} resamples of the photos, each with all its records; "
+    "seed 0; 2.5th–97.5th percentiles). Chance: area share of the dilated mask (the P of a uniform map); "
+    "lift: P / chance; pointing game: share of maps whose most energetic pixel is in the mask; RMA: share of "
+    "the unsquared |map| in the mask. Baselines (italic) are model-free maps scored like the methods on the "
+    "same photos. " + tables.NAN_CAPTION
+)
+_SPLITS = [
+    ("method", "table_7_1_methods", "Table 7.1 — energy concentration P per method"),
+    ("CNN", "table_by_cnn", "P per method for each CNN"),
+    ("size", "table_by_size", "P per method for each input size"),
+    ("class", "table_by_category", "P per method for each category"),
+]
+
+
+def write_report(run_dir: Path, images: list | None) -> Path:
+    df = tables.load_records(run_dir)
+    chosen = grids.choose_images(df, images)  # a wrong --images fails here, before anything is written
+    info = run_info(run_dir, df, from_jsonl=(run_dir / "records.jsonl").is_file())
+    _clear_stale(run_dir)
+    tmp = run_dir / f"{REPORT}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _build(run_dir, tmp, df, chosen, info)
+        _swap(tmp, run_dir / REPORT)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    index = run_dir / REPORT / "index.html"
+    log.info("report written to %s", index)
+    return index
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_stale(run_dir: Path) -> None:
+    """Folders left by a report that was killed while writing (its process is gone)."""
+    for path in run_dir.glob(f"{REPORT}.*-*"):
+        kind, _, pid = path.name.partition("-")
+        if kind in (f"{REPORT}.tmp", f"{REPORT}.old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _swap(new: Path, dest: Path) -> None:
+    """Old report renamed away, new renamed in, old deleted: at every moment a whole report
+    exists under one of the two names."""
+    old = dest.with_name(f"{REPORT}.old-{os.getpid()}")
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(run_dir: Path, out: Path, df: pd.DataFrame, chosen: list, info: RunInfo) -> None:
+    run_files = files.copy_run_files(run_dir, out)
+    views = tables.views(df)
+    if "top5" not in views:
+        info.facts.append(("Target in top 5", tables.views_note(df)))
+    sections: list[html.TableSection] = []
+    figs: list[figures.Figure] = []
+    for view, frame in views.items():
+        label = tables.VIEWS[view]
+        suffix = "" if view == "all" else f"_{view}"
+        summaries = tables.summaries(frame, n_resamples=N_RESAMPLES)
+        view_sections = []
+        for key, name, title in _SPLITS:
+            shown = tables.table_for_display(summaries[key])
+            caption = f"Records: {label.lower()}. {SUMMARY_NOTE}"
+            written = tables.write_table(shown, out / "tables", name + suffix, f"{title} ({label.lower()}). {caption}")
+            # The splits are long: folded on the page, so Table 7.1 and the tests come first.
+            view_sections.append(html.TableSection(f"{title} — {label.lower()}", caption, shown, written,
+                                                   folded=key != "method", view=view))
+        view_sections[1:1] = _paired_sections(frame, out, view, label, suffix)
+        sections += view_sections
+        figs += figures.write_figures(frame, summaries, out / "figures", view, label.lower())
+    card = tables.table_for_display(tables.method_card(views["all"]))
+    card_caption = ("Per method and baseline, over all records: how its pictures are drawn, its paper, and the "
+                    "records and photos with a finite P. Further columns (validity checks) appear when the "
+                    "records carry them.")
+    card_files = tables.write_table(card, out / "tables", "method_card", f"Method card. {card_caption}")
+    card_section = html.TableSection("", card_caption, card, card_files)
+    grid_list = grids.write_grids(df, run_dir, out / "grids", chosen)
+    cards = _gallery(run_dir, out, df)
+    page = html.Page(info=info, df=df, views=list(views), card_table=card_section, tables=sections, figures=figs,
+                     grids=grid_list, cards=cards, run_files=run_files)
+    html.write_index(out, page)
+
+
+def _paired_sections(frame: pd.DataFrame, out: Path, view: str, label: str, suffix: str) -> list[html.TableSection]:
+    paired = tables.matched(frame)
+    base = paired["method"].map(tables.is_baseline).to_numpy(dtype=bool)
+    methods = tables.order_methods(set(paired.loc[~base, "method"]))
+    n_pairs = len(methods) * (len(methods) - 1) // 2
+    common = ("Per photo, the mean P of each method over the records both have (same photo, category, CNN and "
+              "size, both P finite); the test compares these per-photo means. 'A wins': share of photos where "
+              "A's mean is higher (a tie counts half). Two-sided Wilcoxon signed-rank test over photos.")
+    caption = f"Records: {label.lower()}. {common} Holm-corrected over the {n_pairs} pairs of methods (one family)."
+    table = tables.paired_for_display(stats.paired_comparison(paired, methods))
+    written = tables.write_table(table, out / "tables", "paired_comparison" + suffix, f"Paired comparison. {caption}")
+    out_sections = [html.TableSection(f"Paired comparison of methods — {label.lower()}", caption, table, written,
+                                      folded=len(table) > 12, view=view)]
+    best = tables.best_baseline(frame)
+    if best is not None and methods:
+        mean = float(np.nanmean(frame.loc[frame["method"] == best, "P"].to_numpy(dtype=float)))
+        caption = (f"Records: {label.lower()}. Each method against the best baseline on these records, "
+                   f"{tables.method_label(best)} (mean P {mean:.3f}). {common} Holm-corrected over the "
+                   f"{len(methods)} methods (a family of its own).")
+        table = tables.paired_for_display(stats.versus_baseline(paired, methods, best))
+        written = tables.write_table(table, out / "tables", "paired_vs_baseline" + suffix,
+                                     f"Methods against the best baseline. {caption}")
+        out_sections.append(html.TableSection(f"Methods against the best baseline — {label.lower()}", caption,
+                                              table, written, view=view))
+    return out_sections
+
+
+def _gallery(run_dir: Path, out: Path, df: pd.DataFrame) -> list[html.Card]:
+    """Cards in P order, their pictures placed inside report/ (relative links, self-contained)."""
+    ordered = df.assign(_p=df["P"].fillna(-1)).sort_values(["_p", "method"], ascending=[False, True], kind="stable")
+    photos: dict[tuple, Path | None] = {}
+    cards = []
+    for _, rec in ordered.iterrows():
+        key = (rec["id"], rec["class"], rec["size"])
+        if key not in photos:
+            photo = files.inside(run_dir, rec["image_png"])
+            dest = out / "photos" / _slug(rec["size"]) / (_slug(f"{rec['id']}_{rec['class']}") + ".jpg")
+            ok = photo is not None and files.outlined_photo(photo, files.inside(run_dir, rec["mask_png"]), dest)
+            photos[key] = dest if ok else None
+        picture = files.inside(run_dir, rec["map_png"])
+        placed = None
+        if picture is not None:
+            placed = out / "maps" / picture.relative_to(run_dir.resolve())
+            if not placed.exists():
+                files.place(picture, placed)
+        cards.append(html.Card(rec, photos[key], placed))
+    return cards
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)
