@@ -23,4 +23,8 @@ if [ "${1:-}" = test ] && ! command -v chromium >/dev/null; then
         echo "setup: chromium not found; the browser test will be skipped (apt-get install chromium)" >&2
     fi
 fi
+if [ "${1:-}" = test ] && ! command -v ip >/dev/null && [ "$(id -u)" = 0 ]; then
+    # The Ray tests run Ray in a network namespace of their own and bring its loopback up with ip.
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2) >/dev/null
+fi
 echo "setup: ready (.venv)"

@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xcnn.data.images import DEFAULT_MAX_PIXELS  # the engine's peak for one such photo fits 24 GB
 from xcnn.errors import XcnnError
 from xcnn.methods import registry
 from xcnn.methods.registry import DEFAULT_METHODS, Options
@@ -66,9 +67,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
-
-
-DEFAULT_MAX_PIXELS = 40_000_000  # about 6300×6300: the engine's peak for all maps of one such photo fits 24 GB
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,8 @@ def _select(config: Config, ann_file: Path, image_dir: Path) -> tuple[list[Any],
     from xcnn.data import CocoDataset
 
     dataset = CocoDataset(ann_file, image_dir)
-    samples, skipped = dataset.select(list(config.categories), config.images_per_category, config.seed, config.min_area)
+    samples, skipped = dataset.select(list(config.categories), config.images_per_category, config.seed, config.min_area,
+                                      max_pixels=config.max_pixels)
     if not samples:
         raise XcnnError(
             f"no usable image for {', '.join(config.categories)} in {ann_file} "
