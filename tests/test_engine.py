@@ -21,7 +21,8 @@ class TinyNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(1)
-        self.w = nn.ParameterList([nn.Parameter(torch.randn(o, i, generator=g)) for i, o in [(12, 8), (8, 8), (8, 8), (8, 8), (8, 5)]])
+        shapes = [(12, 8), (8, 8), (8, 8), (8, 8), (8, 5)]
+        self.w = nn.ParameterList([nn.Parameter(torch.randn(o, i, generator=g)) for i, o in shapes])
         self.relu = nn.ReLU()
         self.relu6 = nn.ReLU6(inplace=True)
 
@@ -214,12 +215,49 @@ def test_bad_arguments_are_one_line_errors() -> None:
 
 
 def test_one_class_per_method_equals_the_shared_pass() -> None:
-    from xcnn.methods import Deconvnet, GradCAM, Gradient, GuidedBackprop, GuidedGradCAM
+    from xcnn.methods import CLASSES, Attribution, GuidedBackprop
+    from xcnn.methods.registry import ALL_METHODS, SINGLE_PASS
 
+    # Every registry method has its class, named from its label, with no class written by hand.
+    assert set(CLASSES) == set(ALL_METHODS)
+    names = {m: cls.__name__ for m, cls in CLASSES.items()}
+    assert names["gradcam_pp"] == "GradCAMPlusPlus" and names["input_x_gradient"] == "InputXGradient"
+    assert all(n.isidentifier() and n[0].isupper() for n in names.values())
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     x = torch.randn(2, 3, 40, 40)
     with Explainer(model) as ex:
-        shared = ex.explain(x, [2, 5])
-    for cls, method in [(Gradient, "gradient"), (Deconvnet, "deconvnet"), (GuidedBackprop, "guided_backprop"),
-                        (GradCAM, "gradcam"), (GuidedGradCAM, "guided_gradcam")]:
-        torch.testing.assert_close(cls(model).attribute(x, target=[2, 5]), shared.get(method))
+        shared = ex.explain(x, [2, 5], methods=SINGLE_PASS)
+    for method in SINGLE_PASS:
+        torch.testing.assert_close(CLASSES[method](model).attribute(x, target=[2, 5]), shared.get(method))
+    torch.testing.assert_close(Attribution(model, "layercam").attribute(x, target=[2, 5]), shared.layercam)
+    torch.testing.assert_close(GuidedBackprop(model).attribute(x, target=[2, 5]), shared.guided_backprop)
+    # A method without a layer never looks for one.
+    assert GuidedBackprop(model, target_layer="no such layer").explainer.target_layer is None
+    with pytest.raises(XcnnError, match="did you mean layercam"):
+        Attribution(model, "layer_cam")
+
+
+def test_milliseconds_share_the_call() -> None:
+    import time
+
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    x = torch.randn(2, 3, 64, 64)
+    with Explainer(model, target_layer="layer4") as ex:
+        start = time.perf_counter()
+        maps = ex.explain(x, 1, methods=["gradient", "gradcam", "eigencam"])
+        wall = time.perf_counter() - start
+    ms = maps.milliseconds
+    assert set(ms) == {"gradient", "gradcam", "eigencam"} and all(v > 0 for v in ms.values())
+    # Per image, so the batch's total is the sum times B, and it cannot exceed the call.
+    assert sum(ms.values()) * 2 <= wall * 1000
+
+
+def test_options_and_keys_are_checked() -> None:
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    with Explainer(model) as ex:
+        with pytest.raises(XcnnError, match="options must be"):
+            ex.explain(torch.randn(1, 3, 32, 32), 1, options={"ig_steps": 3})  # type: ignore[arg-type]
+        with pytest.raises(XcnnError, match="one string per image: got 1 for 2"):
+            ex.explain(torch.randn(2, 3, 32, 32), 1, keys=["a"])
+        with pytest.raises(XcnnError, match="listed twice"):
+            ex.explain(torch.randn(1, 3, 32, 32), 1, methods=["gradcam", "gradcam"])

@@ -10,6 +10,7 @@ from PIL import Image
 
 from xcnn import METHODS, Explainer, models
 from xcnn.cli import main
+from xcnn.methods.registry import SINGLE_PASS
 
 
 def test_explain_writes_pictures_and_raw_maps_equal_to_the_engine(tmp_path: Path) -> None:
@@ -32,6 +33,43 @@ def test_explain_writes_pictures_and_raw_maps_equal_to_the_engine(tmp_path: Path
         assert png.shape == (50, 70, 3) and png.dtype == np.uint8 and png.max() > png.min()
         np.testing.assert_allclose(np.load(out / f"p-{m}.npy"), expected.get(m)[0].numpy(), rtol=1e-4, atol=1e-6)
     assert (out / "p-all.png").stat().st_size > 0
+
+
+def test_explain_single_pass_methods_and_grid(tmp_path: Path) -> None:
+    """`--methods single-pass`: eleven maps equal to the engine's, and a 12-panel grid figure."""
+    torch.manual_seed(0)
+    lm = models.load("resnet18", weights="random")
+    weights = tmp_path / "w.pth"
+    torch.save(lm.model.state_dict(), weights)
+    photo = (np.random.default_rng(1).random((48, 64, 3)) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    out = tmp_path / "out"
+    assert main(["explain", str(tmp_path / "p.png"), "--model", "resnet18", "--weights", str(weights),
+                 "--target", "3", "--methods", "single-pass", "--out", str(out), "--save-raw"]) == 0
+    x = lm.normalize(torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255)
+    with Explainer(lm.model) as ex:
+        expected = ex.explain(x, 3, methods=SINGLE_PASS)
+    for m in SINGLE_PASS:
+        np.testing.assert_allclose(np.load(out / f"p-{m}.npy"), expected.get(m)[0].numpy(), rtol=1e-4, atol=1e-6)
+    grid = Image.open(out / "p-all.png")
+    # 12 panels in 3 rows of 4 (one row of 12 would be ~0.1 as high as wide for this 4:3 photo).
+    assert 0.4 * grid.width < grid.height < grid.width
+
+
+def test_explain_bad_methods_and_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "p.png")
+    base = ["explain", str(tmp_path / "p.png"), "--model", "resnet18", "--weights", "random"]
+    assert main([*base, "--methods", "gradcam,layer_cam"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--methods 'gradcam,layer_cam'" in err and "did you mean layercam" in err and "\n" not in err
+    with pytest.raises(SystemExit):
+        main([*base, "--ig-steps", "0"])
+    assert "--ig-steps: '0' is not a whole number" in capsys.readouterr().err
+    from xcnn.cli.explain import parse_methods
+
+    assert parse_methods("all") == parse_methods("single-pass,scorecam,integrated_gradients,smoothgrad")
+    assert parse_methods("layercam, gradient,gradient") == ("gradient", "layercam")
+    assert parse_methods("default") == METHODS
 
 
 def test_explain_bad_target_and_size_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from xcnn.errors import XcnnError
+from xcnn.methods.registry import ALL_METHODS, DEFAULT_METHODS, Options
 
-__all__ = ["METHODS", "Explainer", "Maps", "XcnnError"]
+__all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "Explainer", "Maps", "Options", "XcnnError"]
 __version__ = "0.1.0"
 
 

@@ -1,7 +1,15 @@
-"""The engine: one forward pass, one input-only backward pass per rule, all five maps.
+"""The engine: one forward pass, one input-only backward pass per rule, every asked map.
 
     with Explainer(model, target_layer="auto") as ex:
-        maps = ex.explain(images, targets)
+        maps = ex.explain(images, targets, methods=["gradcam", "layercam"])
+
+What a method needs comes from its registry entry (xcnn.methods.registry): the rules of the
+shared backward passes it reads, whether it reads the target layer, and its compute function.
+The engine runs the forward pass once (capturing the layer if any asked method reads it), one
+``torch.autograd.grad`` per rule the asked methods need (3 at most; the gradient pass also
+returns ∂y_c/∂A), then calls each method's compute function in registry order with one
+``Context``. Methods with extra passes of their own get the same ``Context`` and may run the
+model again.
 
 The model is left exactly as it was: no module is replaced, no flag changed for longer than
 the call (train/eval modes are restored), and every hook is removed, also when ``explain``
@@ -11,66 +19,93 @@ from __future__ import annotations
 
 import difflib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xcnn.errors import XcnnError
-from xcnn.names import METHODS
+from xcnn.methods import registry
+from xcnn.methods.context import Context
+from xcnn.methods.registry import DEFAULT_METHODS, Options
 from xcnn.rules import RectifierRules, Rule
 
 log = logging.getLogger(__name__)
 
-
-# Which backward rule each method needs; Grad-CAM reads its layer gradient from the gradient
-# pass and Guided Grad-CAM multiplies two maps we already have, so neither costs a pass.
-_RULES_FOR: dict[str, tuple[Rule, ...]] = {
-    "gradient": ("gradient",),
-    "deconvnet": ("deconvnet",),
-    "guided_backprop": ("guided",),
-    "gradcam": ("gradient",),
-    "guided_gradcam": ("gradient", "guided"),
-}
+METHODS: tuple[str, ...] = DEFAULT_METHODS  # the thesis's five (old name, kept for imports)
 
 Targets = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
+
+# The order of the shared backward passes; the last one frees the graph.
+_PASS_ORDER: tuple[Rule, ...] = ("guided", "deconvnet", "gradient")
+
+
+class _UnknownName(XcnnError, AttributeError):
+    """An unknown attribute of Maps: a one-line XcnnError that ``hasattr`` still reads as absent."""
 
 
 @dataclass
 class Maps:
-    """The maps of one batch. Gradient-like maps are B×3×H×W and signed; Grad-CAM is B×1×H×W."""
+    """The maps of one batch, by registry name: ``maps["layercam"]``, ``maps.get("layercam")`` or
+    ``maps.layercam`` (None when that method was not asked). Signed methods are B×3×H×W, heat
+    methods B×1×H×W in [0, 1].
+
+    ``milliseconds[m]`` is what map m cost per image: its share of the batch's time divided by
+    the batch size. The share is the forward pass split evenly among all asked methods, each
+    backward pass split evenly among the asked methods whose registry rules include that pass,
+    plus the method's own compute function (Grad-CAM's layer gradient comes with the gradient
+    pass and is not charged apart). The one-off probe of ``target_layer="auto"`` is not counted.
+    """
 
     logits: torch.Tensor
     targets: torch.Tensor
     layer: str | None
-    gradient: torch.Tensor | None = None
-    deconvnet: torch.Tensor | None = None
-    guided_backprop: torch.Tensor | None = None
-    gradcam: torch.Tensor | None = None
-    guided_gradcam: torch.Tensor | None = None
+    computed: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     rectifiers: int = 0
     kept_activations: dict[str, int] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-image numbers, e.g. "ig_completeness"
+    milliseconds: dict[str, float] = field(default_factory=dict)
 
     def get(self, method: str) -> torch.Tensor:
-        if method not in METHODS:
-            raise XcnnError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-        value = getattr(self, method)
+        _method_entry(method)
+        value = self.computed.get(method)
         if value is None:
             raise XcnnError(f"method {method!r} was not computed; pass it in methods=[...]")
         return value
 
+    def __getitem__(self, method: str) -> torch.Tensor:
+        return self.get(method)
+
+    def __contains__(self, method: object) -> bool:
+        return method in self.computed
+
+    def __getattr__(self, name: str) -> torch.Tensor | None:
+        # Only reached for names that are not fields: registry names read as maps.
+        if name.startswith("_") or name == "computed":
+            raise AttributeError(name)
+        try:
+            _method_entry(name)
+        except XcnnError as err:
+            raise _UnknownName(str(err)) from None
+        return self.__dict__.get("computed", {}).get(name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(registry.ALL_METHODS))
+
     def methods(self) -> list[str]:
-        return [m for m in METHODS if getattr(self, m) is not None]
+        """The computed methods, in registry order."""
+        return [m for m in registry.ALL_METHODS if m in self.computed]
 
 
 class Explainer:
     """Saliency maps for a classifier. Use as a context manager (or call :meth:`close`).
 
-    ``target_layer``: the Grad-CAM layer — "auto" (the last 4-D feature map before global
-    pooling), a module name from ``model.named_modules()``, or None to disable Grad-CAM.
+    ``target_layer``: the layer the CAM methods read — "auto" (the last 4-D feature map before
+    global pooling), a module name from ``model.named_modules()``, or None to disable them.
     """
 
     def __init__(self, model: nn.Module, target_layer: str | None = "auto") -> None:
@@ -97,80 +132,149 @@ class Explainer:
         self,
         images: torch.Tensor,
         targets: Targets = None,
-        methods: Sequence[str] = METHODS,
+        methods: Sequence[str] = DEFAULT_METHODS,
+        *,
+        options: Options | None = None,
+        keys: Sequence[str] | None = None,
     ) -> Maps:
-        """All asked maps for ``images`` (B×3×H×W, normalised as the model expects).
+        """The asked maps for ``images`` (B×3×H×W, normalised as the model expects).
 
         ``targets``: an int, B ints, a LongTensor[B], None (the top-1 class), or a callable
         ``logits -> LongTensor[B]`` evaluated after the forward pass (so choosing the target
-        from the prediction costs no second forward pass).
+        from the prediction costs no second forward pass). ``methods``: registry names.
+        ``options``: parameters of the methods that have any (default ``Options()``).
+        ``keys``: one string per image (default its index in the batch) seeding per-photo
+        randomness, so a photo gets the same map in any batch.
         """
-        methods = _check_methods(methods)
+        entries = [registry.get(n) for n in registry.check(methods)]
         if images.dim() != 4 or images.shape[1] != 3:
             raise XcnnError(f"images must be B×3×H×W, got shape {tuple(images.shape)}")
-        want_cam = any(m in ("gradcam", "guided_gradcam") for m in methods)
-        if want_cam and self.target_layer is None:
-            raise XcnnError("Grad-CAM needs a target layer; pass target_layer='auto' or a module name")
-        rules = [r for r in ("guided", "deconvnet", "gradient") if any(r in _RULES_FOR[m] for m in methods)]
+        batch = int(images.shape[0])
+        keys = _check_keys(keys, batch)
+        options = Options() if options is None else options
+        if not isinstance(options, Options):
+            raise XcnnError(f"options must be xcnn.methods.registry.Options, got {type(options).__name__}")
+        want_layer = [e.name for e in entries if e.needs_layer]
+        if want_layer and self.target_layer is None:
+            raise XcnnError(f"{', '.join(want_layer)} need a target layer; pass target_layer='auto' or a module name")
+        rules = [r for r in _PASS_ORDER if any(r in e.rules for e in entries)]
+        want_layer_grad = any(e.needs_layer and "gradient" in e.rules for e in entries)
 
         with _eval_mode(self.model):
-            if want_cam and self._layer_name is None:
+            if want_layer and self._layer_name is None:
                 self._layer_name = find_target_layer(self.model, images[:1])
-                log.info("Grad-CAM layer: %s", self._layer_name)
-            x = images.detach().clone().requires_grad_(True)
+                log.info("CAM layer: %s", self._layer_name)
+            layer = self._layer_name if want_layer else None
+            clock = _Clock(images.device)
+            x = images.detach()
+            if rules:
+                x = x.clone().requires_grad_(True)
             mode = RectifierRules()
-            with _capture(self.model, self._layer_name if want_cam else None) as captured, mode:
+            # Without a backward pass (Eigen-CAM alone, extra-pass methods) no graph is built.
+            with torch.set_grad_enabled(bool(rules)), _capture(self.model, layer) as captured, mode:
                 logits = self.model(x)
             if logits.dim() != 2:
                 raise XcnnError(f"the model must return B×classes logits, got shape {tuple(logits.shape)}")
             target = _resolve_targets(targets, logits)
-            score = logits.gather(1, target[:, None]).sum()
-            grads: dict[Rule, torch.Tensor] = {}
             activation = captured.get("activation")
-            if want_cam and activation is None:
-                raise XcnnError(f"layer {self._layer_name!r} did not run in the forward pass; choose another target_layer")
+            if layer is not None and activation is None:
+                raise XcnnError(f"layer {layer!r} did not run in the forward pass; choose another target_layer")
+            spent_forward = clock.lap()
+
+            grads: dict[str, torch.Tensor] = {}
+            spent_pass: dict[str, float] = {}
             layer_grad = None
-            for i, rule in enumerate(rules):
-                mode.rule = rule
-                inputs = [x] if not (rule == "gradient" and want_cam) else [x, activation]
-                out = torch.autograd.grad(score, inputs, retain_graph=i < len(rules) - 1)
-                grads[rule] = out[0]
-                if len(out) > 1:
-                    layer_grad = out[1]
-            del score
-            maps = Maps(
-                logits=logits.detach(),
+            if rules:
+                score = logits.gather(1, target[:, None]).sum()
+                for i, rule in enumerate(rules):
+                    mode.rule = rule
+                    inputs = [x, activation] if rule == "gradient" and want_layer_grad and activation is not None else [x]
+                    out = torch.autograd.grad(score, inputs, retain_graph=i < len(rules) - 1)
+                    grads[rule] = out[0]
+                    if len(out) > 1:
+                        layer_grad = out[1]
+                    spent_pass[rule] = clock.lap()
+                del score
+
+            ctx = Context(
+                model=self.model,
+                images=x.detach(),
                 targets=target,
-                layer=self._layer_name if want_cam else None,
-                rectifiers=mode.rectifiers,
-                kept_activations=dict(mode.kept_activations),
+                logits=logits.detach(),
+                options=options,
+                keys=keys,
+                grads=grads,
+                activation=None if activation is None else activation.detach(),
+                layer_grad=layer_grad,
+                layer=layer,
             )
-            if "gradient" in methods:
-                maps.gradient = grads["gradient"]
-            if "deconvnet" in methods:
-                maps.deconvnet = grads["deconvnet"]
-            if "guided_backprop" in methods:
-                maps.guided_backprop = grads["guided"]
-            if want_cam:
-                cam = gradcam(activation.detach(), layer_grad, images.shape[-2:])
-                if "gradcam" in methods:
-                    maps.gradcam = cam
-                if "guided_gradcam" in methods:
-                    maps.guided_gradcam = grads["guided"] * cam
+            del logits, activation, x
+            spent: dict[str, float] = {}
+            for e in entries:
+                result = e.function()(ctx)
+                _check_map(e, result, ctx)
+                ctx.maps[e.name] = result
+                spent[e.name] = clock.lap()
+
+        for rule in rules:
+            users = [e.name for e in entries if rule in e.rules]
+            for name in users:
+                spent[name] += spent_pass[rule] / len(users)
+        for name in spent:
+            spent[name] += spent_forward / len(entries)
         if mode.kept_activations:
             log.debug("activations kept with their true derivative: %s", dict(mode.kept_activations))
-        return maps
+        return Maps(
+            logits=ctx.logits,
+            targets=target,
+            layer=layer,
+            computed={e.name: ctx.maps[e.name] for e in entries},
+            rectifiers=mode.rectifiers,
+            kept_activations=dict(mode.kept_activations),
+            extras=dict(ctx.extras),
+            milliseconds={name: 1000 * s / batch for name, s in spent.items()},
+        )
 
 
-def gradcam(activation: torch.Tensor, grad: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Grad-CAM from layer activations A and ∂y_c/∂A (both B×K×h×w) -> B×1×H×W in [0, 1]."""
-    weights = grad.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=tuple(size), mode="bilinear", align_corners=False)
-    lo = cam.amin(dim=(2, 3), keepdim=True)
-    span = cam.amax(dim=(2, 3), keepdim=True) - lo
-    # A map with no positive evidence stays all zero (the metric reports it), never NaN.
-    return torch.where(span > 0, (cam - lo) / span.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
+class _Clock:
+    """Seconds between laps; waits for the GPU so a lap is the work done, not the work queued."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._cuda = device.type == "cuda"
+        self._last = time.perf_counter()
+
+    def lap(self) -> float:
+        if self._cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        spent, self._last = now - self._last, now
+        return spent
+
+
+def _check_map(entry: registry.Method, result: Any, ctx: Context) -> None:
+    """A compute function's result has the shape its registry kind promises (catches a new
+    method's slip at its source, not in the metrics)."""
+    channels = 1 if entry.kind == "heat" else 3
+    expected = (int(ctx.images.shape[0]), channels, *ctx.size)
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != expected:
+        got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
+        raise RuntimeError(f"{entry.compute} returned {got}; a {entry.kind} map must be {expected}")
+
+
+def _method_entry(name: str) -> registry.Method:
+    entry = registry.get(name)
+    if entry.baseline:
+        raise XcnnError(f"{name!r} is a model-free baseline, not a map of the engine; use a method name")
+    return entry
+
+
+def _check_keys(keys: Sequence[str] | None, batch: int) -> list[str]:
+    if keys is None:
+        return [str(i) for i in range(batch)]
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    if len(keys) != batch:
+        raise XcnnError(f"keys must give one string per image: got {len(keys)} for {batch} images")
+    return [str(k) for k in keys]
 
 
 def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
@@ -213,7 +317,7 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
         for h in handles:
             h.remove()
     if not finished:
-        raise XcnnError("no 4-D feature map found for Grad-CAM; pass target_layer=NAME of a conv layer")
+        raise XcnnError("no 4-D feature map found for the CAM methods; pass target_layer=NAME of a conv layer")
     return finished[-1]
 
 
@@ -265,15 +369,6 @@ def _resolve_targets(targets: Targets, logits: torch.Tensor) -> torch.Tensor:
     if int(t.min()) < 0 or int(t.max()) >= classes:
         raise XcnnError(f"target class out of range 0..{classes - 1}: {t.tolist()}")
     return t.to(logits.device)
-
-
-def _check_methods(methods: Sequence[str]) -> list[str]:
-    if isinstance(methods, str):
-        methods = [methods]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise XcnnError(f"unknown method(s) {unknown or methods}; use some of {', '.join(METHODS)}")
-    return list(methods)
 
 
 def _check_layer_name(model: nn.Module, name: str) -> str:

@@ -1,11 +1,14 @@
-"""Maps as pictures: gradient-like maps in grey, Grad-CAM as a heat map over the photo.
+"""Maps as pictures: signed maps in grey, heat maps (the CAMs) as a heat map over the photo.
 
-Pure NumPy in, H×W×3 uint8 out, so the experiment, the report and the CLI share one look.
+Pure NumPy in, H×W×3 uint8 out, so the experiment, the report and the CLI share one look. Which
+look a method gets is its registry entry's ``draw``; no method is named here.
 """
 from __future__ import annotations
 
 import numpy as np
 from matplotlib import colormaps
+
+from xcnn.methods import registry
 
 # A few extreme pixels dominate gradient maps; clipping at a high percentile keeps the rest
 # visible (the usual choice in the saliency literature).
@@ -31,12 +34,8 @@ def heat_overlay(cam: np.ndarray, photo: np.ndarray, alpha: float = 0.5) -> np.n
 
 
 def picture(method: str, saliency: np.ndarray, photo: np.ndarray) -> np.ndarray:
-    """The picture of one method's map: Grad-CAM over the photo, every other map in grey."""
-    if method == "gradcam":
+    """The picture of one method's (or baseline's) C×H×W map, as its registry entry draws it:
+    "heat" over the photo, "grey" alone. XcnnError for an unknown name."""
+    if registry.get(method).draw == "heat":
         return heat_overlay(saliency, photo)
     return grey(saliency)
-
-
-def photo_from_tensor(image: np.ndarray) -> np.ndarray:
-    """3×H×W float in [0, 1] -> H×W×3 uint8."""
-    return (np.clip(np.asarray(image).transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)

@@ -1,20 +1,22 @@
-"""`xcnn explain PHOTO`: the five maps of one photo, as PNGs and a side-by-side figure."""
+"""`xcnn explain PHOTO`: saliency maps of one photo, as PNGs and one figure of them all."""
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from xcnn.engine import METHODS, Explainer
 from xcnn.errors import XcnnError
-from xcnn.names import METHOD_LABELS
+from xcnn.methods import registry
+from xcnn.methods.registry import ALL_METHODS, DEFAULT_METHODS, SINGLE_PASS, Options
 
 log = logging.getLogger(__name__)
 
+_GROUPS = {"all": ALL_METHODS, "single-pass": SINGLE_PASS, "default": DEFAULT_METHODS}
+_DEFAULTS = Options()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,22 +24,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("photo", type=Path)
     p.add_argument("--model", default="mobilenet_v2", help="model name (default: mobilenet_v2)")
     p.add_argument("--weights", help="state-dict file instead of the published ImageNet weights")
-    p.add_argument("--target", default="top1", help='top1, an ImageNet index (281) or a class name ("tabby cat")')
+    p.add_argument("--target", default="top1", help='top1 (default), an ImageNet index (281) or a class name ("tabby cat")')
     p.add_argument("--size", default="original", help="original (default), a side (224) or HxW")
-    p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the model's own, else auto)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
-    p.add_argument("--out", type=Path, default=Path("explain-out"))
+    p.add_argument("--layer", default=None, help="CAM layer (default: the model's own, else auto)")
+    p.add_argument("--methods", default="default",
+                   help=f"comma-separated method names, or all, single-pass, default (default: default = "
+                        f"{','.join(DEFAULT_METHODS)}); names: {', '.join(ALL_METHODS)}")
+    p.add_argument("--ig-steps", type=_positive_int, default=_DEFAULTS.ig_steps,
+                   help=f"integrated_gradients: Gauss-Legendre steps from the all-zero baseline (default: {_DEFAULTS.ig_steps})")
+    p.add_argument("--smoothgrad-samples", type=_positive_int, default=_DEFAULTS.smoothgrad_samples,
+                   help=f"smoothgrad: noisy copies averaged (default: {_DEFAULTS.smoothgrad_samples})")
+    p.add_argument("--smoothgrad-sigma", type=_non_negative_float, default=_DEFAULTS.smoothgrad_sigma,
+                   help=f"smoothgrad: noise std as a fraction of the photo's value range (default: {_DEFAULTS.smoothgrad_sigma})")
+    p.add_argument("--scorecam-top-k", type=_positive_int, default=_DEFAULTS.scorecam_top_k,
+                   help="scorecam: use only the k channels of highest mean activation (default: every channel, as the paper)")
+    p.add_argument("--memory-mb", type=_positive_int, default=_DEFAULTS.memory_mb,
+                   help="working memory the extra-pass methods may use at once; changes speed, never a map "
+                        f"(default: {_DEFAULTS.memory_mb})")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help=f"smoothgrad noise seed (default: {_DEFAULTS.seed})")
+    p.add_argument("--out", type=Path, default=Path("explain-out"), help="output folder (default: explain-out)")
     p.add_argument("--save-raw", action="store_true", help="also write each map as .npy")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from xcnn import models
     from xcnn.data import load_image
+    from xcnn.engine import Explainer
     from xcnn.render import picture
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = parse_methods(args.methods)
+    options = Options(ig_steps=args.ig_steps, smoothgrad_samples=args.smoothgrad_samples,
+                      smoothgrad_sigma=args.smoothgrad_sigma, scorecam_top_k=args.scorecam_top_k,
+                      seed=args.seed, memory_mb=args.memory_mb)
     if not args.photo.is_file():
         raise XcnnError(f"photo {args.photo} not found; give the path of an image file")
     photo = resize_photo(load_image(args.photo), args.size)
@@ -45,10 +67,13 @@ def run(args: argparse.Namespace) -> int:
     target = parse_target(args.target, lm.categories)
     x = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float().div(255).to(args.device)
     with Explainer(lm.model, target_layer=args.layer or lm.gradcam_layer) as ex:
-        maps = ex.explain(lm.normalize(x), target, methods=methods)
+        maps = ex.explain(lm.normalize(x), target, methods=methods, options=options)
     c = int(maps.targets[0])
     prob = float(maps.logits.softmax(1)[0, c])
-    log.info("%s explains class %d (%s), p = %.3f; Grad-CAM layer %s", lm.name, c, lm.categories[c], prob, maps.layer)
+    log.info("%s explains class %d (%s), p = %.3f; CAM layer %s", lm.name, c, lm.categories[c], prob, maps.layer)
+    for name, values in maps.extras.items():
+        log.info("%s: %s", name, ", ".join(f"{float(v):.4g}" for v in values.reshape(-1)))
+    log.debug("milliseconds per map: %s", {m: round(v, 1) for m, v in maps.milliseconds.items()})
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.photo.stem
@@ -60,9 +85,41 @@ def run(args: argparse.Namespace) -> int:
         if args.save_raw:
             np.save(args.out / f"{stem}-{m}.npy", raw)
     title = f"{lm.name}: {lm.categories[c]} (class {c}, p = {prob:.2f})"
-    side_by_side(photo, pictures, title, args.out / f"{stem}-all.png")
+    grid_figure(photo, pictures, title, args.out / f"{stem}-all.png")
     log.info("wrote %d maps to %s", len(pictures), args.out)
     return 0
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """'all', 'single-pass', 'default' or comma-separated registry names -> names in registry order."""
+    names: list[str] = []
+    for word in (w.strip() for w in text.split(",")):
+        if word:
+            names += _GROUPS.get(word, [word])
+    try:
+        return registry.check(dict.fromkeys(names))
+    except XcnnError as err:
+        raise XcnnError(f"--methods {text!r}: {err}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number ≥ 0")
+    return value
 
 
 def resize_photo(photo: np.ndarray, size: str) -> np.ndarray:
@@ -72,7 +129,7 @@ def resize_photo(photo: np.ndarray, size: str) -> np.ndarray:
         h, w = (int(v) for v in size.lower().split("x")) if "x" in size.lower() else (int(size),) * 2
     except ValueError:
         raise XcnnError(f"--size {size!r}: use original, a side length (224) or HxW (480x640)") from None
-    return np.asarray(Image.fromarray(photo).resize((w, h), Image.BILINEAR))
+    return np.asarray(Image.fromarray(photo).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def parse_target(text: str, categories: list[str]) -> int | None:
@@ -92,20 +149,25 @@ def parse_target(text: str, categories: list[str]) -> int | None:
     raise XcnnError(f"--target {text!r} is not an ImageNet class name" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
 
-def side_by_side(photo: np.ndarray, pictures: dict[str, np.ndarray], title: str, path: Path) -> None:
+def grid_figure(photo: np.ndarray, pictures: dict[str, np.ndarray], title: str, path: Path) -> None:
+    """The photo and every map in a grid of at most 5 columns, so 5 to 15 panels stay readable."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("Photo", photo)] + [(METHOD_LABELS[m], p) for m, p in pictures.items()]
+    panels = [("Photo", photo)] + [(registry.label(m), p) for m, p in pictures.items()]
+    rows = math.ceil(len(panels) / 5)
+    cols = math.ceil(len(panels) / rows)  # balanced rows: 6 panels are 2×3, not 5 + 1
     aspect = photo.shape[0] / photo.shape[1]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3 * aspect + 0.7))
-    for ax, (name, img) in zip(np.atleast_1d(axes), panels):
-        ax.imshow(img)
-        ax.set_title(name, fontsize=12)
+    side = 2.6
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, (side * aspect + 0.4) * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(title, fontsize=13)
+    for ax, (name, img) in zip(axes.flat, panels):
+        ax.imshow(img)
+        ax.set_title(name, fontsize=11)
+    fig.suptitle(title, fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)

@@ -1,56 +1,71 @@
-"""One class per method, Captum-style, each a thin layer over the engine:
+"""One class per registry method, Captum-style, each a thin layer over the engine:
 
     GuidedBackprop(model).attribute(images, target=281)
+    LayerCAM(model, target_layer="layer4").attribute(images, target=281)
+    Attribution(model, "layercam").attribute(images, target=281)     # any method by name
 
-Each call runs only the backward pass its method needs. To get several maps of the same
-images, use ``Explainer.explain`` instead: it shares the forward pass between them.
+The classes are made from the registry, so a new registry entry has its class with no code
+here; its name comes from the method's label ("Grad-CAM++" -> ``GradCAMPlusPlus``, "Input ×
+Gradient" -> ``InputXGradient``). Each call runs only the passes its method needs. To get several
+maps of the same images, use ``Explainer.explain``: it shares the forward pass between them.
 """
 from __future__ import annotations
+
+import re
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from xcnn.engine import Explainer, Targets
+from xcnn.methods import registry
+from xcnn.methods.registry import Options
 
 
-class _Method:
+class Attribution:
+    """The map of one registry method. ``target_layer`` is read only by methods that need a layer
+    (the CAMs); ``options`` holds the parameters of the extra-pass methods."""
+
     method = ""
-    uses_layer = False  # only the Grad-CAM methods read a layer; the others never look for one
 
-    def __init__(self, model: nn.Module, target_layer: str | None = "auto") -> None:
-        self.explainer = Explainer(model, target_layer=target_layer if self.uses_layer else None)
+    def __init__(self, model: nn.Module, method: str, target_layer: str | None = "auto",
+                 *, options: Options | None = None) -> None:
+        (self.method,) = registry.check([method])
+        self.options = options
+        needs_layer = registry.get(self.method).needs_layer
+        self.explainer = Explainer(model, target_layer=target_layer if needs_layer else None)
 
-    def attribute(self, inputs: torch.Tensor, target: Targets = None) -> torch.Tensor:
-        return self.explainer.explain(inputs, target, methods=[self.method]).get(self.method)
-
-
-class Gradient(_Method):
-    """∂y_c/∂x (Simonyan 2013; "Backpropagation" in the thesis)."""
-
-    method = "gradient"
-
-
-class Deconvnet(_Method):
-    """Zeiler & Fergus 2014: rectifiers pass relu(g), ignoring the forward mask."""
-
-    method = "deconvnet"
+    def attribute(self, inputs: torch.Tensor, target: Targets = None, *,
+                  keys: Sequence[str] | None = None) -> torch.Tensor:
+        """B×3×H×W (signed methods) or B×1×H×W in [0, 1] (heat methods) for B×3×H×W ``inputs``."""
+        maps = self.explainer.explain(inputs, target, methods=[self.method], options=self.options, keys=keys)
+        return maps.get(self.method)
 
 
-class GuidedBackprop(_Method):
-    """Springenberg 2014: rectifiers pass relu(g) where the forward input was positive."""
+class _Named(Attribution):
+    """Base of the generated classes: the method is fixed by the class."""
 
-    method = "guided_backprop"
-
-
-class GradCAM(_Method):
-    """Selvaraju 2017: ReLU(Σ_k mean(∂y_c/∂A_k)·A_k), upsampled and scaled to [0, 1]; B×1×H×W."""
-
-    method = "gradcam"
-    uses_layer = True
+    def __init__(self, model: nn.Module, target_layer: str | None = "auto", *,
+                 options: Options | None = None) -> None:
+        super().__init__(model, type(self).method, target_layer, options=options)
 
 
-class GuidedGradCAM(_Method):
-    """Guided Backprop ⊙ Grad-CAM."""
+def class_name(method: str) -> str:
+    """The CamelCase class name of a registry method, from its label."""
+    label = registry.get(method).label.replace("++", "PlusPlus").replace("×", "X")
+    return re.sub(r"[^0-9A-Za-z]", "", label)
 
-    method = "guided_gradcam"
-    uses_layer = True
+
+def _make(method: str) -> type[Attribution]:
+    entry = registry.get(method)
+    shape = "B×1×H×W in [0, 1]" if entry.kind == "heat" else "B×3×H×W, signed"
+    doc = f"{entry.label} ({entry.reference}): ``attribute(x, target)`` -> {shape}."
+    return type(class_name(method), (_Named,), {"method": method, "__doc__": doc, "__module__": __name__})
+
+
+CLASSES: dict[str, type[Attribution]] = {m: _make(m) for m in registry.ALL_METHODS}
+if len({cls.__name__ for cls in CLASSES.values()}) != len(CLASSES):
+    raise RuntimeError("two registry labels give the same class name; make the labels distinct")
+globals().update({cls.__name__: cls for cls in CLASSES.values()})
+
+__all__ = ["CLASSES", "Attribution", "class_name", *(cls.__name__ for cls in CLASSES.values())]
