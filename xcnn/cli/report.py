@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except XcnnError as err:
         print(f"xcnn: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a folder without permission: the machine, not a bug
+        print(f"xcnn: error: {err.filename or args.run_dir}: {err.strerror or err}; free space or fix permissions, "
+              "then run the same command again", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

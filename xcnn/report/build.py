@@ -77,7 +77,12 @@ def _swap(new: Path, dest: Path) -> None:
     old = dest.with_name(f"{REPORT}.old-{os.getpid()}")
     if dest.exists():
         os.replace(dest, old)
-    os.replace(new, dest)
+    try:
+        os.replace(new, dest)
+    except BaseException:
+        if old.exists():
+            os.replace(old, dest)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

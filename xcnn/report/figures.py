@@ -233,7 +233,8 @@ def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Pa
         sizes, cnns = order_sizes(set(t["size"])), sorted(set(t["CNN"]))
         facets = [(f"{cnn_label(c)} · {size_label(s)}", t[(t["size"] == s) & (t["CNN"] == c)])
                   for s in sizes for c in cnns]
-        add(bars(t, facets, len(cnns), f"Mean P per CNN and input size — {view_label}"), "mean_p_by_cnn",
+        ncols = len(cnns) if len(cnns) > 1 else len(sizes)  # one CNN: its sizes side by side
+        add(bars(t, facets, ncols, f"Mean P per CNN and input size — {view_label}"), "mean_p_by_cnn",
             "Mean P per CNN and input size", "Mean P per method for each CNN (columns) and input size (rows), "
             "on one shared axis (thesis Fig. 7.7 / 7.9). Baselines use the photos each CNN was scored on.")
         t = tables["size"]
