@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import math
 import re
 import shutil
@@ -20,7 +19,7 @@ from PIL import Image
 from tests.report_fixture import BASELINES, MANY_METHODS, make_run_dir, rewrite_records
 from xcnn.cli.report import main as report_main
 from xcnn.errors import XcnnError
-from xcnn.experiment.export import write_exports
+from xcnn.experiment.export import read_records, write_exports
 from xcnn.report import build, write_report
 
 BASE = {"gradient": 0.1, "deconvnet": 0.2, "guided_backprop": 0.3, "gradcam": 0.4, "guided_gradcam": 0.5,
@@ -192,11 +191,10 @@ def test_many_methods_and_baselines(tmp_path):
     run_dir = tmp_path / "many"
     make_run_dir(run_dir, images=((1, "dog"), (2, "cat")), cnns=("resnet18",), sizes=("224",),
                  methods=MANY_METHODS, baselines=BASELINES)
-    records = [json.loads(line) for line in (run_dir / "records.jsonl").read_text().splitlines()]
+    records = read_records(run_dir)
     for rec in records:  # a run of two versions, and a validity check on some records
         rec["xcnn"] = "0.2.0" if rec["id"] == 2 else "0.1.0"
         rec["deletion_auc"] = 0.3 if rec["method"] == "gradcam" else None
-        rec.pop("_part")
     rewrite_records(run_dir, records)
     page = write_report(run_dir).read_text()
     card = page[page.index('id="method-card"'):page.index('id="tables"')]
