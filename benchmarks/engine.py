@@ -1,10 +1,13 @@
-"""All five maps: xcnn vs five Captum calls vs the autograd floor, side by side in one run.
+"""xcnn vs five Captum calls vs the autograd floor, side by side in one run.
 
-    python benchmarks/engine.py [--model resnet50] [--batch 8] [--size 224] [--reps 3]
+    python benchmarks/engine.py [--model resnet50] [--batch 8] [--size 224] [--reps 3] [--variants ...]
 
-Each variant runs in its own fresh process (so peak memory is its own), the variants take
-turns, and each figure is the median of the repetitions. The floor is what no implementation
-can beat: one forward pass and three input-only backward passes of plain autograd.
+Variants: the floor, xcnn's five default maps, xcnn's eleven single-pass maps (the five plus
+Input × Gradient, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, Eigen-CAM) and Captum's five
+separate calls. Each variant runs in its own fresh process (so peak memory is its own), the
+variants take turns, and each figure is the median of the repetitions. The floor is what no
+implementation can beat: one forward pass and three input-only backward passes of plain
+autograd — every single-pass map needs no more passes than that.
 """
 from __future__ import annotations
 
@@ -17,18 +20,22 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("floor", "xcnn", "captum")
+VARIANTS = ("floor", "xcnn", "xcnn_single", "captum")
 
 
-def run_variant(variant: str, model_name: str, batch: int, size: int, reps: int) -> dict:
+def run_variant(variant: str, model_name: str, batch: int, size: int, reps: int, device: str) -> dict:
     import torch
     import torchvision
 
     torch.manual_seed(0)
-    model = torchvision.models.get_model(model_name, weights=None).eval()
-    x = torch.randn(batch, 3, size, size)
-    targets = torch.arange(batch) * 7
-    layer = {"resnet50": "layer4", "vgg16": "features", "densenet121": "features"}.get(model_name, "features")
+    model = torchvision.models.get_model(model_name, weights=None).eval().to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    targets = torch.arange(batch, device=device) * 7
+    layer = {"resnet50": "layer4", "vgg16": "features", "densenet121": "features"}.get(model_name)
+    if layer is None:
+        from xcnn.engine import find_target_layer
+
+        layer = find_target_layer(model, x[:1])
 
     if variant == "floor":
 
@@ -38,13 +45,15 @@ def run_variant(variant: str, model_name: str, batch: int, size: int, reps: int)
             for i in range(3):
                 torch.autograd.grad(score, xr, retain_graph=i < 2)
 
-    elif variant == "xcnn":
+    elif variant in ("xcnn", "xcnn_single"):
         from xcnn import Explainer
+        from xcnn.methods.registry import DEFAULT_METHODS, SINGLE_PASS
 
         ex = Explainer(model, target_layer=layer)
+        methods = DEFAULT_METHODS if variant == "xcnn" else SINGLE_PASS
 
         def once() -> None:
-            ex.explain(x, targets)
+            ex.explain(x, targets, methods=methods)
 
     else:
         from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, LayerAttribution, LayerGradCam, Saliency
@@ -59,14 +68,21 @@ def run_variant(variant: str, model_name: str, batch: int, size: int, reps: int)
             LayerAttribution.interpolate(cam, (size, size), interpolate_mode="bilinear")
             GuidedGradCam(model, module).attribute(x, target=targets, interpolate_mode="bilinear")
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    once()  # warm-up, and the peak-memory measurement
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-    times = []
-    for _ in range(reps):
+    cuda = torch.device(device).type == "cuda"
+
+    def timed() -> float:
         start = time.perf_counter()
         once()
-        times.append(time.perf_counter() - start)
+        if cuda:  # the work, not its queueing
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    timed()  # warm-up, and the peak-memory measurement
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() // 1024  # KiB, as ru_maxrss
+    times = [timed() for _ in range(reps)]
     return {"variant": variant, "seconds": times, "peak_mib": peak / 1024}
 
 
@@ -77,32 +93,43 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per variant, taking turns")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all); the floor always runs")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu); peak memory is the GPU's on cuda")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.model, args.batch, args.size, args.reps)))
+        print(json.dumps(run_variant(args.variant, args.model, args.batch, args.size, args.reps, args.device)))
         return
 
     import torch
 
-    results: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    peaks: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    variants = [v for v in VARIANTS if v == "floor" or v in args.variants.split(",")]
+    results: dict[str, list[float]] = {v: [] for v in variants}
+    peaks: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.rounds):
-        for v in VARIANTS:
+        for v in variants:
             cmd = [sys.executable, __file__, "--variant", v, "--model", args.model, "--batch", str(args.batch),
-                   "--size", str(args.size), "--reps", str(args.reps)]
+                   "--size", str(args.size), "--reps", str(args.reps), "--device", args.device]
             out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
             results[v] += out["seconds"]
             peaks[v].append(out["peak_mib"])
     med = {v: statistics.median(t) for v, t in results.items()}
-    print(f"{args.model}, batch {args.batch}, {args.size}×{args.size}, CPU ({platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads), torch {torch.__version__}; median of {len(results['xcnn'])} runs")
-    print(f"{'variant':34s} {'seconds':>8s} {'peak MiB':>9s}")
-    labels = {"floor": "floor (1 fwd + 3 input-only bwd)", "xcnn": "xcnn, all five maps", "captum": "Captum, five separate calls"}
-    for v in VARIANTS:
-        print(f"{labels[v]:34s} {med[v]:8.2f} {max(peaks[v]):9.0f}")
-    print(f"xcnn / floor   = {med['xcnn'] / med['floor']:.2f}  (target ≤ 1.25)")
-    print(f"captum / xcnn  = {med['captum'] / med['xcnn']:.2f}  (target ≥ 2)")
+    where = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
+             else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    print(f"{args.model}, batch {args.batch}, {args.size}×{args.size}, {where}, torch {torch.__version__}; "
+          f"median of {len(results['floor'])} runs")
+    labels = {"floor": "floor (1 fwd + 3 input-only bwd)", "xcnn": "xcnn, five default maps",
+              "xcnn_single": "xcnn, eleven single-pass maps", "captum": "Captum, five separate calls"}
+    print(f"{'variant':34s} {'seconds':>8s} {'/ floor':>8s} {'peak MiB':>9s}")
+    for v in variants:
+        print(f"{labels[v]:34s} {med[v]:8.3f} {med[v] / med['floor']:8.2f} {max(peaks[v]):9.0f}")
+    targets = {"xcnn": "≤ 1.25", "xcnn_single": "≤ 1.10"}
+    for v, target in targets.items():
+        if v in med:
+            print(f"{v} / floor = {med[v] / med['floor']:.2f}  (target {target})")
+    if "captum" in med and "xcnn" in med:
+        print(f"captum / xcnn  = {med['captum'] / med['xcnn']:.2f}  (target ≥ 2)")
 
 
 if __name__ == "__main__":

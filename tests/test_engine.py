@@ -261,3 +261,28 @@ def test_options_and_keys_are_checked() -> None:
             ex.explain(torch.randn(2, 3, 32, 32), 1, keys=["a"])
         with pytest.raises(XcnnError, match="listed twice"):
             ex.explain(torch.randn(1, 3, 32, 32), 1, methods=["gradcam", "gradcam"])
+
+
+def test_extra_pass_methods_get_options_and_keys_through_the_engine() -> None:
+    """The extra-pass methods are called like the others; what they read (options, keys) and
+    leave (extras) passes through. Skipped while their modules are not there."""
+    pytest.importorskip("xcnn.methods.sampling")
+    pytest.importorskip("xcnn.methods.perturbation")
+    from xcnn import Options
+    from xcnn.methods.registry import ALL_METHODS
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    options = Options(ig_steps=4, smoothgrad_samples=3, scorecam_top_k=8)
+    with Explainer(model) as ex:
+        both = ex.explain(x, [1, 2], methods=ALL_METHODS, options=options, keys=["a", "b"])
+        alone = ex.explain(x[1:], 2, methods=["smoothgrad"], options=options, keys=["b"])
+        other_key = ex.explain(x[1:], 2, methods=["smoothgrad"], options=options, keys=["c"])
+        one_channel = ex.explain(x, [1, 2], methods=["scorecam"], options=Options(scorecam_top_k=1))
+    assert both.methods() == list(ALL_METHODS)
+    assert set(both.milliseconds) == set(ALL_METHODS)
+    torch.testing.assert_close(both.smoothgrad[1:], alone.smoothgrad, atol=1e-6, rtol=1e-4)
+    assert not torch.allclose(alone.smoothgrad, other_key.smoothgrad)
+    assert both.extras["ig_completeness"].shape == (2,)
+    assert not torch.allclose(both.scorecam, one_channel.scorecam)
