@@ -107,7 +107,8 @@ def test_exit_codes_3_for_data_failures_and_a_bug_is_not_swallowed(
     cfg = _cfg(tmp_path, small, 'sizes = [48]\nmethods = ["gradient"]')
     assert main(["run", str(cfg), "--out", str(tmp_path / "ok"), "--no-report"]) == 0
     # a pixel budget below the input size: every unit fails for a data reason, named with its knob
-    cfg = _cfg(tmp_path, small, 'sizes = [48]\nmethods = ["gradient"]\nmax_pixels = 2000', name="small.toml")
+    # photos of 64×64 and 64×80 pass the selection; the 72×72 input size does not
+    cfg = _cfg(tmp_path, small, 'sizes = [72]\nmethods = ["gradient"]\nmax_pixels = 5150', name="small.toml")
     assert main(["run", str(cfg), "--out", str(tmp_path / "budget"), "--no-report"]) == 3
     failures = _lines(tmp_path / "budget" / "failures.jsonl")
     assert failures and all("max_pixels" in f["reason"] for f in failures)
