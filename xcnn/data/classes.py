@@ -1,4 +1,6 @@
-"""COCO category -> ImageNet-1k classes (table shipped as coco_imagenet.csv)."""
+"""COCO category -> ImageNet-1k classes (table shipped as coco_imagenet.csv), and the 1000
+ImageNet WordNet ids (imagenet_wnids.csv, from timm, Apache-2.0), so a box set labelled by
+wnid (ILSVRC2012) names its class directly."""
 from __future__ import annotations
 
 import csv
@@ -9,6 +11,7 @@ from pathlib import Path
 from xcnn.errors import XcnnError
 
 TABLE = Path(__file__).with_name("coco_imagenet.csv")
+WNIDS = Path(__file__).with_name("imagenet_wnids.csv")
 
 
 @dataclass(frozen=True)
@@ -36,8 +39,12 @@ def usable_categories() -> list[str]:
 
 
 def imagenet_classes(category: str) -> list[int]:
-    """ImageNet-1k class indices standing for a COCO category (matched case-insensitively)."""
+    """ImageNet-1k class indices standing for a COCO category (matched case-insensitively),
+    or the one class of an ImageNet WordNet id such as "n01751748"."""
     key = category.strip().lower()
+    wnid = _wnid_index().get(key)
+    if wnid is not None:
+        return [wnid]
     for m in coco_imagenet_table():
         if m.coco_name == key:
             if not m.imagenet_ids:
@@ -46,7 +53,24 @@ def imagenet_classes(category: str) -> list[int]:
                     f"use one of: {', '.join(usable_categories())}"
                 )
             return list(m.imagenet_ids)
-    raise XcnnError(f"{category!r} is not a COCO category; use one of: {', '.join(usable_categories())}")
+    raise XcnnError(f"{category!r} is not a COCO category or an ImageNet-1k WordNet id (e.g. n01751748); "
+                    f"use one of: {', '.join(usable_categories())}")
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids, indexed like the classifiers' outputs."""
+    with WNIDS.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    # The file's own index column guards the order every wnid's class rests on.
+    if [r["index"] for r in rows] != [str(i) for i in range(1000)]:
+        raise XcnnError(f"{WNIDS} does not list the classes 0..999 in order; reinstall xcnn")
+    return tuple(r["wnid"] for r in rows)
+
+
+@lru_cache(maxsize=1)
+def _wnid_index() -> dict[str, int]:
+    return {w: i for i, w in enumerate(imagenet_wnids())}
 
 
 @lru_cache(maxsize=1)

@@ -9,46 +9,42 @@ import math
 import numbers
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TypeGuard
 
 import numpy as np
 from pycocotools.coco import COCO
 
-from xcnn.data.images import DEFAULT_MAX_PIXELS, ImageTooLarge, load_image
+from xcnn.data.dataset import (
+    MISSING,
+    TOO_LARGE,
+    TOO_SMALL,
+    UNREADABLE,
+    WRONG_SIZE,
+    Dataset,
+    ImageId,
+    Prepare,
+    Sample,
+    check_selection,
+    file_hash,
+)
+from xcnn.data.dataset import whole as _whole
 from xcnn.data.paths import inside
 from xcnn.errors import XcnnError
 
 log = logging.getLogger(__name__)
 
-# Reasons an image is passed over by `CocoDataset.select` (keys of its `skipped` dict).
-TOO_SMALL = "object too small"
-MISSING = "file missing"
-UNREADABLE = "file unreadable"
-WRONG_SIZE = "file size differs from annotation"
-TOO_LARGE = "image over the pixel budget"
-
-# Called on an image file before it is checked; may create the file (the downloader does)
-# and returns a skip reason, or None when the file should now be there.
-Prepare = Callable[[Path, dict], "str | None"]
+__all__ = ["CocoDataset", "Prepare", "Sample", "check_selection",
+           "TOO_SMALL", "MISSING", "UNREADABLE", "WRONG_SIZE", "TOO_LARGE"]
 
 
-@dataclass(frozen=True)
-class Sample:
-    image_id: int
-    file: Path  # absolute path of the image
-    category: str  # COCO category name, e.g. "traffic light"
-    mask: np.ndarray  # bool H×W at the image's original resolution, union of the category's instances (NOT dilated)
-
-
-class CocoDataset:
+class CocoDataset(Dataset):
     """A COCO-format instances file and the folder holding its images."""
 
     def __init__(self, ann_file: str | Path, image_dir: str | Path) -> None:
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir).absolute()
+        self.source = str(self.ann_file)
         self.coco = _load_coco(self.ann_file)
         self._by_name = {c["name"].strip().lower(): c for c in self.coco.cats.values()}
 
@@ -56,6 +52,9 @@ class CocoDataset:
     def categories(self) -> list[str]:
         """Category names in the file, by category id."""
         return [self.coco.cats[i]["name"] for i in sorted(self.coco.cats)]
+
+    def digest(self) -> str:
+        return coco_digest(self.ann_file)
 
     def category(self, name: str) -> dict:
         """The file's category record for `name` (case-insensitive)."""
@@ -66,7 +65,10 @@ class CocoDataset:
             )
         return cat
 
-    def mask(self, image_id: int, category: str) -> np.ndarray:
+    def name(self, category: str) -> str:
+        return str(self.category(category)["name"])
+
+    def mask(self, image_id: ImageId, category: str) -> np.ndarray:
         """Union of the category's instances (polygons, RLEs, crowds) in the image, bool H×W."""
         cat = self.category(category)
         info = self._image(image_id)
@@ -91,123 +93,32 @@ class CocoDataset:
                 )
         return mask
 
-    def candidates(self, category: str, seed: int) -> list[int]:
-        """All image ids holding `category`, in the seeded order `select` walks them.
+    def _category_key(self, category: str) -> int:
+        return int(self.category(category)["id"])
 
-        The ids are sorted before shuffling, so the order depends only on the seed, the
-        category id and the set of images, not on the order of the file.
-        """
-        cat = self.category(category)
-        ids = np.array(sorted(set(self.coco.catToImgs.get(cat["id"], []))), dtype=np.int64)
-        rng = np.random.default_rng([int(seed), int(cat["id"])])
-        return [int(i) for i in rng.permutation(ids)]
+    def _images(self, category: str) -> list[ImageId]:
+        return list(self.coco.catToImgs.get(self.category(category)["id"], []))
 
-    def select(
-        self,
-        categories: Sequence[str] | str,
-        per_category: int,
-        seed: int,
-        min_area: float = 0.01,
-        *,
-        prepare: Prepare | None = None,
-        max_pixels: int | None = None,
-    ) -> tuple[list[Sample], dict[str, int]]:
-        """Choose `per_category` usable images per category, reproducibly from `seed`.
-
-        Each category's images are walked in the order of `candidates(category, seed)`;
-        an image is skipped when it has more pixels than `max_pixels` (default
-        DEFAULT_MAX_PIXELS; by its annotation, then by its file's header), its object covers
-        less than `min_area` of it, or its file is missing, unreadable or of another size
-        than annotated. Returns the samples (categories in the order given, one Sample per
-        image and category) and the skip counts by reason. `prepare` (used by the
-        downloader) is called on each file that passes the area check, before the file is
-        looked at. A file name leading outside the image folder is an XcnnError.
-        """
-        check_selection(per_category, seed, min_area, max_pixels)
-        if isinstance(categories, str):
-            categories = [c for c in categories.split(",")]
-        names = list(dict.fromkeys(self.category(c)["name"] for c in categories if c.strip()))
-        if not names:
-            raise XcnnError("no category given; name at least one, e.g. 'zebra'")
-        budget = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-        samples: list[Sample] = []
-        skipped: Counter[str] = Counter()
-        short: list[str] = []
-        for name in names:
-            chosen = 0
-            for image_id in self.candidates(name, seed):
-                if chosen == per_category:
-                    break
-                sample, reason = self._check(image_id, name, min_area, prepare, budget)
-                if sample is None:
-                    skipped[reason] += 1
-                    continue
-                samples.append(sample)
-                chosen += 1
-            if chosen < per_category:
-                short.append(f"{name} {chosen}")
-        if short:
-            log.warning("fewer usable images than the %d asked per category: %s", per_category, ", ".join(short))
-        return samples, dict(skipped)
-
-    def _check(
-        self, image_id: int, category: str, min_area: float, prepare: Prepare | None, budget: int
-    ) -> tuple[Sample | None, str]:
+    def _size(self, image_id: ImageId) -> tuple[int, int]:
         info = self._image(image_id)
-        if info["height"] * info["width"] > budget:  # before its mask, which is as large
-            log.warning(
-                "skipping image %d: %s says it is %d×%d pixels, over the budget of %d",
-                image_id, self.ann_file, info["width"], info["height"], budget,
-            )
-            return None, TOO_LARGE
-        mask = self.mask(image_id, category)
-        if mask.mean() < min_area or not mask.any():
-            return None, TOO_SMALL
-        file = inside(self.image_dir, info["file_name"], f"image {image_id} in {self.ann_file}")
-        if prepare is not None:
-            reason = prepare(file, info)
-            if reason is not None:
-                return None, reason
-        if not file.is_file():
-            log.debug("image %d: %s missing", image_id, file)
-            return None, MISSING
-        try:
-            shape = load_image(file, max_pixels=budget).shape[:2]
-        except ImageTooLarge as err:
-            log.warning("skipping image %d: %s", image_id, err)
-            return None, TOO_LARGE
-        except XcnnError as err:
-            log.warning("skipping image %d: %s", image_id, err)
-            return None, UNREADABLE
-        if shape != mask.shape:
-            log.warning(
-                "skipping image %d: %s is %d×%d pixels but %s says %d×%d",
-                image_id, file, shape[1], shape[0], self.ann_file, mask.shape[1], mask.shape[0],
-            )
-            return None, WRONG_SIZE
-        return Sample(image_id, file, category, mask), ""
+        return info["height"], info["width"]
 
-    def _image(self, image_id: int) -> dict:
+    def _file(self, image_id: ImageId) -> Path:
+        return inside(self.image_dir, self._image(image_id)["file_name"], f"image {image_id} in {self.ann_file}")
+
+    def _record(self, image_id: ImageId) -> dict:
+        return self._image(image_id)
+
+    def _image(self, image_id: ImageId) -> dict:
         info = self.coco.imgs.get(image_id)
         if info is None:
             raise XcnnError(f"image id {image_id} is not in {self.ann_file}; use an id from its \"images\" list")
         return info
 
 
-def check_selection(per_category: int, seed: int, min_area: float, max_pixels: int | None = None) -> None:
-    """XcnnError unless these are valid settings for `CocoDataset.select` (checked before any work)."""
-    if not _whole(per_category) or per_category < 1:
-        raise XcnnError(f"images per category must be a whole number >= 1, got {per_category!r}")
-    if not _whole(seed) or seed < 0:  # numpy's seeding refuses negative numbers
-        raise XcnnError(f"the selection seed must be a whole number >= 0, got {seed!r}")
-    if not isinstance(min_area, numbers.Real) or not 0 <= min_area < 1:
-        raise XcnnError(f"min_area is a fraction of the image in [0, 1), got {min_area!r}")
-    if max_pixels is not None and (not _whole(max_pixels) or max_pixels < 1):
-        raise XcnnError(f"max_pixels must be a whole number of pixels >= 1, got {max_pixels!r}")
-
-
-def _whole(value: object) -> TypeGuard[int]:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def coco_digest(ann_file: str | Path) -> str:
+    """The annotation file's content (it names every photo and draws every mask), not its path."""
+    return "sha256:" + file_hash(Path(ann_file))
 
 
 def _segmentation_problem(seg: object, h: int, w: int) -> str | None:
@@ -304,7 +215,8 @@ def _load_coco(ann_file: Path) -> COCO:
             data = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise XcnnError(f"cannot read annotation file {ann_file} ({err}); it is not valid JSON, download it again") from None
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data, dict) or not isinstance(data.get(k), list)]
+    missing = [k for k in ("images", "annotations", "categories")
+               if not isinstance(data, dict) or not isinstance(data.get(k), list)]
     if missing:
         raise XcnnError(f"annotation file {ann_file} is not COCO instances format: no {', '.join(missing)} list")
     _check_records(data, ann_file)

@@ -395,7 +395,7 @@ def download_coco(
 
     with bar:
         samples, skipped = dataset.select(names, per_category, seed, min_area, prepare=prepare, max_pixels=max_pixels)
-    chosen: dict[str, list[int]] = {name: [] for name in dict.fromkeys(names)}
+    chosen: dict[str, list[int | str]] = {name: [] for name in dict.fromkeys(names)}
     for sample in samples:
         chosen[sample.category].append(sample.image_id)
     selection = {

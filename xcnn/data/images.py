@@ -88,6 +88,36 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, *, max_pix
         raise XcnnError(f"cannot read image {path} ({err}); the file is damaged or not an image, download it again") from None
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the file's header, without decoding it; XcnnError if unreadable."""
+    path = Path(path)
+    try:
+        with _header(path) as img:
+            return img.size[1], img.size[0]
+    except FileNotFoundError:
+        raise XcnnError(f"file {path} not found; add it or fix the name that points to it") from None
+    except _UNREADABLE as err:
+        raise XcnnError(f"cannot read image {path} ({err}); the file is damaged or not an image") from None
+
+
+def load_labels(path: str | Path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """A mask or label image as stored, with its PIL mode: palette indices stay indices (never
+    converted to colours) and EXIF orientation is not applied, as for photos. XcnnError if the
+    file is missing, unreadable or over `max_pixels` (default DEFAULT_MAX_PIXELS)."""
+    path = Path(path)
+    budget = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        with _header(path) as img:
+            if img.size[0] * img.size[1] > budget:
+                raise ImageTooLarge(path, img.size[0], img.size[1], budget)
+            img.load()
+            return np.asarray(img), img.mode
+    except FileNotFoundError:
+        raise XcnnError(f"mask file {path} not found; add it or fix the name that points to it") from None
+    except _UNREADABLE as err:
+        raise XcnnError(f"cannot read mask {path} ({err}); the file is damaged or not an image") from None
+
+
 def is_image(path: str | Path) -> bool:
     """Whether PIL recognises the file's header as an image (its data may still be damaged)."""
     try:

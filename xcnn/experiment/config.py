@@ -4,8 +4,11 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
 
     [data]
     demo = true                  # the offline demo set, or a folder to cache it in;
-    # ann_file = "instances_train2017.json"   # ...or a COCO-format dataset
+    # format = "coco"            # ...or a dataset: "coco" (default), "voc", "imagenet-boxes", "folder"
+    # ann_file = "instances_train2017.json"   # coco: the instances file and its photos
     # image_dir = "train2017"
+    # root = "VOC2012"           # voc (+ split = "val"); folder: the folder holding masks.csv
+    # box_dir = "val_xml"        # imagenet-boxes: image_dir + box_dir (one XML per photo)
     categories = ["traffic light", "dog"]
     images_per_category = 30
     seed = 0
@@ -112,8 +115,12 @@ class Config:
     models: tuple[ModelSpec, ...]
     demo: bool = False
     demo_dir: str | None = None  # cache folder for the demo set; None: RUN_DIR/demo-data
+    format: str = "coco"  # the dataset's format (xcnn.data.formats); the demo set is COCO
     ann_file: str | None = None
     image_dir: str | None = None
+    root: str | None = None  # voc, folder
+    split: str | None = None  # voc (None: "val")
+    box_dir: str | None = None  # imagenet-boxes
     images_per_category: int = 30
     seed: int = 0
     min_area: float = 0.01
@@ -164,7 +171,8 @@ RECORD_SCHEMA = 2  # bump when a record's fields or meaning change: older runs a
 
 _OPTION_KEYS = {"ig_steps", "smoothgrad_samples", "smoothgrad_sigma", "scorecam_top_k", "noise_seed", "memory_mb"}
 _SECTIONS = {
-    "data": {"demo", "ann_file", "image_dir", "categories", "images_per_category", "seed", "min_area"},
+    "data": {"demo", "format", "ann_file", "image_dir", "root", "split", "box_dir", "categories",
+             "images_per_category", "seed", "min_area"},
     "models": {"name", "gradcam_layer", "weights"},
     "run": {"sizes", "methods", "growth", "batch_size", "device", "max_pixels", "backend", "address",
             "ship_photos"} | _OPTION_KEYS,
@@ -235,14 +243,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         kw["demo"] = demo
     else:
         raise fail("data.demo", f"expected true/false or a cache folder, got {demo!r}")
-    if kw["demo"]:
-        if "ann_file" in data or "image_dir" in data:
-            raise fail("data.demo", "give either demo or ann_file + image_dir, not both")
-    else:
-        for key in ("ann_file", "image_dir"):
-            if key not in data:
-                raise fail(f"data.{key}", "missing; give a COCO-format dataset (ann_file + image_dir) or demo = true")
-            kw[key] = str((base / _typed(data[key], str, f"data.{key}", fail)).resolve())
+    kw.update(_data_paths(data, kw["demo"], base, fail))
 
     if "categories" not in data:
         raise fail("data.categories", 'missing; list COCO category names, e.g. ["traffic light", "dog"]')
@@ -251,7 +252,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         raise fail("data.categories", f"expected a non-empty list of names, got {cats!r}")
     if len(set(cats)) != len(cats):
         raise fail("data.categories", f"a category is listed twice: {cats!r}")
-    _check_categories(cats, fail)
+    if kw.get("format", "coco") in ("coco", "voc"):  # other formats name their own categories: checked on selection
+        _check_categories(cats, fail)
     kw["categories"] = tuple(cats)
 
     if "images_per_category" in data:
@@ -303,6 +305,36 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         _known(checks, "checks", fail)
         kw["checks"] = _checks(checks, kw.get("sizes", Config.__dataclass_fields__["sizes"].default), fail)
     return Config(**kw)
+
+
+def _data_paths(data: dict[str, Any], demo: bool, base: Path, fail: Any) -> dict[str, Any]:
+    """[data] format and the keys that format takes (paths resolved from the config's folder);
+    a key of another format is refused rather than silently ignored."""
+    from xcnn.data.formats import FORMATS, OPTIONAL, PATHS, needs, required
+
+    fmt = _typed(data.get("format", "coco"), str, "data.format", fail)
+    if fmt not in FORMATS:
+        raise fail("data.format", f"unknown format {fmt!r}; use one of {', '.join(map(repr, FORMATS))}")
+    given = [k for k in data if k in PATHS | OPTIONAL]
+    if demo:
+        if given or fmt != "coco":
+            other = given[0] if given else "format"
+            raise fail("data.demo", f"the demo set is built in; give either demo or a dataset ({other}), not both")
+        return {}
+    kw: dict[str, Any] = {"format": fmt}
+    for key in given:
+        if key not in FORMATS[fmt]:
+            raise fail(f"data.{key}", f'not used by format = "{fmt}", which takes {needs(fmt)}')
+    for key in required(fmt):
+        if key not in data:
+            hint = " or demo = true" if fmt == "coco" else ""
+            raise fail(f"data.{key}", f'missing; format = "{fmt}" takes {needs(fmt)}{hint}')
+    for key in given:
+        value = _typed(data[key], str, f"data.{key}", fail)
+        if not value.strip():
+            raise fail(f"data.{key}", f"is empty; give {FORMATS[fmt][key]}")
+        kw[key] = str((base / value).resolve()) if key in PATHS else value
+    return kw
 
 
 def _checks(table: dict[str, Any], sizes: tuple[Size, ...], fail: Any) -> Checks:

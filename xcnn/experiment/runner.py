@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xcnn.data.formats import DataSource
 from xcnn.errors import XcnnError
-from xcnn.experiment.config import Config, ModelSpec, file_digest
+from xcnn.experiment.config import Config, ModelSpec
 from xcnn.experiment.plan import Batch, all_batches, missing, plan
 from xcnn.experiment.store import RunStore, UnitKey
 
@@ -57,11 +58,11 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
     _check_data_paths(config)
     device = _device(config.device) if config.backend == "local" else None
     with RunStore(run_dir) as store:
-        ann_file, image_dir = _dataset(config, run_dir)
-        store.check_identity(config.identity(_digest(ann_file)), config.source)
+        data = _dataset(config, run_dir)
+        store.check_identity(config.identity(_digest(data)), config.source)
         _preflight(config.models)  # before the data: a missing model fails in seconds
-        samples, skipped = _select(config, ann_file, image_dir)
-        store.write_config({"identity": config.identity(_digest(ann_file)), "config": config.to_dict(),
+        samples, skipped = _select(config, data)
+        store.write_config({"identity": config.identity(_digest(data)), "config": config.to_dict(),
                             "source": config.source, "xcnn": __version__,
                             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
@@ -107,29 +108,31 @@ def _killed_row(key: UnitKey, sample: Any) -> dict[str, Any]:
 
 # --- set-up -----------------------------------------------------------------------------
 
-def _dataset(config: Config, run_dir: Path) -> tuple[Path, Path]:
+def _dataset(config: Config, run_dir: Path) -> DataSource:
+    """The config's dataset, not yet read (the demo set is built here: it is COCO-format)."""
+    from xcnn.data.formats import FORMATS
+
     if config.demo:
         from xcnn.data import demo
 
-        return demo.build(Path(config.demo_dir) if config.demo_dir else run_dir / "demo-data")
-    return Path(str(config.ann_file)), Path(str(config.image_dir))
+        ann_file, image_dir = demo.build(Path(config.demo_dir) if config.demo_dir else run_dir / "demo-data")
+        return DataSource("coco", {"ann_file": str(ann_file), "image_dir": str(image_dir)})
+    paths = {k: getattr(config, k) for k in FORMATS[config.format] if getattr(config, k) is not None}
+    return DataSource(config.format, paths)
 
 
-def _digest(ann_file: Path) -> str:
-    """The dataset's identity: the content of its annotation file (which names every photo),
-    not its path, so a moved data folder still resumes and an edited one does not."""
-    return "sha256:" + file_digest(ann_file)
+def _digest(data: DataSource) -> str:
+    """The dataset's identity: the content of its annotations (which name every photo), not
+    their path, so a moved data folder still resumes and an edited one does not."""
+    return data.digest()
 
 
-def _select(config: Config, ann_file: Path, image_dir: Path) -> tuple[list[Any], dict[str, int]]:
-    from xcnn.data import CocoDataset
-
-    dataset = CocoDataset(ann_file, image_dir)
-    samples, skipped = dataset.select(list(config.categories), config.images_per_category, config.seed, config.min_area,
-                                      max_pixels=config.max_pixels)
+def _select(config: Config, data: DataSource) -> tuple[list[Any], dict[str, int]]:
+    samples, skipped = data.open().select(list(config.categories), config.images_per_category, config.seed,
+                                          config.min_area, max_pixels=config.max_pixels)
     if not samples:
         raise XcnnError(
-            f"no usable image for {', '.join(config.categories)} in {ann_file} "
+            f"no usable image for {', '.join(config.categories)} in {data.where} "
             f"(skipped: {dict(skipped) or 'none found'}); check the categories and data.min_area"
         )
     log.info("%d images selected (%s per category); skipped: %s", len(samples), config.images_per_category,
@@ -141,11 +144,16 @@ def _check_data_paths(config: Config) -> None:
     """Cheap checks first: a missing dataset should not wait for every model to load."""
     if config.demo:
         return
-    hint = "fix the path in the config, or fetch the data with 'xcnn data coco'"
-    if not Path(str(config.ann_file)).is_file():
+    hint = "fix the path in the config" + (", or fetch the data with 'xcnn data coco'" if config.format == "coco" else "")
+    if config.format == "coco" and not Path(str(config.ann_file)).is_file():
         raise XcnnError(f"data.ann_file: {config.ann_file} not found; {hint} ({config.source})")
-    if not Path(str(config.image_dir)).is_dir():
-        raise XcnnError(f"data.image_dir: {config.image_dir} is not a folder; {hint} ({config.source})")
+    for key in ("image_dir", "root", "box_dir"):
+        value = getattr(config, key)
+        if value is not None and not Path(value).is_dir():
+            raise XcnnError(f"data.{key}: {value} is not a folder; {hint} ({config.source})")
+    if config.format == "folder" and not (Path(str(config.root)) / "masks.csv").is_file():
+        raise XcnnError(f"data.root: {config.root} holds no masks.csv; write it (columns image, mask, category) "
+                        f"or fix the path ({config.source})")
 
 
 def _device(name: str) -> Any:
