@@ -62,9 +62,11 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
         store.check_identity(config.identity(_digest(data)), config.source)
         _preflight(config.models)  # before the data: a missing model fails in seconds
         samples, skipped = _select(config, data)
-        store.write_config({"identity": config.identity(_digest(data)), "config": config.to_dict(),
-                            "source": config.source, "xcnn": __version__,
-                            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        import torch
+
+        body = {"identity": config.identity(_digest(data)), "config": config.to_dict(), "source": config.source,
+                "xcnn": __version__, "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        store.write_config(body)
 
         if retry_killed:
             store.forget_starts()
@@ -96,6 +98,9 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
         summary.check_rows = store.check_rows
         summary.seconds = time.perf_counter() - start
         _log_summary(summary)
+        # the report's header says how long the run took (this call; a resumed run adds up)
+        store.write_config({**body, "run_seconds": round(summary.seconds, 1),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         write_exports(run_dir)
     return summary
 
