@@ -13,11 +13,16 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
     images_per_category = 30
     seed = 0
     min_area = 0.01              # smallest object area, as a fraction of the image
+    targets = "imagenet"         # the class explained: "imagenet" (COCO -> ImageNet table), "label"
+                                 # (the category's name among the model's classes), a CSV file
+                                 # (category,classes) or a [data.targets] table: dog = ["n02085620", 3]
 
     [[models]]
     name = "resnet50"
     gradcam_layer = "layer4"     # default "auto"
     weights = "resnet50.pth"     # default: the model's ImageNet weights; "random" for tests
+    # name = "timm:vit_small_patch16_224" or "python:package.module:factory" (docs/MODELS.md), with
+    # mean = [..], std = [..], classes = [..] or "classes.txt", reshape = "tokens" | "nhwc" | "nchw"
 
     [run]
     sizes = ["original", 224]    # "original", a side length, or "HxW"
@@ -77,6 +82,14 @@ class ModelSpec:
     name: str
     gradcam_layer: str = "auto"
     weights: str | None = None  # None: the model's ImageNet weights; "random"; or a file path
+    mean: tuple[float, ...] | None = None  # None: the model's own input statistics
+    std: tuple[float, ...] | None = None
+    classes: tuple[str, ...] | None = None  # the output classes' names (a classes file is read on parsing)
+    reshape: str | None = None  # how the CAM layer reads as a map: "tokens", "nhwc", "nchw"; None: guessed
+
+    def load_options(self) -> dict[str, Any]:
+        """The keyword arguments of xcnn.models.load this entry sets."""
+        return {"mean": self.mean, "std": self.std, "classes": self.classes, "layout": self.reshape}
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,8 @@ class Config:
     images_per_category: int = 30
     seed: int = 0
     min_area: float = 0.01
+    targets: str = "imagenet"  # "imagenet", "label" or "map" (then target_map)
+    target_map: tuple[tuple[str, tuple[str | int, ...]], ...] = ()  # category -> model class names / indices
     sizes: tuple[Size, ...] = (Size("original", None), Size("224", (224, 224)))
     methods: tuple[str, ...] = DEFAULT_METHODS
     growth: float = 0.20
@@ -157,14 +172,16 @@ class Config:
 
     def identity(self, data_digest: str) -> dict[str, Any]:
         """What the records depend on; ``data_digest`` is the hash of the dataset's content."""
-        return {
+        out = {
             "schema": RECORD_SCHEMA,
             "data": data_digest,
             "growth": self.growth,
             "options": self.options.identity(),
-            "models": {m.name: {"gradcam_layer": m.gradcam_layer, "weights": _weights_identity(m.weights)}
-                       for m in self.models},
+            "models": {m.name: _model_identity(m) for m in self.models},
         }
+        if self.targets != "imagenet":  # absent = the default, so older runs keep their identity
+            out["targets"] = self.targets if self.targets == "label" else [[c, list(v)] for c, v in self.target_map]
+        return out
 
 
 RECORD_SCHEMA = 2  # bump when a record's fields or meaning change: older runs are then refused
@@ -172,8 +189,8 @@ RECORD_SCHEMA = 2  # bump when a record's fields or meaning change: older runs a
 _OPTION_KEYS = {"ig_steps", "smoothgrad_samples", "smoothgrad_sigma", "scorecam_top_k", "noise_seed", "memory_mb"}
 _SECTIONS = {
     "data": {"demo", "format", "ann_file", "image_dir", "root", "split", "box_dir", "categories",
-             "images_per_category", "seed", "min_area"},
-    "models": {"name", "gradcam_layer", "weights"},
+             "images_per_category", "seed", "min_area", "targets"},
+    "models": {"name", "gradcam_layer", "weights", "mean", "std", "classes", "reshape"},
     "run": {"sizes", "methods", "growth", "batch_size", "device", "max_pixels", "backend", "address",
             "ship_photos"} | _OPTION_KEYS,
     "checks": {"baselines", "faithfulness", "faithfulness_sizes", "faithfulness_steps", "randomisation",
@@ -185,9 +202,23 @@ def compare_identity(stored: dict[str, Any], current: dict[str, Any]) -> list[st
     """What differs between two identities, in words; models only where both have the name
     (adding a model to a run is fine, changing one is not)."""
     changed = [k for k in ("schema", "data", "growth", "options") if stored.get(k) != current.get(k)]
+    if stored.get("targets", "imagenet") != current.get("targets", "imagenet"):
+        changed.append("targets")
     models = stored.get("models", {}) if isinstance(stored.get("models"), dict) else {}
     changed += [f"model {name}" for name, spec in current["models"].items() if name in models and models[name] != spec]
     return changed
+
+
+def _model_identity(m: ModelSpec) -> dict[str, Any]:
+    """A model's entry of the identity; the optional keys only when set, so the identity of a
+    config without them stays what it was."""
+    out: dict[str, Any] = {"gradcam_layer": m.gradcam_layer, "weights": _weights_identity(m.weights)}
+    for key in ("mean", "std", "classes"):
+        if getattr(m, key) is not None:
+            out[key] = list(getattr(m, key))
+    if m.reshape is not None:
+        out["reshape"] = m.reshape
+    return out
 
 
 def _weights_identity(weights: str | None) -> str:
@@ -252,8 +283,17 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         raise fail("data.categories", f"expected a non-empty list of names, got {cats!r}")
     if len(set(cats)) != len(cats):
         raise fail("data.categories", f"a category is listed twice: {cats!r}")
-    if kw.get("format", "coco") in ("coco", "voc"):  # other formats name their own categories: checked on selection
-        _check_categories(cats, fail)
+    kw.update(_targets(data.get("targets", "imagenet"), base, fail))
+    if kw.get("targets", "imagenet") == "map":
+        from xcnn.experiment.targets import map_classes
+
+        for cat in cats:
+            try:
+                map_classes(kw["target_map"], cat)
+            except XcnnError as err:
+                raise fail("data.categories", str(err)) from None
+    elif kw.get("targets", "imagenet") == "imagenet" and kw.get("format", "coco") in ("coco", "voc"):
+        _check_categories(cats, fail)  # other formats name their own categories: checked on selection
     kw["categories"] = tuple(cats)
 
     if "images_per_category" in data:
@@ -335,6 +375,27 @@ def _data_paths(data: dict[str, Any], demo: bool, base: Path, fail: Any) -> dict
             raise fail(f"data.{key}", f"is empty; give {FORMATS[fmt][key]}")
         kw[key] = str((base / value).resolve()) if key in PATHS else value
     return kw
+
+
+def _targets(value: Any, base: Path, fail: Any) -> dict[str, Any]:
+    """[data] targets: "imagenet", "label", a CSV file (category,classes) or an inline table."""
+    from xcnn.experiment.targets import parse_map, read_map
+
+    if isinstance(value, dict):
+        try:
+            return {"targets": "map", "target_map": parse_map(value, "data.targets")}
+        except XcnnError as err:
+            raise fail("data.targets", str(err)) from None
+    value = _typed(value, str, "data.targets", fail)
+    if value in ("imagenet", "label"):
+        return {"targets": value}
+    file = (base / value).resolve()
+    if not file.is_file():
+        raise fail("data.targets", f'{value!r} is not "imagenet", "label" nor a CSV file (columns category,classes)')
+    try:
+        return {"targets": "map", "target_map": read_map(file)}
+    except XcnnError as err:
+        raise fail("data.targets", str(err)) from None
 
 
 def _checks(table: dict[str, Any], sizes: tuple[Size, ...], fail: Any) -> Checks:
@@ -453,23 +514,50 @@ def _models(value: Any, base: Path, fail: Any) -> tuple[ModelSpec, ...]:
                 if not file.is_file():
                     raise fail(f"{key}.weights", f"{file}: no such file; give a weights file, \"random\", or leave it out")
                 weights = str(file)
-        specs.append(ModelSpec(name, layer, weights))
+        specs.append(ModelSpec(name, layer, weights, *_model_extras(m, key, base, fail)))
     labels = [(s.name, s.gradcam_layer, s.weights) for s in specs]
     if len(set(s.name for s in specs)) != len(specs):
         raise fail("models", f"a model name is listed twice ({labels}); records are keyed by name")
     return tuple(specs)
 
 
+def _model_extras(m: dict[str, Any], key: str, base: Path, fail: Any) -> tuple[Any, ...]:
+    """mean, std, classes (a list, or a file of one name per line, read now so the identity
+    holds the names) and reshape of one [[models]] table."""
+    from xcnn.models import LAYOUTS
+    from xcnn.models.factory import read_classes
+
+    stats = []
+    for k in ("mean", "std"):
+        v = m.get(k)
+        if v is not None and (not isinstance(v, list) or len(v) != 3
+                              or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                              or (k == "std" and min(v) <= 0)):
+            raise fail(f"{key}.{k}", f"expected three numbers (R, G, B{', each > 0' if k == 'std' else ''}), got {v!r}")
+        stats.append(None if v is None else tuple(float(x) for x in v))
+    classes = m.get("classes")
+    if isinstance(classes, str):
+        try:
+            classes = tuple(read_classes((base / classes).resolve()))
+        except XcnnError as err:
+            raise fail(f"{key}.classes", str(err)) from None
+    elif classes is not None:
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c.strip() for c in classes):
+            raise fail(f"{key}.classes", f"expected a list of class names or a file with one per line, got {classes!r}")
+        classes = tuple(c.strip() for c in classes)
+    reshape = m.get("reshape")
+    if reshape is not None and reshape not in LAYOUTS:
+        raise fail(f"{key}.reshape", f"got {reshape!r}; use one of {', '.join(map(repr, LAYOUTS))}")
+    return (*stats, classes, reshape)
+
+
 def _check_model_name(name: str, key: str, fail: Any) -> None:
     from xcnn import models
 
-    known = models.available()
-    if name not in known:
-        import difflib
-
-        close = difflib.get_close_matches(name, known, n=4)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
-        raise fail(key, f"unknown model {name!r}; {hint}")
+    try:
+        models.check_name(name)
+    except XcnnError as err:
+        raise fail(key, str(err)) from None
 
 
 def _sizes(value: Any, fail: Any) -> tuple[Size, ...]:

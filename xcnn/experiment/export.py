@@ -22,7 +22,7 @@ FIELDS = (
     "P", "E", "E_celk", "chance", "lift", "pointing_hit", "rma",
     "target", "target_name", "target_rank", "top1", "top1_name", "note",
     "image_png", "mask_png", "map_png",
-    "target_prob", "ms", "rectifiers", "completeness", "xcnn",
+    "target_prob", "ms", "rectifiers", "completeness", "xcnn", "target_rule",
 )
 _ORDER = {m: i for i, m in enumerate((*ALL_METHODS, *BASELINE_NAMES))}
 GROUPS = ("original", "resized")

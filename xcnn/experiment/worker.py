@@ -30,6 +30,7 @@ from xcnn.errors import XcnnError
 from xcnn.experiment.config import RECORD_SCHEMA, Config, ModelSpec, Size
 from xcnn.experiment.plan import BASELINE_MODEL, FAITHFULNESS_TESTS, Batch
 from xcnn.experiment.store import UnitKey
+from xcnn.experiment.targets import check_model
 from xcnn.methods import registry
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,8 @@ class Worker:
 
         self.close()
         lm = load_model(spec, self.device)
-        ex = Explainer(lm.model, target_layer=spec.gradcam_layer)
+        check_model(self.config, lm)
+        ex = Explainer(lm.model, **explainer_options(spec, lm))
         self._model = (spec, lm, ex)
         log.info("%s on %s", spec.name, self.device)
         return lm, ex
@@ -304,6 +306,7 @@ class Worker:
                 "target_name": None if out["target"] is None else names[out["target"]],
                 "target_rank": out["target_rank"],
                 "target_prob": out["target_prob"],
+                "target_rule": out.get("target_rule"),
                 "top1": out["top1"],
                 "top1_name": None if out["top1"] is None else names[out["top1"]],
                 "ms": out["ms"].get(method, math.nan),
@@ -354,7 +357,14 @@ def load_model(spec: ModelSpec, device: str | torch.device) -> Any:
     # another worker) would mix two different models; the global RNG is left as it was.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return models.load(spec.name, weights=spec.weights, device=device)
+        return models.load(spec.name, weights=spec.weights, device=device, **spec.load_options())
+
+
+def explainer_options(spec: ModelSpec, lm: Any) -> dict[str, Any]:
+    """The Explainer's layer for a model: the config's, else the model's own (a token-grid
+    model's last block), with the layout that reads it as a B×C×h×w map."""
+    layer = lm.gradcam_layer if spec.gradcam_layer == "auto" else spec.gradcam_layer
+    return {"target_layer": layer} if lm.layout is None else {"target_layer": layer, "layout": lm.layout}
 
 
 def model_input(lm: Any, units: Sequence[Any], device: torch.device) -> torch.Tensor:
@@ -367,15 +377,15 @@ def explain_units(ex: Any, lm: Any, units: list[Any], batch: Batch, config: Conf
                   device: torch.device) -> list[tuple[Any, dict[str, Any]]]:
     """One engine call for ``units`` (each with ``.photo`` at the input size and ``.sample``):
     per unit its maps (float32 NumPy, nothing left on the device), target, rank, probability."""
-    from xcnn.data import imagenet_classes
+    from xcnn.experiment.targets import classes_for
 
     x = model_input(lm, units, device)
     allowed = torch.zeros(len(units), len(lm.categories), dtype=torch.bool)
     for i, u in enumerate(units):
-        allowed[i, imagenet_classes(u.sample.category)] = True
+        allowed[i, classes_for(config.targets, config.target_map, u.sample.category, lm.categories, lm.wnids)] = True
 
     def pick(logits: torch.Tensor) -> torch.Tensor:
-        # the best-scoring ImageNet class of the unit's category, from the same forward pass
+        # the best-scoring class of the unit's category (under config.targets), from the same forward pass
         return logits.masked_fill(~allowed.to(logits.device), -math.inf).argmax(dim=1)
 
     keys = [f"{u.sample.image_id}|{u.sample.category}" for u in units]
@@ -400,6 +410,7 @@ def explain_units(ex: Any, lm: Any, units: list[Any], batch: Batch, config: Conf
             "ms": ms,
             "rectifiers": rectifiers,
             "target": t,
+            "target_rule": config.targets,
             "target_rank": int((logits[i] > logits[i, t]).sum()) + 1,
             "target_prob": float(probs[i, t]),
             "top1": int(logits[i].argmax()),

@@ -1,4 +1,13 @@
-"""ImageNet classifiers by name, with their weights and input normalisation.
+"""Image classifiers by name, with their weights, input normalisation and class names.
+
+Three kinds of name (docs/MODELS.md):
+
+- a torchvision classification CNN (``resnet50``) or ``efficientnet_lite0``;
+- ``timm:NAME``: any timm image classifier (``xcnn.models.from_timm``; needs ``xcnn[timm]``);
+- ``python:package.module:factory``: a user's own network (``xcnn.models.factory``).
+
+Every model is probed once on loading (``xcnn.models.checks``): its output must be B×classes
+and its rectifiers, if it has any, must be reachable by the rectifier rules.
 
 Torchvision models load their weights through torchvision's own weights API, which reads the
 torch hub cache (``$TORCH_HOME/hub/checkpoints``) and downloads into it when a network exists.
@@ -18,7 +27,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +36,7 @@ import torchvision
 from torch import nn
 
 from xcnn.errors import XcnnError
+from xcnn.models import checks, factory
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +57,13 @@ _TORCHVISION_HOST = "https://download.pytorch.org/models/"
 class LoadedModel:
     name: str
     model: nn.Module
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    gradcam_layer: str
-    categories: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    gradcam_layer: str  # a module name, or "auto" (the engine's last 4-D feature map)
+    categories: list[str]  # one name per output class
+    wnids: list[str] | None = None  # WordNet ids of the classes, where known (ImageNet models)
+    layout: str | None = None  # how the CAM layer's output reads as a map: "tokens", "nhwc" or None (NCHW)
+    fixed_size: tuple[int, int] | None = None  # the only input size the model takes, if any
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """B×3×H×W in [0, 1] -> what the model expects."""
@@ -73,18 +86,121 @@ def available() -> list[str]:
     return sorted(set(torchvision.models.list_models(module=torchvision.models)) - _NOT_CNN) + list(_CUSTOM)
 
 
-def load(name: str, weights: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedModel:
-    """A model in eval mode with ImageNet weights.
+def check_name(name: str) -> None:
+    """One line if ``name`` cannot name a model (without loading it)."""
+    if name.startswith(TIMM_PREFIX):
+        from xcnn.models import from_timm
 
-    ``weights``: None (the published ImageNet weights, offline where a package carries them),
-    a path to a state-dict file, or "random" (untrained; for tests and timing).
+        from_timm.check_name(name[len(TIMM_PREFIX):])
+    elif name.startswith(factory.PREFIX):
+        factory.split(name)
+    elif name not in available():
+        import difflib
+
+        close = difflib.get_close_matches(name, available(), n=4)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(available())}"
+        raise XcnnError(f"unknown model {name!r}; {hint} (or timm:NAME, python:module:factory)")
+
+
+def load(
+    name: str,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    classes: Sequence[str] | str | Path | None = None,
+    layout: str | None = None,
+) -> LoadedModel:
+    """A model in eval mode, probed once (B×classes output, reachable rectifiers).
+
+    ``weights``: None (the published weights; a ``python:`` factory's own), a path to a
+    state-dict file, or "random" (untrained, seeded; for tests and timing). ``mean``, ``std``,
+    ``classes`` (names, or a file with one name per line) and ``layout`` ("tokens", "nhwc",
+    "nchw": how the CAM layer's output reads as a map) override the model's own.
     """
-    if name in _CUSTOM:
+    if name.startswith(TIMM_PREFIX):
+        loaded = _load_timm(name, weights)
+    elif name.startswith(factory.PREFIX):
+        loaded = _load_factory(name, weights)
+    elif name in _CUSTOM:
         loaded = _CUSTOM[name](weights)
     else:
         loaded = _load_torchvision(name, weights)
     loaded.model.eval().to(device)
+    if mean is not None:
+        loaded.mean = _triple(mean, "mean", name)
+    if std is not None:
+        loaded.std = _triple(std, "std", name)
+        if min(loaded.std) <= 0:
+            raise XcnnError(f"model {name!r}: std {list(std)} must be > 0")
+    if layout is not None:
+        if layout not in LAYOUTS:
+            raise XcnnError(f"model {name!r}: reshape {layout!r} is not one of {', '.join(LAYOUTS)}")
+        loaded.layout = None if layout == "nchw" else layout
+    outputs = checks.probe(name, loaded.model, loaded.fixed_size)
+    if classes is not None:
+        names = factory.read_classes(classes) if isinstance(classes, (str, Path)) else [str(c) for c in classes]
+        if names != loaded.categories:
+            loaded.categories, loaded.wnids = names, None
+    if not loaded.categories:
+        if outputs != 1000:
+            raise XcnnError(f"model {name!r} has {outputs} outputs: give its class names (classes = [...] "
+                            "or a file with one name per line)")
+        loaded.categories, loaded.wnids = imagenet_categories(), _imagenet_wnids()
+    if len(loaded.categories) != outputs:
+        raise XcnnError(f"model {name!r} has {outputs} outputs but {len(loaded.categories)} class names; "
+                        "give one name per output")
     return loaded
+
+
+TIMM_PREFIX = "timm:"
+LAYOUTS = ("tokens", "nhwc", "nchw")
+
+
+def _triple(values: Sequence[float], key: str, name: str) -> tuple[float, ...]:
+    if isinstance(values, str) or len(values) != 3 or not all(isinstance(v, (int, float)) for v in values):
+        raise XcnnError(f"model {name!r}: {key} {values!r} must be three numbers (R, G, B)")
+    return tuple(float(v) for v in values)
+
+
+def _imagenet_wnids() -> list[str]:
+    from xcnn.data.classes import imagenet_wnids
+
+    return list(imagenet_wnids())
+
+
+def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
+    """Random weights that are the same in every process, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build()
+
+
+def _load_timm(name: str, weights: str | Path | None) -> LoadedModel:
+    from xcnn.models import from_timm
+
+    arch = name[len(TIMM_PREFIX):]
+    if weights is None:
+        model = from_timm.create(arch, None)
+    else:
+        model = _seeded(lambda: from_timm.create(arch, "random"))
+        if weights != "random":
+            _load_state(model, _read_state_dict(Path(weights)), name)
+    mean, std = from_timm.statistics(model)
+    known = from_timm.class_names(model)
+    layer, layout = from_timm.token_layer(model) or ("auto", None)
+    return LoadedModel(name, model, mean, std, layer, known[0] if known else [], known[1] if known else None,
+                       layout, from_timm.fixed_size(model))
+
+
+def _load_factory(name: str, weights: str | Path | None) -> LoadedModel:
+    model = _seeded(lambda: factory.create(name)) if weights == "random" else factory.create(name)
+    if weights not in (None, "random"):
+        _load_state(model, _read_state_dict(Path(weights)), name)
+    # ImageNet statistics unless the [[models]] table gives the model's own; class names
+    # come from the table, or ImageNet's when the model has 1000 outputs (decided in load).
+    return LoadedModel(name, model, IMAGENET_MEAN, IMAGENET_STD, "auto", [])
 
 
 def _load_torchvision(name: str, weights: str | Path | None) -> LoadedModel:
@@ -107,7 +223,8 @@ def _load_torchvision(name: str, weights: str | Path | None) -> LoadedModel:
         if weights != "random":
             _load_state(model, _read_state_dict(Path(weights)), name)
     mean, std = published.transforms().mean, published.transforms().std
-    return LoadedModel(name, model, tuple(mean), tuple(std), "auto", list(published.meta["categories"]))
+    return LoadedModel(name, model, tuple(mean), tuple(std), "auto", list(published.meta["categories"]),
+                       _imagenet_wnids())
 
 
 def _ensure_cached(weights: torchvision.models.WeightsEnum) -> None:
@@ -199,7 +316,7 @@ def _efficientnet_lite0(weights: str | Path | None) -> LoadedModel:
         _load_state(model, _read_state_dict(Path(weights)), "efficientnet_lite0")
     # The package's top-level `_swish` is one ReLU6 module called at the stem and the head;
     # "auto" finds its last call, which is the head's feature map.
-    return LoadedModel("efficientnet_lite0", model, LITE_MEAN, LITE_STD, "auto", imagenet_categories())
+    return LoadedModel("efficientnet_lite0", model, LITE_MEAN, LITE_STD, "auto", imagenet_categories(), _imagenet_wnids())
 
 
 _CUSTOM: dict[str, Callable[[str | Path | None], LoadedModel]] = {"efficientnet_lite0": _efficientnet_lite0}
