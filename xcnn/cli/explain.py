@@ -22,7 +22,8 @@ _DEFAULTS = Options()
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="saliency maps of one photo", description=__doc__)
     p.add_argument("photo", type=Path)
-    p.add_argument("--model", default="mobilenet_v2", help="model name (default: mobilenet_v2)")
+    p.add_argument("--model", default="mobilenet_v2",
+                   help="a torchvision CNN name, timm:NAME or python:package.module:factory (default: mobilenet_v2)")
     p.add_argument("--weights", help="state-dict file instead of the published ImageNet weights")
     p.add_argument("--target", default="top1", help='top1 (default), an ImageNet index (281) or a class name ("tabby cat")')
     p.add_argument("--size", default="original", help="original (default), a side (224) or HxW")
@@ -64,9 +65,13 @@ def run(args: argparse.Namespace) -> int:
         raise XcnnError(f"photo {args.photo} not found; give the path of an image file")
     photo = resize_photo(load_image(args.photo), args.size)
     lm = models.load(args.model, weights=args.weights, device=args.device)
+    if lm.fixed_size is not None and photo.shape[:2] != lm.fixed_size:
+        h, w = lm.fixed_size
+        raise XcnnError(f"--size {args.size}: {lm.name} takes only {h}×{w} inputs; pass --size {h if h == w else f'{h}x{w}'}")
+    layout = {} if lm.layout is None else {"layout": lm.layout}  # token-grid models' CAM layer
     target = parse_target(args.target, lm.categories)
     x = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float().div(255).to(args.device)
-    with Explainer(lm.model, target_layer=args.layer or lm.gradcam_layer) as ex:
+    with Explainer(lm.model, target_layer=args.layer or lm.gradcam_layer, **layout) as ex:
         maps = ex.explain(lm.normalize(x), target, methods=methods, options=options)
     c = int(maps.targets[0])
     prob = float(maps.logits.softmax(1)[0, c])
