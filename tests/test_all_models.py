@@ -2,6 +2,8 @@
 gives a finite map of the right shape, and the model is exactly as before."""
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -37,3 +39,26 @@ def test_every_torchvision_cnn(name: str) -> None:
     # Rectifiers and other activations are all accounted for: every model has one or the other.
     assert maps.rectifiers + sum(maps.kept_activations.values()) > 0
     _assert_same(before, _snapshot(model))
+
+
+# timm classifiers with random weights: convolutional (ReLU, GELU, SiLU) and token-grid ones.
+TIMM = ["resnet50", "convnext_tiny", "efficientnet_b0", "vit_small_patch16_224", "swin_tiny_patch4_window7_224"]
+
+
+@pytest.mark.parametrize("arch", TIMM)
+def test_timm_models(arch: str) -> None:
+    pytest.importorskip("timm", reason="timm models need the timm extra: pip install 'xcnn[timm]'")
+    lm = models.load(f"timm:{arch}", weights="random")
+    side = 224 if lm.fixed_size else 64  # ViT and Swin take only their training size
+    if lm.layout is not None and "layout" not in inspect.signature(Explainer).parameters:
+        pytest.skip("this engine reads no token-grid layouts yet")
+    layout = {} if lm.layout is None else {"layout": lm.layout}
+    with Explainer(lm.model, target_layer=lm.gradcam_layer, **layout) as ex:
+        maps = ex.explain(torch.randn(1, 3, side, side), [281], methods=SINGLE_PASS)
+    for m in SINGLE_PASS:
+        heat = get(m).kind == "heat"
+        assert maps.get(m).shape == (1, 1 if heat else 3, side, side), m
+        assert torch.isfinite(maps.get(m)).all(), m
+    if maps.rectifiers == 0:  # GELU / SiLU networks: the rules have nothing to change
+        assert maps.kept_activations
+        assert torch.equal(maps.deconvnet, maps.gradient) and torch.equal(maps.guided_backprop, maps.gradient)
