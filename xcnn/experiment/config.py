@@ -59,7 +59,6 @@ identity either: their rows (RUN_DIR/checks.jsonl) carry their own parameters.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -433,7 +432,8 @@ def _options(run: dict[str, Any], fail: Any) -> Options:
     if "smoothgrad_sigma" in run:
         sigma = run["smoothgrad_sigma"]
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma <= 10:
-            raise fail("run.smoothgrad_sigma", f"expected a number in (0, 10] (a fraction of the photo's value range), got {sigma!r}")
+            raise fail("run.smoothgrad_sigma",
+                       f"expected a number in (0, 10] (a fraction of the photo's value range), got {sigma!r}")
         kw["smoothgrad_sigma"] = float(sigma)
     if "scorecam_top_k" in run:
         k = run["scorecam_top_k"]
@@ -500,7 +500,7 @@ def _models(value: Any, base: Path, fail: Any) -> tuple[ModelSpec, ...]:
     specs = []
     for i, m in enumerate(value):
         key = f"models[{i}]"
-        _known(m, "models", lambda k, w: fail(k.replace("models", key, 1), w))
+        _known(m, "models", lambda k, w, key=key: fail(k.replace("models", key, 1), w))
         if "name" not in m:
             raise fail(f"{key}.name", 'missing; e.g. name = "resnet50"')
         name = _typed(m["name"], str, f"{key}.name", fail)

@@ -18,7 +18,7 @@ The checks add units of their own ([checks] in the config, never part of the ide
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -131,7 +131,8 @@ def plan(config: Config, samples: Sequence[Any], done: set[Any], closed: set[Uni
 
 def _groups(samples: Sequence[Any], size: Size, batch_size: int) -> Iterator[list[Any]]:
     """Batches of equal input size, in an order fixed by the sample list alone."""
-    shape: Callable[[Any], tuple[int, ...]] = lambda s: size.hw if size.hw is not None else tuple(s.mask.shape)
+    def shape(s: Any) -> tuple[int, ...]:
+        return size.hw if size.hw is not None else tuple(s.mask.shape)
     groups: dict[tuple[int, ...], list[Any]] = {}
     for s in samples:
         groups.setdefault(shape(s), []).append(s)

@@ -20,7 +20,7 @@ from typing import Any
 
 from xcnn.data.formats import DataSource
 from xcnn.errors import XcnnError
-from xcnn.experiment.config import Config, ModelSpec
+from xcnn.experiment.config import Config
 from xcnn.experiment.plan import Batch, all_batches, missing, plan
 from xcnn.experiment.store import RunStore, UnitKey
 
@@ -60,7 +60,7 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
     with RunStore(run_dir) as store:
         data = _dataset(config, run_dir)
         store.check_identity(config.identity(_digest(data)), config.source)
-        _preflight(config.models)  # before the data: a missing model fails in seconds
+        _preflight(config)  # before the data: a missing model fails in seconds
         samples, skipped = _select(config, data)
         import torch
 
@@ -177,14 +177,18 @@ def _device(name: str) -> Any:
     return torch.device(name)
 
 
-def _preflight(specs: Sequence[ModelSpec]) -> None:
-    """Load each model once and check its Grad-CAM layer, so a bad entry fails before any work."""
+def _preflight(config: Config) -> None:
+    """Load each model once and check its layer, its classes under the target rule and the run's
+    sizes, so a bad entry fails before any work (not after the models before it made records)."""
     from xcnn import Explainer
-    from xcnn.experiment.worker import load_model
+    from xcnn.experiment.targets import check_model
+    from xcnn.experiment.worker import explainer_options, load_model
 
-    for i, spec in enumerate(specs):
+    for i, spec in enumerate(config.models):
         try:
-            Explainer(load_model(spec, "cpu").model, target_layer=spec.gradcam_layer)
+            lm = load_model(spec, "cpu")
+            check_model(config, lm)
+            Explainer(lm.model, **explainer_options(spec, lm))
         except XcnnError as err:
             raise XcnnError(f"models[{i}] ({spec.name}): {err}") from None
 

@@ -30,7 +30,7 @@ from xcnn.errors import XcnnError
 from xcnn.experiment.config import RECORD_SCHEMA, Config, ModelSpec, Size
 from xcnn.experiment.plan import BASELINE_MODEL, FAITHFULNESS_TESTS, Batch
 from xcnn.experiment.store import UnitKey
-from xcnn.experiment.targets import check_model
+from xcnn.experiment.targets import check_model, classes_for
 from xcnn.methods import registry
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,6 @@ class Worker:
     def _check(self, ex: Any, lm: Any, batch: Batch, outs: list[tuple[_Unit, dict[str, Any]]]) -> dict[UnitKey, list]:
         """A check batch's rows per unit: randomisation, or input and class dependence."""
         from xcnn import Explainer
-        from xcnn.data import imagenet_classes
         from xcnn.metrics import sanity
 
         c = self.config.checks
@@ -179,8 +178,9 @@ class Worker:
                                                         [keys[k] for k in j]))
             else:
                 log.info("%s: input dependence needs 2 photos, got %d; skipped", batch.model.name, len(samples))
-            other = torch.tensor([sanity.other_class(len(lm.categories), imagenet_classes(s.category), c.seed, k)
-                                  for s, k in zip(samples, keys)])
+            own = [classes_for(self.config.targets, self.config.target_map, s.category, lm.categories, lm.wnids)
+                   for s in samples]
+            other = torch.tensor([sanity.other_class(len(lm.categories), set(o), c.seed, k) for o, k in zip(own, keys)])
             compare("class", None, None, self._maps(ex, x, other, batch.methods, keys))
         return {batch.key(samples[i]): r for i, r in rows.items()}
 
@@ -273,7 +273,7 @@ class Worker:
         files = {image_png: encode_picture(small, "jpg"), mask_png: encode_picture(unit.mask.astype(np.uint8) * 255, "png")}
         maps: dict[str, np.ndarray] = out["maps"]
         if self.save_maps:
-            files[f"maps/{batch.model.name}/{size.label}/{stem}.npz"] = encode_maps(maps, unit.mask)
+            files[f"maps/{slug(batch.model.name)}/{size.label}/{stem}.npz"] = encode_maps(maps, unit.mask)
         records = []
         for method in batch.methods:
             sc = {k: float(v[0]) for k, v in metrics.scores(maps[method][None], unit.mask[None]).items()}
@@ -282,7 +282,7 @@ class Worker:
                 notes.append("all-zero map")
             if sc["chance"] == 0:
                 notes.append("mask vanishes at this size")
-            map_png = f"pictures/{size.label}/{batch.model.name}/{stem}_{method}.jpg"
+            map_png = f"pictures/{size.label}/{slug(batch.model.name)}/{stem}_{method}.jpg"
             files[map_png] = encode_picture(render.picture(method, shrink_map(method, maps[method], small.shape[:2]),
                                                            small), "jpg")
             record = {
