@@ -133,6 +133,18 @@ def test_guided_gradcam_is_product_and_batch_is_independent() -> None:
     assert full.gradcam.min() >= 0 and full.gradcam.max() <= 1
 
 
+def test_works_under_no_grad() -> None:
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    with Explainer(model) as ex:
+        expected = ex.explain(x, 1, methods=["gradient", "layercam"])
+        with torch.no_grad():
+            got = ex.explain(x, 1, methods=["gradient", "layercam"])
+            assert not torch.is_grad_enabled()
+    torch.testing.assert_close(got.gradient, expected.gradient)
+    torch.testing.assert_close(got.layercam, expected.layercam)
+
+
 def test_targets_none_and_callable_choose_after_the_forward_pass() -> None:
     model = torchvision.models.resnet18(weights=None, num_classes=8).eval()
     x = torch.randn(2, 3, 32, 32)

@@ -103,3 +103,19 @@ def test_real_mobilenet_points_at_the_cat(tmp_path: Path) -> None:
         assert p > chance, (m, float(p), float(chance))
     # Grad-CAM follows the class; guided backprop barely does (Adebayo et al. 2018).
     assert (maps.gradcam - other.gradcam).abs().mean() > 0.05
+
+
+def test_pictures_follow_the_registry() -> None:
+    from xcnn import XcnnError
+    from xcnn.methods import registry
+    from xcnn.render import grey, heat_overlay, picture
+
+    rng = np.random.default_rng(0)
+    photo = (rng.random((6, 8, 3)) * 255).astype(np.uint8)
+    for m in registry.ALL_METHODS:
+        heat = registry.get(m).kind == "heat"
+        saliency = rng.random((1 if heat else 3, 6, 8)).astype(np.float32)
+        expected = heat_overlay(saliency, photo) if heat else grey(saliency)
+        np.testing.assert_array_equal(picture(m, saliency, photo), expected)
+    with pytest.raises(XcnnError, match="did you mean layercam"):
+        picture("layer_cam", np.zeros((1, 6, 8)), photo)

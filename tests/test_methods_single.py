@@ -326,3 +326,19 @@ def test_maps_by_name_attribute_and_errors() -> None:
             ex.explain(torch.randn(1, 3, 32, 32), 1, methods=["layercam"])
         with pytest.raises(XcnnError, match="one string per image"):
             ex.explain(torch.randn(2, 3, 32, 32), 1, methods=["gradient"], keys=["a"])
+
+
+def test_layer_of_a_module_called_twice_is_its_last_call() -> None:
+    """torchvision's BasicBlock calls one ReLU module twice; as target layer it means its last
+    call, whose output is the block's output: the same CAMs as naming the block itself.
+    (pytorch-grad-cam pairs the first call's activation with the first call's gradient there.)"""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    x = torch.randn(2, 3, 64, 64)
+    cam_methods = [m for m in SINGLE if registry.get(m).needs_layer]
+    with Explainer(model, target_layer="layer4.1.relu") as ex:
+        reused = ex.explain(x, TARGETS, methods=cam_methods)
+    with Explainer(model, target_layer="layer4") as ex:
+        block = ex.explain(x, TARGETS, methods=cam_methods)
+    for m in cam_methods:
+        torch.testing.assert_close(reused.get(m), block.get(m), atol=1e-6, rtol=1e-5)

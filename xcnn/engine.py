@@ -184,7 +184,8 @@ class Explainer:
             grads: dict[str, torch.Tensor] = {}
             layer_grad = None
             if rules:
-                score = logits.gather(1, target[:, None]).sum()
+                with torch.enable_grad():  # also under a caller's torch.no_grad()
+                    score = logits.gather(1, target[:, None]).sum()
                 for i, rule in enumerate(rules):
                     mode.rule = rule
                     inputs = [x, activation] if rule == "gradient" and want_layer_grad and activation is not None else [x]

@@ -21,7 +21,7 @@ _DEFAULTS = Options()
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="saliency maps of one photo", description=__doc__)
-    p.add_argument("photo", type=Path)
+    p.add_argument("photo", type=Path, help="image file (JPEG, PNG, …)")
     p.add_argument("--model", default="mobilenet_v2",
                    help="a torchvision CNN name, timm:NAME or python:package.module:factory (default: mobilenet_v2)")
     p.add_argument("--weights", help="state-dict file instead of the published ImageNet weights")
@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated method names, or all, single-pass, default (default: default = "
                         f"{','.join(DEFAULT_METHODS)}); names: {', '.join(ALL_METHODS)}")
     p.add_argument("--ig-steps", type=_positive_int, default=_DEFAULTS.ig_steps,
-                   help=f"integrated_gradients: Gauss-Legendre steps from the all-zero baseline (default: {_DEFAULTS.ig_steps})")
+                   help=f"integrated_gradients: Gauss-Legendre steps from the baseline 0 of the model's input "
+                        f"(default: {_DEFAULTS.ig_steps})")
     p.add_argument("--smoothgrad-samples", type=_positive_int, default=_DEFAULTS.smoothgrad_samples,
                    help=f"smoothgrad: noisy copies averaged (default: {_DEFAULTS.smoothgrad_samples})")
     p.add_argument("--smoothgrad-sigma", type=_non_negative_float, default=_DEFAULTS.smoothgrad_sigma,
