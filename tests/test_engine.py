@@ -165,7 +165,7 @@ def test_target_layer_auto_and_named() -> None:
 
 
 def test_gradcam_depends_on_class() -> None:
-    """A Grad-CAM map identical for every class would be a bug (SPEC §6)."""
+    """A Grad-CAM map identical for every class would be a bug."""
     torch.manual_seed(3)
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     x = torch.randn(1, 3, 96, 96)

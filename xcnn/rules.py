@@ -1,4 +1,4 @@
-"""How rectifiers back-propagate: the gradient, deconvnet and guided rules (SPEC §1).
+"""How rectifiers back-propagate: the gradient, deconvnet and guided rules.
 
 Every rectifier call inside a forward pass run under :class:`RectifierRules` is routed through
 one autograd function whose backward reads the *current* rule when it runs. One forward pass
