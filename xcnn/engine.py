@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -106,11 +107,17 @@ class Explainer:
 
     ``target_layer``: the layer the CAM methods read — "auto" (the last 4-D feature map before
     global pooling), a module name from ``model.named_modules()``, or None to disable them.
+    ``layout``: how that layer's output reads as a B×C×h×w map — None / "nchw" (as it is),
+    "tokens" (B×N×C, a ViT's: the model's ``num_prefix_tokens`` class/register tokens dropped,
+    h×w from the input's aspect) or "nhwc" (B×h×w×C, a Swin stage's).
     """
 
-    def __init__(self, model: nn.Module, target_layer: str | None = "auto") -> None:
+    def __init__(self, model: nn.Module, target_layer: str | None = "auto", layout: str | None = None) -> None:
+        if layout not in LAYOUTS:
+            raise XcnnError(f"layout {layout!r} is not one of {', '.join(map(repr, LAYOUTS))}")
         self.model = model
         self.target_layer = target_layer
+        self.layout = None if layout == "nchw" else layout
         self._layer_name: str | None = None
         if target_layer not in (None, "auto"):
             self._layer_name = _check_layer_name(model, target_layer)
@@ -171,7 +178,8 @@ class Explainer:
                 x = x.clone().requires_grad_(True)
             mode = RectifierRules()
             # Without a backward pass (Eigen-CAM alone, extra-pass methods) no graph is built.
-            with torch.set_grad_enabled(bool(rules)), _capture(self.model, layer) as captured, mode:
+            grid = _Grid(self.layout, tuple(images.shape[-2:]), int(getattr(self.model, "num_prefix_tokens", 0)))
+            with torch.set_grad_enabled(bool(rules)), _capture(self.model, layer, grid) as captured, mode:
                 logits = self.model(x)
             if logits.dim() != 2:
                 raise XcnnError(f"the model must return B×classes logits, got shape {tuple(logits.shape)}")
@@ -334,19 +342,64 @@ def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
     return finished[-1]
 
 
+LAYOUTS = (None, "nchw", "tokens", "nhwc")
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Reads a token-grid layer's output as B×C×h×w and writes such a map back in its layout."""
+
+    layout: str | None
+    image_hw: tuple[int, int]
+    prefix: int = 0
+
+    def to_map(self, out: torch.Tensor) -> torch.Tensor:
+        if self.layout is None:
+            return out
+        if self.layout == "nhwc":
+            if out.dim() != 4:
+                raise XcnnError(f"layout 'nhwc' needs a B×h×w×C layer output, got {tuple(out.shape)}; try reshape = \"tokens\"")
+            return out.permute(0, 3, 1, 2)
+        if out.dim() != 3:
+            raise XcnnError(f"layout 'tokens' needs a B×N×C layer output, got {tuple(out.shape)}; try reshape = \"nhwc\"")
+        b, n, c = out.shape
+        h, w = _token_grid(n - self.prefix, self.image_hw)
+        return out[:, self.prefix:].transpose(1, 2).reshape(b, c, h, w)
+
+    def from_map(self, grid: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.layout is None:
+            return grid
+        if self.layout == "nhwc":
+            return grid.permute(0, 2, 3, 1)
+        return torch.cat([out[:, :self.prefix], grid.flatten(2).transpose(1, 2)], dim=1)
+
+
+def _token_grid(n: int, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """The h×w patch grid of n tokens for an H×W input (square patches)."""
+    height, width = image_hw
+    patch = math.sqrt(height * width / max(n, 1))
+    h = max(1, round(height / patch))
+    if h * (n // h) != n:
+        raise XcnnError(f"{n} tokens do not form a grid for a {height}×{width} input; give reshape = \"nhwc\" or \"nchw\", or another layer")
+    return h, n // h
+
+
 @contextmanager
-def _capture(model: nn.Module, layer: str | None) -> Iterator[dict[str, torch.Tensor]]:
-    """Keep the (last) output of ``layer``; the hook is removed whatever happens."""
+def _capture(model: nn.Module, layer: str | None, grid: _Grid | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Keep the (last) output of ``layer`` as a B×C×h×w map; the hook is removed whatever happens."""
     captured: dict[str, torch.Tensor] = {}
     if layer is None:
         yield captured
         return
+    grid = grid or _Grid(None, (0, 0))
 
     def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
-        captured["activation"] = output
-        # Hand the network a copy: later in-place ops (ResNet's `out += identity`, DenseNet's
-        # relu_) would otherwise overwrite the activation we differentiate against.
-        return output.clone()
+        activation = grid.to_map(output)
+        captured["activation"] = activation
+        # Hand the network a copy, rebuilt from the map so its gradient reaches the map: later
+        # in-place ops (ResNet's `out += identity`, DenseNet's relu_) would otherwise overwrite
+        # the activation we differentiate against.
+        return grid.from_map(activation.clone(), output)
 
     handle = dict(model.named_modules())[layer].register_forward_hook(hook)
     try:
