@@ -8,9 +8,9 @@
   scale_cam_image) and between the two final maps as each library scales them.
 - Integrated Gradients: ResNet-50, ``--batch`` photos, 224×224, 50 Gauss–Legendre steps, vs
   Captum's IntegratedGradients with return_convergence_delta=True (xcnn also gives the
-  completeness error) and internal_batch_size = xcnn's chunk.
+  completeness error) and internal_batch_size = xcnn's largest chunk.
 - SmoothGrad: ResNet-50, same photos, 25 samples, vs Captum's NoiseTunnel(Saliency, abs=False)
-  with nt_samples_batch_size = xcnn's chunk // batch (Captum's noise is its own, so the maps
+  with nt_samples_batch_size = xcnn's largest chunk // batch (Captum's noise is its own, so the maps
   differ by the draw: equality is a test, tests/test_methods_multipass.py).
 
 Random weights. xcnn's timed call is the method alone: the engine's shared forward pass (logits,
@@ -21,7 +21,8 @@ peak RSS over its calls on CPU, torch.cuda.max_memory_allocated above the model 
 a GPU. Each makes ``--warmup`` untimed calls first (kernels for new shapes), then ``--reps``
 timed ones; the variants take turns, ``--rounds`` times; each figure is the median. CPU seconds
 (process time) are printed beside wall seconds: on a shared, loaded machine they are the
-steadier figure. The xcnn chunk is the one ``Options().memory_mb`` gives.
+steadier figure. xcnn's largest chunk is the one ``Options().memory_mb`` gives; it splits the
+items into passes of about equal size under it.
 """
 from __future__ import annotations
 
@@ -223,7 +224,7 @@ def main() -> None:
         ours, ref = (f"{method}/{impl}" for impl in VARIANTS[method])
         t_ours, t_ref = statistics.median(seconds[ours]), statistics.median(seconds[ref])
         extra = {k: v for k, v in info[ref].items() if k in ("internal_batch_size", "nt_samples_batch_size")}
-        print(f"\n{titles[method]} (xcnn chunk {info[ours]['chunk']} items"
+        print(f"\n{titles[method]} (xcnn: at most {info[ours]['chunk']} items a pass"
               f"{', ' + str(extra) if extra else ''})")
         c_ours, c_ref = statistics.median(cpu[ours]), statistics.median(cpu[ref])
         print(f"  {'':18s} {'wall s':>8s} {'CPU s':>8s} {'peak MiB':>9s}")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from xcnn.errors import XcnnError
 from xcnn.methods.context import Context, to_heat
-from xcnn.methods.sampling import chunk_items, footprint, plain_torch
+from xcnn.methods.sampling import chunk_items, even_chunks, footprint, plain_torch
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def channel_weights(ctx: Context, activation: torch.Tensor) -> torch.Tensor:
     ``options.scorecam_top_k`` get weight 0."""
     model, x, targets = ctx.model, ctx.images, ctx.targets
     batch, channels = activation.shape[:2]
-    size = chunk_items(footprint(model, x).infer_bytes, ctx.options.memory_mb)
+    most = chunk_items(footprint(model, x).infer_bytes, ctx.options.memory_mb)
     map_bytes = 2 * ctx.size[0] * ctx.size[1] * x.element_size()  # an upsampled map and its temporary
     lo, hi = _mask_ranges(activation, ctx.size, chunk_items(map_bytes, ctx.options.memory_mb))
     scored = _scored_channels(activation, ctx.options.scorecam_top_k)
@@ -58,6 +58,7 @@ def channel_weights(ctx: Context, activation: torch.Tensor) -> torch.Tensor:
     masked = image.numel()
     # Constant channels all give the all-zero image: one more item, the last, serves them all.
     items = masked + int(constant.any())
+    size = even_chunks(items, most)
     log.debug("scorecam: %d forwards for %d masks, chunks of %d", items, batch * channels, size)
     # Left-out channels score -inf: softmax gives them weight 0 and shares among the rest.
     scores = torch.full((batch, channels), float("-inf"), dtype=x.dtype, device=x.device)
