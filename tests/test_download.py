@@ -197,7 +197,7 @@ def test_404_is_one_line_from_the_cli(server: Server, tmp_path: Path, capsys: py
 def test_base_url_from_environment(server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(dl.BASE_URL_ENV, server.url + "/")
     assert dl.base_url() == server.url and dl.base_url("http://x/") == "http://x"
-    path = dl.annotations(tmp_path, "val2017")
+    path = dl.fetch_annotations(tmp_path, "val2017")
     assert json.loads(path.read_text())["categories"][2]["name"] == "zebra"
     with pytest.raises(XcnnError, match="404") as err:
         dl.fetch(server.url + "/val2017/absent.jpg", tmp_path / "absent.jpg")

@@ -332,22 +332,22 @@ def test_corrupt_archive_is_named_not_blamed_on_the_split(server: Server, tmp_pa
     body[body.index(member) + 10] ^= 0xFF  # a byte changed on the way: the CRC no longer matches
     server.files[ZIP_PATH] = bytes(body)
     with pytest.raises(XcnnError, match="CRC") as err:
-        dl.annotations(tmp_path, "val2017", server.url)
+        dl.fetch_annotations(tmp_path, "val2017", server.url)
     assert "--split" not in one_line(err) and "XCNN_COCO_BASE_URL" in str(err.value)
     assert not (tmp_path / "annotations" / "instances_val2017.json").exists()
 
 
 def test_damaged_extracted_json_is_extracted_again(server: Server, tmp_path: Path) -> None:
-    path = dl.annotations(tmp_path, "val2017", server.url)
+    path = dl.fetch_annotations(tmp_path, "val2017", server.url)
     good = path.read_bytes()
     requests = len(server.requests)
     path.write_bytes(good[: len(good) // 2])  # e.g. a crash before the file reached the disk
-    assert dl.annotations(tmp_path, "val2017", server.url).read_bytes() == good
+    assert dl.fetch_annotations(tmp_path, "val2017", server.url).read_bytes() == good
     assert len(server.requests) == requests  # from the kept archive, not downloaded again
     # a valid JSON that is not the archive's copy is someone's own edit: kept
     path.write_text(json.dumps(json.loads(good)) + "\n")
     edited = path.read_bytes()
-    assert dl.annotations(tmp_path, "val2017", server.url).read_bytes() == edited
+    assert dl.fetch_annotations(tmp_path, "val2017", server.url).read_bytes() == edited
 
 
 def test_local_write_error_is_named_at_once(server: Server, tmp_path: Path) -> None:

@@ -80,7 +80,8 @@ def test_download_from_a_local_mirror(torch_home: Path, server: tuple[str, Path]
     assert (torch_home / MOBILENET).read_bytes() == (root / MOBILENET).read_bytes()
 
 
-def test_corrupt_download_is_refused_and_not_kept(torch_home: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_corrupt_download_is_refused_and_not_kept(torch_home: Path, server: tuple[str, Path],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     url, root = server
     name = Path(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url).name
     (root / name).write_bytes(b"not the weights")

@@ -178,7 +178,8 @@ class Explainer:
                 x = x.clone().requires_grad_(True)
             mode = RectifierRules()
             # Without a backward pass (Eigen-CAM alone, extra-pass methods) no graph is built.
-            grid = _Grid(self.layout, tuple(images.shape[-2:]), int(getattr(self.model, "num_prefix_tokens", 0)))
+            hw = (int(images.shape[-2]), int(images.shape[-1]))
+            grid = _Grid(self.layout, hw, int(getattr(self.model, "num_prefix_tokens", 0)))
             with torch.set_grad_enabled(bool(rules)), _capture(self.model, layer, grid) as captured, mode:
                 logits = self.model(x)
             if logits.dim() != 2:
@@ -380,7 +381,8 @@ def _token_grid(n: int, image_hw: tuple[int, int]) -> tuple[int, int]:
     patch = math.sqrt(height * width / max(n, 1))
     h = max(1, round(height / patch))
     if h * (n // h) != n:
-        raise XcnnError(f"{n} tokens do not form a grid for a {height}×{width} input; give reshape = \"nhwc\" or \"nchw\", or another layer")
+        raise XcnnError(f"{n} tokens do not form a grid for a {height}×{width} input; "
+                        'give reshape = "nhwc" or "nchw", or another layer')
     return h, n // h
 
 

@@ -265,7 +265,7 @@ def check_zip(member: str) -> Check:
     return Check("zip archive", problem, recognises)
 
 
-def annotations(root: Path, split: str, server: str | None = None) -> Path:
+def fetch_annotations(root: Path, split: str, server: str | None = None) -> Path:
     """`root/annotations/instances_{split}.json`, fetched (archive once) and extracted if absent.
 
     The archive (`annotations_trainval{year}.zip`, kept in `root` for the other split) is
@@ -370,7 +370,7 @@ def download_coco(
         raise XcnnError("no category given; name at least one, e.g. 'zebra'")
     root = Path(root)
     server = base_url(url)
-    ann_file = annotations(root, split, server)
+    ann_file = fetch_annotations(root, split, server)
     dataset = CocoDataset(ann_file, root / split)
     names = [dataset.category(c)["name"] for c in categories if c.strip()]
     fetched: Counter[str] = Counter()

@@ -41,6 +41,7 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
     faithfulness = true          # deletion / insertion of every method's map ...
     faithfulness_sizes = ["resized"]   # ... at these run sizes ("resized": every non-original one)
     faithfulness_steps = 20
+    faithfulness_photos = 8      # ... of the first N (photo, category) pairs; 0 = every one
     randomisation = true         # cascading model randomisation on the first photos ...
     randomisation_photos = 4
     randomisation_steps = 5
@@ -109,6 +110,9 @@ class Checks:
     faithfulness: bool = False
     faithfulness_sizes: tuple[str, ...] = ("resized",)  # size labels, or "resized"
     faithfulness_steps: int = 20
+    # Each curve costs steps + 1 forward passes per map: on every record, faithfulness would
+    # cost ~70x the maps themselves. The first N pairs keep it within the run's time budget.
+    faithfulness_photos: int = 8  # 0: every (photo, category) pair
     randomisation: bool = False
     randomisation_photos: int = 4
     randomisation_steps: int = 5
@@ -193,7 +197,8 @@ _SECTIONS = {
     "run": {"sizes", "methods", "growth", "batch_size", "device", "max_pixels", "backend", "address",
             "ship_photos"} | _OPTION_KEYS,
     "checks": {"baselines", "faithfulness", "faithfulness_sizes", "faithfulness_steps", "randomisation",
-               "randomisation_photos", "randomisation_steps", "dependence", "dependence_photos", "seed"},
+               "randomisation_photos", "randomisation_steps", "dependence", "dependence_photos", "seed",
+               "faithfulness_photos"},
 }
 
 
@@ -406,6 +411,11 @@ def _checks(table: dict[str, Any], sizes: tuple[Size, ...], fail: Any) -> Checks
     for key in ("faithfulness_steps", "randomisation_photos", "randomisation_steps", "dependence_photos"):
         if key in table:
             kw[key] = _positive_int(table[key], f"checks.{key}", fail)
+    if "faithfulness_photos" in table:
+        n = table["faithfulness_photos"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise fail("checks.faithfulness_photos", f"expected a whole number >= 0 (0 = every pair), got {n!r}")
+        kw["faithfulness_photos"] = n
     if "seed" in table:
         kw["seed"] = _seed(table["seed"], "checks.seed", fail)
     if "faithfulness_sizes" in table:

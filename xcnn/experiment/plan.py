@@ -45,6 +45,7 @@ class Batch:
     methods: tuple[str, ...]
     photos: dict[str, bytes] = field(default_factory=dict, compare=False)  # file -> bytes, when shipped
     check: str | None = None
+    faithful: frozenset[str] = frozenset()  # pair keys (pair_key) whose deletion/insertion rows are wanted
 
     def key(self, sample: Any) -> UnitKey:
         return unit_key(self.model, self.size, sample, self.check)
@@ -56,6 +57,11 @@ class Batch:
 def unit_key(spec: ModelSpec, size: Size, sample: Any, check: str | None = None) -> UnitKey:
     category = sample.category if check is None else f"{sample.category}#{check}"
     return (spec.name, size.label, str(sample.image_id), category)
+
+
+def pair_key(sample: Any) -> str:
+    """A (photo, category) pair as the checks name it (also the seed key of their randomness)."""
+    return f"{sample.image_id}|{sample.category}"
 
 
 def models(config: Config) -> list[ModelSpec]:
@@ -77,7 +83,7 @@ def missing(config: Config, batch: Batch, sample: Any, done: set[Any], checks_do
     for m in methods_of(config, batch.model):
         if batch.check is None:
             lacks = (*key, m) not in done
-            if not lacks and batch.model != BASELINE_MODEL and batch.size in config.faithfulness_sizes():
+            if not lacks and pair_key(sample) in batch.faithful:
                 lacks = any((*base, m, t, "auc", "None", str(c.faithfulness_steps), seed) not in checks_done
                             for t in FAITHFULNESS_TESTS)
         # A check batch writes each photo's rows as one group: one row stands for all of them.
@@ -95,11 +101,15 @@ def all_batches(config: Config, samples: Sequence[Any]) -> list[Batch]:
     worker loads each model once), each model's check batches after its record batches."""
     batches = []
     check_size = config.check_size()
+    n = config.checks.faithfulness_photos
+    eligible = {pair_key(s) for s in (samples[:n] if n else samples)}
     for spec in models(config):
         methods = methods_of(config, spec)
         for size in config.sizes:
+            faithful = spec != BASELINE_MODEL and size in config.faithfulness_sizes()
             for group in _groups(samples, size, config.batch_size):
-                batches.append(Batch(spec, size, tuple(group), methods))
+                wanted = frozenset(pair_key(s) for s in group if pair_key(s) in eligible) if faithful else frozenset()
+                batches.append(Batch(spec, size, tuple(group), methods, faithful=wanted))
         if spec == BASELINE_MODEL or check_size is None:
             continue
         for check, on, n in (("randomisation", config.checks.randomisation, config.checks.randomisation_photos),

@@ -211,7 +211,7 @@ class Progress:
                          desc="xcnn run", dynamic_ncols=True)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._bar.close()
         self._redirect.__exit__(*exc)
 

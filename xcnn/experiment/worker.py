@@ -28,7 +28,7 @@ from PIL import Image
 from xcnn import metrics
 from xcnn.errors import XcnnError
 from xcnn.experiment.config import RECORD_SCHEMA, Config, ModelSpec, Size
-from xcnn.experiment.plan import BASELINE_MODEL, FAITHFULNESS_TESTS, Batch
+from xcnn.experiment.plan import BASELINE_MODEL, FAITHFULNESS_TESTS, Batch, pair_key
 from xcnn.experiment.store import UnitKey
 from xcnn.experiment.targets import check_model, classes_for
 from xcnn.methods import registry
@@ -90,7 +90,7 @@ class Worker:
                     results[key].checks = rows
             return [results[k] for k in batch.keys()]
         outs = self._explain(ex, lm, units, batch, results)
-        faith = self._faithfulness(lm, batch, outs) if batch.size in self.config.faithfulness_sizes() else {}
+        faith = self._faithfulness(lm, batch, [(u, o) for u, o in outs if pair_key(u.sample) in batch.faithful])
         for unit, out in outs:
             key = batch.key(unit.sample)
             results[key] = self._result(batch, unit, out, lm.categories)
@@ -132,7 +132,7 @@ class Worker:
         steps, seed = self.config.checks.faithfulness_steps, self.config.checks.seed
         x = model_input(lm, [u for u, _ in outs], self.device)
         targets = [o["target"] for _, o in outs]
-        keys = [f"{u.sample.image_id}|{u.sample.category}" for u, _ in outs]
+        keys = [pair_key(u.sample) for u, _ in outs]
         rows: dict[UnitKey, list] = {batch.key(u.sample): [] for u, _ in outs}
         for m in batch.methods:
             r = deletion_insertion(lm.model, x, np.stack([o["maps"][m] for _, o in outs]), targets,
@@ -388,7 +388,7 @@ def explain_units(ex: Any, lm: Any, units: list[Any], batch: Batch, config: Conf
         # the best-scoring class of the unit's category (under config.targets), from the same forward pass
         return logits.masked_fill(~allowed.to(logits.device), -math.inf).argmax(dim=1)
 
-    keys = [f"{u.sample.image_id}|{u.sample.category}" for u in units]
+    keys = [pair_key(u.sample) for u in units]
     # Only the extra-pass methods read options and photo keys (SmoothGrad seeds its noise by key).
     extra = any(registry.get(m).extra_passes for m in batch.methods)
     kwargs: dict[str, Any] = {"options": config.options, "keys": keys} if extra else {}
@@ -475,13 +475,13 @@ def encode_picture(rgb: np.ndarray, fmt: str) -> bytes:
 def encode_maps(maps: dict[str, np.ndarray], mask: np.ndarray) -> bytes:
     """float16 maps, each scaled by its own max |value| (stored as <method>_scale) so that
     small gradients keep their precision instead of underflowing float16."""
-    arrays: dict[str, np.ndarray] = {"mask": mask}
+    arrays: dict[str, Any] = {"mask": mask}
     for method, m in maps.items():
         scale = float(np.abs(m).max())
         arrays[method] = (m / scale if scale > 0 else m).astype(np.float16)
         arrays[f"{method}_scale"] = np.float32(scale)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
 
 

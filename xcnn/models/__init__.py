@@ -209,7 +209,8 @@ def _load_torchvision(name: str, weights: str | Path | None) -> LoadedModel:
         import difflib
 
         close = difflib.get_close_matches(name, sorted(names) + list(_CUSTOM), n=4)
-        raise XcnnError(f"unknown model {name!r}; " + (f"did you mean {', '.join(close)}?" if close else f"use one of {', '.join(available())}"))
+        hint = f"did you mean {', '.join(close)}?" if close else f"use one of {', '.join(available())}"
+        raise XcnnError(f"unknown model {name!r}; {hint}")
     enum = torchvision.models.get_model_weights(name)
     published = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT
     kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
