@@ -171,7 +171,8 @@ def test_demo_config_checks_parse_and_unknown_keys_are_refused(tmp_path: Path, d
     demo = load_config(ROOT / "configs" / "demo.toml")
     c = demo.checks
     assert c.baselines and c.faithfulness and c.randomisation and c.dependence
-    assert c.faithfulness_steps == 20 and c.randomisation_photos == 4 and c.dependence_photos == 8
+    assert c.faithfulness_steps == 10 and c.faithfulness_photos == 4 and c.randomisation_photos == 4 \
+        and c.dependence_photos == 8
     assert [s.label for s in demo.faithfulness_sizes()] == ["224"]
     assert "checks" not in demo.identity("x")
     assert load_config(config(tmp_path / "none.toml", dataset, checks="")).checks.any is False
