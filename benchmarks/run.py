@@ -1,11 +1,20 @@
-"""Records per second of `xcnn run` against the engine alone on the same inputs.
+"""Records per second of `xcnn run` against the engine alone, or the Ray backend against the local one.
 
-    python benchmarks/run.py [configs/demo.toml] [--device cpu|cuda] [--save-maps]
+    python benchmarks/run.py [configs/demo.toml] [--device cpu|cuda] [--save-maps] [--rounds 3]
+    python benchmarks/run.py [configs/demo.toml] --ray [--rounds 3] [--no-checks]
 
-The run goes into a fresh temporary folder (no report). The engine-alone pass then feeds the
-same batches, already decoded and resized in memory, to `Explainer.explain` and copies the maps
-to the CPU (which the run must do too), so the difference is the run's own overhead: image
-decoding, mask dilation, metrics, pictures and the fsynced store. Target: under 15 %.
+Default: the run goes into a fresh temporary folder (no report). The engine-alone pass then
+feeds the same batches, already decoded and resized in memory, to `Explainer.explain` and copies
+the maps to the CPU (which the run must do too), so the difference is the run's own overhead:
+image decoding, mask dilation, metrics, pictures and the fsynced store. Target: under 15 %.
+
+--ray: the same config run by the local backend and by the Ray backend on a local Ray started
+once beforehand (its start-up is printed apart: a cluster is started once for many runs), taking
+turns. The Ray run pays what joining a running cluster costs: actors started, models loaded in
+them, batches and results through the object store. Target: Ray at 85 % of local or more. Ray
+listens on every interface and probes a public resolver, so this mode re-runs itself inside a
+network namespace of its own (`unshare -n`, loopback only; needs root or user namespaces).
+
 Run by hand, not in the tests.
 """
 from __future__ import annotations
@@ -13,11 +22,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +39,12 @@ sys.path.insert(0, str(ROOT))
 
 from xcnn import Explainer  # noqa: E402
 from xcnn.experiment import load_config, run  # noqa: E402
+from xcnn.experiment.config import Checks  # noqa: E402
+from xcnn.experiment import plan as plan_module  # noqa: E402
 from xcnn.experiment import runner  # noqa: E402
+from xcnn.experiment import worker as worker_module  # noqa: E402
+
+INSIDE = "XCNN_BENCH_IN_NETNS"  # set in the re-run inside the network namespace
 
 
 def main() -> None:
@@ -36,17 +53,31 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="override run.device")
     parser.add_argument("--save-maps", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
+    parser.add_argument("--ray", action="store_true", help="compare the Ray backend with the local one instead")
+    parser.add_argument("--no-checks", action="store_true", help="leave the config's [checks] out (records only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     config = load_config(args.config)
     if args.device:
         config = dataclasses.replace(config, device=args.device)
-    device = runner._device(config.device)
+    if args.no_checks:
+        config = dataclasses.replace(config, checks=Checks())
+    if args.ray:
+        if not os.environ.get(INSIDE):
+            sys.exit(_in_network_namespace())
+        ray_vs_local(config, args)
+    else:
+        run_vs_engine(config, args)
 
+
+# --- the run against the engine alone ---------------------------------------------------------
+
+def run_vs_engine(config: Any, args: argparse.Namespace) -> None:
+    device = runner._device(config.device)
     with tempfile.TemporaryDirectory() as tmp:
         engine_in_run = [0.0]
-        real_explain = runner._explain
+        real_explain = worker_module.explain_units
 
         def timed(*a, **k):  # type: ignore[no-untyped-def]
             _sync(device)
@@ -59,16 +90,16 @@ def main() -> None:
         # Warm-up: the first pass over new input shapes pays one-off costs (oneDNN primitive
         # creation per shape, allocator growth) that would otherwise land on whichever of the
         # two measured passes comes first.
-        samples, _ = runner._select(config, Path(tmp) / "warm")
+        samples, _ = runner._select(config, runner._dataset(config, Path(tmp) / "warm"))
         engine_alone(config, samples, device)
         run_times, in_run, engine_times = [], [], []
         for r in range(args.rounds):  # the two take turns, so drift in the machine hits both
             engine_in_run[0] = 0.0
-            runner._explain = timed
+            worker_module.explain_units = timed
             t0 = time.perf_counter()
-            summary = run(config, Path(tmp) / f"run{r}", save_maps=args.save_maps, report=False)
+            summary = run(config, Path(tmp) / f"run{r}", save_maps=args.save_maps)
             run_times.append(time.perf_counter() - t0)
-            runner._explain = real_explain
+            worker_module.explain_units = real_explain
             in_run.append(engine_in_run[0])
             engine_times.append(engine_alone(config, samples, device))
         run_s, engine_s = statistics.median(run_times), statistics.median(engine_times)
@@ -86,15 +117,16 @@ def main() -> None:
           f"(time outside the engine call within the run: {(run_s - engine_in_run[0]) / engine_s:+.1%})")
 
 
-def engine_alone(config, samples, device: torch.device) -> float:  # type: ignore[no-untyped-def]
+def engine_alone(config: Any, samples: list[Any], device: torch.device) -> float:
     """Seconds for the engine on exactly the run's batches (decoded and resized beforehand)."""
     total = 0.0
+    prepare = worker_module.Worker(config, device)._prepare
     for spec in config.models:
-        lm = runner._load(spec, device)
-        with Explainer(lm.model, target_layer=runner._layer(spec, lm)) as ex:
+        lm = worker_module.load_model(spec, device)
+        with Explainer(lm.model, target_layer=spec.gradcam_layer) as ex:
             for size in config.sizes:
-                for batch in runner._batches(samples, size, config.batch_size):
-                    units = [runner._prepare(s, size, config.growth) for s in batch]
+                for batch in plan_module._groups(samples, size, config.batch_size):
+                    units = [prepare(s, size, {}) for s in batch]
                     x = torch.from_numpy(np.stack([u.photo for u in units])).to(device)
                     x = lm.normalize(x.permute(0, 3, 1, 2).float() / 255.0)
                     _sync(device)
@@ -105,6 +137,62 @@ def engine_alone(config, samples, device: torch.device) -> float:  # type: ignor
                     total += time.perf_counter() - t
                     del maps, x
     return total
+
+
+# --- the Ray backend against the local one ----------------------------------------------------
+
+def _in_network_namespace() -> int:
+    """This command again, inside a new network namespace with only loopback up."""
+    env = {**os.environ, INSIDE: "1", "RAY_DISABLE_USAGE_STATS": "1"}
+    script = 'ip link set lo up && exec "$0" "$@"'
+    try:
+        return subprocess.run(["unshare", "-n", "sh", "-c", script, sys.executable, *sys.argv], env=env).returncode
+    except FileNotFoundError:
+        sys.exit("--ray needs unshare (util-linux) and ip (iproute2): Ray is kept off the network")
+
+
+def ray_vs_local(config: Any, args: argparse.Namespace) -> None:
+    import ray
+
+    with tempfile.TemporaryDirectory(prefix="xb", dir="/tmp") as tmp:
+        config = _shared_demo(config, Path(tmp))
+        run(config, Path(tmp) / "warm")  # builds the demo set, fills the page cache
+        t0 = time.perf_counter()
+        # as `xcnn run --ray` starts it (workers at niceness 0, not Ray's 15: see backends/ray.py)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=str(Path(tmp) / "ray"),
+                 _system_config={"worker_niceness": 0})
+        start_s = time.perf_counter() - t0
+        on_ray = dataclasses.replace(config, backend="ray", address=None)  # joins the Ray started above
+        local_s, ray_s, workers = [], [], []
+        try:
+            for r in range(args.rounds):  # taking turns, so drift in a shared machine hits both
+                t = time.perf_counter()
+                summary = run(config, Path(tmp) / f"local{r}")
+                local_s.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                on = run(on_ray, Path(tmp) / f"ray{r}")
+                ray_s.append(time.perf_counter() - t)
+                workers.append(on.workers)
+                assert on.records == summary.records, (on.records, summary.records)
+        finally:
+            ray.shutdown()
+    records = summary.records
+    loc, ray_med = statistics.median(local_s), statistics.median(ray_s)
+    checks = "off" if args.no_checks else "as configured"
+    print(f"config: {args.config}  checks: {checks}  units: {summary.units_total}  records: {records}  "
+          f"CPUs: {os.cpu_count()}  (median of {args.rounds} alternating rounds)")
+    print(f"local backend (one process, torch threads {torch.get_num_threads()}): {loc:7.2f} s  "
+          f"{records / loc:7.2f} records/s")
+    print(f"Ray backend (local Ray, {len(workers[-1])} actor(s)):        {ray_med:7.2f} s  "
+          f"{records / ray_med:7.2f} records/s")
+    print(f"Ray / local: {loc / ray_med:.1%} of the local records/s (target 85 %); Ray's own start, "
+          f"paid once per cluster: {start_s:.1f} s")
+    print("per worker (units/s while computing): " + ", ".join(f"{w} {u:.2f}" for w, u in workers[-1].items()))
+
+
+def _shared_demo(config: Any, tmp: Path) -> Any:
+    """The demo set built once for every run of the benchmark, not once per run folder."""
+    return dataclasses.replace(config, demo_dir=str(tmp / "demo-data")) if config.demo else config
 
 
 def _sync(device: torch.device) -> None:
