@@ -419,3 +419,27 @@ def test_cli_parse_images():
         parse_images(" , ")
     with pytest.raises(XcnnError, match="names no image"):
         parse_images(":dog")
+
+
+def test_method_card_summarises_the_checks_and_flags_in_plain_words() -> None:
+    from xcnn.report.tables import method_card
+
+    recs = []
+    for i in range(3):
+        for method, p in (("gradient", 0.6), ("deconvnet", 0.5), ("gradcam", 0.7)):
+            recs.append({"id": i, "class": "dog", "CNN": "net", "size": "224", "method": method, "P": p,
+                         "lift": p / 0.3, "chance": 0.3})
+        recs.append({"id": i, "class": "dog", "CNN": "none", "size": "224", "method": "edges", "P": 0.55,
+                     "lift": 0.55 / 0.3, "chance": 0.3})
+    checks = []
+    for method, inp, rand in (("gradient", 0.1, 0.2), ("deconvnet", 1.0, 0.1), ("gradcam", 0.2, 0.6)):
+        checks.append({"method": method, "test": "input", "measure": "spearman", "step": None, "value": inp})
+        checks.append({"method": method, "test": "randomisation", "measure": "spearman", "step": 5, "value": rand})
+        checks.append({"method": method, "test": "randomisation", "measure": "spearman", "step": 1, "value": 0.99})
+    card = method_card(pd.DataFrame(recs), pd.DataFrame(checks)).set_index("method")
+    assert card.loc["deconvnet", "Input dependence"] == 1.0
+    assert card.loc["gradcam", "Similarity after full randomisation"] == 0.6  # the last step, not the first
+    assert card.loc["deconvnet", "Flags"] == "does not depend on the photo; no better than an edge detector"
+    assert card.loc["gradcam", "Flags"] == "insensitive to the model's weights"
+    assert card.loc["gradient", "Flags"] == "" and card.loc["edges", "Flags"] == ""
+    assert "Input dependence" not in method_card(pd.DataFrame(recs)).columns  # no checks, no columns

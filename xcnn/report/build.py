@@ -108,10 +108,13 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame, chosen: list, info: RunIn
         view_sections[1:1] = _paired_sections(frame, out, view, label, suffix)
         sections += view_sections
         figs += figures.write_figures(frame, summaries, out / "figures", view, label.lower())
-    card = tables.table_for_display(tables.method_card(views["all"]))
+    from xcnn.experiment.export import read_checks
+
+    checks = pd.DataFrame(read_checks(run_dir))
+    card = tables.table_for_display(tables.method_card(views["all"], checks))
     card_caption = ("Per method and baseline, over all records: how its pictures are drawn, its paper, and the "
-                    "records and photos with a finite P. Further columns (validity checks) appear when the "
-                    "records carry them.")
+                    "records and photos with a finite P; then the means of the validity checks the run made. "
+                    + tables.FLAGS_CAPTION)
     card_files = tables.write_table(card, out / "tables", "method_card", f"Method card. {card_caption}")
     card_section = html.TableSection("", card_caption, card, card_files)
     grid_list = grids.write_grids(df, run_dir, out / "grids", chosen)

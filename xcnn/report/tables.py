@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -295,9 +296,63 @@ def summaries(df: pd.DataFrame, seed: int = 0, n_resamples: int = 2000) -> dict[
     return {key: summary_table(df, by=by, seed=seed, n_resamples=n_resamples) for key, by in SPLITS.items()}
 
 
-def method_card(df: pd.DataFrame) -> pd.DataFrame:
+# Plain-words flags of the method card, and the thresholds the page states.
+FLAG_INPUT = 0.9  # input dependence (Spearman) at or above: the map does not depend on the photo
+FLAG_RANDOM = 0.5  # similarity after full randomisation at or above: insensitive to the weights
+FLAGS_CAPTION = (f"Flags: input dependence ≥ {FLAG_INPUT} \"does not depend on the photo\"; similarity after full "
+                 f"model randomisation ≥ {FLAG_RANDOM} \"insensitive to the model's weights\"; mean P not above "
+                 "the edges baseline's \"no better than an edge detector\". Similarities are Spearman correlations "
+                 "of per-pixel energy (RUN_DIR/checks.csv has SSIM too).")
+CHECK_COLUMNS = {
+    ("deletion", "auc"): "Deletion AUC (lower is better)",
+    ("insertion", "auc"): "Insertion AUC (higher is better)",
+    ("randomisation", "spearman"): "Similarity after full randomisation",
+    ("input", "spearman"): "Input dependence",
+    ("class", "spearman"): "Class dependence",
+}
+
+
+def check_summary(checks: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the mean of each validity check (checks.jsonl rows): AUCs, and similarities
+    (randomisation at its last step, where every group of layers is re-initialised)."""
+    if checks.empty:
+        return pd.DataFrame(index=pd.Index([], name="method"))
+    out = {}
+    for (test, measure), column in CHECK_COLUMNS.items():
+        part = checks[(checks["test"] == test) & (checks["measure"] == measure)]
+        if test == "randomisation" and not part.empty:
+            part = part[part["step"] == part["step"].max()]
+        if not part.empty:
+            out[column] = part.groupby("method")["value"].mean()
+    return pd.DataFrame(out)
+
+
+def _flags(row: dict[Any, Any], edges_p: float) -> str:
+    flags = []
+    if float(row.get("Input dependence", math.nan)) >= FLAG_INPUT:
+        flags.append("does not depend on the photo")
+    if float(row.get("Similarity after full randomisation", math.nan)) >= FLAG_RANDOM:
+        flags.append("insensitive to the model's weights")
+    if math.isfinite(edges_p) and float(row["Mean P"]) <= edges_p:
+        flags.append("no better than an edge detector")
+    return "; ".join(flags)
+
+
+def method_card(df: pd.DataFrame, checks: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per method and baseline: how its pictures are drawn, its paper, records, photos,
-    mean P, and the mean of every optional measurement (CARD_FIELDS) the records carry."""
+    mean P, the mean of every optional measurement (CARD_FIELDS) the records carry, the validity
+    checks' means (check_summary) and plain-words flags for methods."""
+    card = _card(df)
+    summary = check_summary(checks if checks is not None else pd.DataFrame())
+    if not summary.empty:
+        card = card.join(summary, on="method")
+    edges = card.loc[card["method"] == "edges", "Mean P"]
+    edges_p = float(edges.iloc[0]) if len(edges) else math.nan
+    card["Flags"] = [("" if is_baseline(r["method"]) else _flags(r, edges_p)) for r in card.to_dict("records")]
+    return card
+
+
+def _card(df: pd.DataFrame) -> pd.DataFrame:
     extras = [f for f in CARD_FIELDS if f in df.columns and np.isfinite(df[f].to_numpy(dtype=float)).any()]
     rows = []
     for method in order_methods(set(df["method"])):
