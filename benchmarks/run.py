@@ -74,7 +74,7 @@ def main() -> None:
 # --- the run against the engine alone ---------------------------------------------------------
 
 def run_vs_engine(config: Any, args: argparse.Namespace) -> None:
-    device = runner._device(config.device)
+    device = runner.resolve_device(config.device)
     with tempfile.TemporaryDirectory() as tmp:
         engine_in_run = [0.0]
         real_explain = worker_module.explain_units

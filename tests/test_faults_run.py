@@ -127,3 +127,27 @@ def test_the_experiment_never_imports_the_report() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('xcnn.report')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--size", "0"], "--size '0'"),
+    (["--size", "-5"], "--size '-5'"),
+    (["--size", "0x0"], "--size '0x0'"),
+    (["--device", "bogus"], "device 'bogus'"),
+    (["--size", "8"], "cannot explain a 8×8 input"),
+])
+def test_explain_misuse_is_one_line(tmp_path: Path, small: tuple[Path, Path], capsys: pytest.CaptureFixture,
+                                    args: list[str], expect: str) -> None:
+    photo = small[1] / "0001.png"
+    code = main(["explain", str(photo), "--model", "efficientnet_lite0", "--weights", "random", "--methods",
+                 "gradient", "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expect in err[0]
+
+
+def test_explain_out_naming_a_file_fails_before_any_work(tmp_path: Path, small: tuple[Path, Path],
+                                                         capsys: pytest.CaptureFixture) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    assert main(["explain", str(small[1] / "0001.png"), "--out", str(taken)]) == 2
+    assert "is a file" in capsys.readouterr().err and taken.read_text() == "keep me"

@@ -12,6 +12,7 @@ from PIL import Image
 from xcnn.errors import XcnnError
 from xcnn.methods import registry
 from xcnn.methods.registry import ALL_METHODS, DEFAULT_METHODS, SINGLE_PASS, Options
+from xcnn.experiment.config import Size, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +63,32 @@ def run(args: argparse.Namespace) -> int:
     options = Options(ig_steps=args.ig_steps, smoothgrad_samples=args.smoothgrad_samples,
                       smoothgrad_sigma=args.smoothgrad_sigma, scorecam_top_k=args.scorecam_top_k,
                       seed=args.seed, memory_mb=args.memory_mb)
+    from xcnn.experiment.runner import resolve_device
+
     if not args.photo.is_file():
         raise XcnnError(f"photo {args.photo} not found; give the path of an image file")
-    photo = resize_photo(load_image(args.photo), args.size)
-    lm = models.load(args.model, weights=args.weights, device=args.device)
+    if args.out.exists() and not args.out.is_dir():
+        raise XcnnError(f"--out {args.out} is a file; give a folder for the pictures")
+    device = resolve_device(args.device)
+    size = parse_size(args.size)
+    if size is None:
+        raise XcnnError(f"--size {args.size!r}: use original, a side length of 8 to 8192 (224) or HxW (480x640)")
+    # A photo to be resized only needs decoding: the engine's pixel budget applies to the input size.
+    photo = resize_photo(load_image(args.photo, max_pixels=None if size.hw is None else 400_000_000), size)
+    lm = models.load(args.model, weights=args.weights, device=device)
     if lm.fixed_size is not None and photo.shape[:2] != lm.fixed_size:
         h, w = lm.fixed_size
         raise XcnnError(f"--size {args.size}: {lm.name} takes only {h}×{w} inputs; pass --size {h if h == w else f'{h}x{w}'}")
     layout = {} if lm.layout is None else {"layout": lm.layout}  # token-grid models' CAM layer
     target = parse_target(args.target, lm.categories)
-    x = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float().div(255).to(args.device)
+    x = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
     with Explainer(lm.model, target_layer=args.layer or lm.gradcam_layer, **layout) as ex:
-        maps = ex.explain(lm.normalize(x), target, methods=methods, options=options)
+        try:
+            maps = ex.explain(lm.normalize(x), target, methods=methods, options=options)
+        except RuntimeError as err:  # e.g. an input smaller than the network's kernels
+            first = str(err).strip().splitlines()[0][:200]
+            raise XcnnError(f"{lm.name} cannot explain a {photo.shape[0]}×{photo.shape[1]} input ({first}); "
+                            "try a larger --size") from None
     c = int(maps.targets[0])
     prob = float(maps.logits.softmax(1)[0, c])
     log.info("%s explains class %d (%s), p = %.3f; CAM layer %s", lm.name, c, lm.categories[c], prob, maps.layer)
@@ -128,13 +143,10 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def resize_photo(photo: np.ndarray, size: str) -> np.ndarray:
-    if size == "original":
+def resize_photo(photo: np.ndarray, size: Size) -> np.ndarray:
+    if size.hw is None:
         return photo
-    try:
-        h, w = (int(v) for v in size.lower().split("x")) if "x" in size.lower() else (int(size),) * 2
-    except ValueError:
-        raise XcnnError(f"--size {size!r}: use original, a side length (224) or HxW (480x640)") from None
+    h, w = size.hw
     return np.asarray(Image.fromarray(photo).resize((w, h), Image.Resampling.BILINEAR))
 
 

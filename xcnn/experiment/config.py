@@ -425,7 +425,7 @@ def _checks(table: dict[str, Any], sizes: tuple[Size, ...], fail: Any) -> Checks
             raise fail("checks.faithfulness_sizes", f'expected a list of run sizes or "resized", got {value!r}')
         out = []
         for v in value:
-            size = None if v == "resized" else _size(v)
+            size = None if v == "resized" else parse_size(v)
             label = "resized" if v == "resized" else (size.label if size else None)
             if label is None or (label != "resized" and label not in labels):
                 raise fail("checks.faithfulness_sizes", f'{v!r} is not one of run.sizes {labels} nor "resized"')
@@ -575,7 +575,7 @@ def _sizes(value: Any, fail: Any) -> tuple[Size, ...]:
         raise fail("run.sizes", f'expected a list such as ["original", 224], got {value!r}')
     sizes = []
     for s in value:
-        size = _size(s)
+        size = parse_size(s)
         if size is None:
             raise fail("run.sizes", f'{s!r} is not "original", a side length (e.g. 224) or "HxW" (e.g. "240x320")')
         sizes.append(size)
@@ -585,14 +585,14 @@ def _sizes(value: Any, fail: Any) -> tuple[Size, ...]:
     return tuple(sizes)
 
 
-def _size(s: Any) -> Size | None:
+def parse_size(s: Any) -> Size | None:
     if s == "original":
         return Size("original", None)
     if isinstance(s, int) and not isinstance(s, bool):
         return Size(str(s), (s, s)) if 8 <= s <= 8192 else None
     if isinstance(s, str):
         if re.fullmatch(r"\d+", s):
-            return _size(int(s))
+            return parse_size(int(s))
         hw = re.fullmatch(r"(\d+)x(\d+)", s)
         if hw:
             h, w = int(hw.group(1)), int(hw.group(2))

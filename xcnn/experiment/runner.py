@@ -56,7 +56,7 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
     start = time.perf_counter()
     run_dir = Path(run_dir)
     _check_data_paths(config)
-    device = _device(config.device) if config.backend == "local" else None
+    device = resolve_device(config.device) if config.backend == "local" else None
     with RunStore(run_dir) as store:
         data = _dataset(config, run_dir)
         store.check_identity(config.identity(_digest(data)), config.source)
@@ -161,19 +161,25 @@ def _check_data_paths(config: Config) -> None:
                         f"or fix the path ({config.source})")
 
 
-def _device(name: str) -> Any:
+def resolve_device(name: str) -> Any:
+    """A torch device from "auto", "cpu", "cuda[:N]" or "mps"; one line if it is not here."""
+    import re
+
     import torch
+
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", name):
+        raise XcnnError(f'device {name!r}: use "cpu", "cuda", "cuda:N", "mps" or "auto"')
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise XcnnError(f'run.device = "{name}" but no CUDA device is available; use "cpu" or "auto"')
+            raise XcnnError(f'device "{name}" asked but no CUDA device is available; use "cpu" or "auto"')
         index = int(name.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
-            raise XcnnError(f'run.device = "{name}" but this machine has {torch.cuda.device_count()} CUDA device(s)')
+            raise XcnnError(f'device "{name}" asked but this machine has {torch.cuda.device_count()} CUDA device(s)')
     if name == "mps" and not torch.backends.mps.is_available():
-        raise XcnnError('run.device = "mps" but Apple\'s MPS is not available here; use "cpu" or "auto"')
+        raise XcnnError('device "mps" asked but Apple\'s MPS is not available here; use "cpu" or "auto"')
     return torch.device(name)
 
 
