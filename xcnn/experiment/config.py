@@ -66,6 +66,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xcnn.data.dataset import file_hash
 from xcnn.data.images import DEFAULT_MAX_PIXELS  # the engine's peak for one such photo fits 24 GB
 from xcnn.errors import XcnnError
 from xcnn.methods import registry
@@ -230,15 +231,7 @@ def _weights_identity(weights: str | None) -> str:
     file resumes and a replaced one does not)."""
     if weights is None or weights == "random":
         return weights or "published"
-    return "sha256:" + file_digest(Path(weights))
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return "sha256:" + file_hash(Path(weights))
 
 
 def load_config(path: str | Path) -> Config:
