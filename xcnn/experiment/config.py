@@ -59,7 +59,6 @@ identity either: their rows (RUN_DIR/checks.jsonl) carry their own parameters.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import sys
 from dataclasses import asdict, dataclass, field
