@@ -302,7 +302,15 @@ FLAG_RANDOM = 0.5  # similarity after full randomisation at or above: insensitiv
 FLAGS_CAPTION = (f"Flags: input dependence ≥ {FLAG_INPUT} \"does not depend on the photo\"; similarity after full "
                  f"model randomisation ≥ {FLAG_RANDOM} \"insensitive to the model's weights\"; mean P not above "
                  "the edges baseline's \"no better than an edge detector\". Similarities are Spearman correlations "
-                 "of per-pixel energy (RUN_DIR/checks.csv has SSIM too).")
+                 "of per-pixel energy (RUN_DIR/checks.csv has SSIM too). "
+                 "Deletion / insertion: pixels are removed from the photo (or put back into a blurred copy) "
+                 "in the map's order, and the area under the target's probability is taken; a faithful map "
+                 "makes deletion fall fast and insertion rise fast. "
+                 "Randomisation: the model's layers are re-initialised from the output down and the map "
+                 "recomputed; a map that stays similar does not reflect what the model learnt. "
+                 "Input dependence: the map of another photo explained for the same class; near 1, the map "
+                 "ignores the photo. Class dependence: the same photo explained for another class; near 1, "
+                 "the map ignores the class (expected of Guided Backprop and Eigen-CAM).")
 CHECK_COLUMNS = {
     ("deletion", "auc"): "Deletion AUC (lower is better)",
     ("insertion", "auc"): "Insertion AUC (higher is better)",
