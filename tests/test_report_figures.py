@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -155,3 +156,18 @@ def test_grid_survives_a_missing_picture(tmp_path):
     df = tables.load_records(run_dir)
     out = grids.write_grids(df, run_dir, tmp_path / "g", grids.choose_images(df, None))
     assert len(out) == 1 and out[0].path.stat().st_size > 0
+
+
+def test_check_figures_draw_one_curve_per_method_and_nothing_without_checks(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from xcnn.report.figures import write_check_figures
+
+    rows = [{"method": m, "test": "randomisation", "measure": meas, "step": k, "value": 1 - k / 5}
+            for m in ("gradient", "gradcam") for meas in ("spearman", "ssim") for k in range(1, 6)]
+    rows += [{"method": m, "test": t, "measure": "prob", "step": k, "value": k / 10}
+             for m in ("gradient", "gradcam") for t in ("deletion", "insertion") for k in range(11)]
+    figs = write_check_figures(pd.DataFrame(rows), tmp_path)
+    assert [f.name for f in figs] == ["randomisation", "deletion_insertion"]
+    assert all(p.is_file() and p.stat().st_size > 0 for f in figs for p in f.files)
+    assert write_check_figures(pd.DataFrame(), tmp_path / "none") == []

@@ -111,6 +111,7 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame, chosen: list, info: RunIn
     from xcnn.experiment.export import read_checks
 
     checks = pd.DataFrame(read_checks(run_dir))
+    figs += figures.write_check_figures(checks, out / "figures")
     card = tables.table_for_display(tables.method_card(views["all"], checks))
     card_caption = ("Per method and baseline, over all records: how its pictures are drawn, its paper, and the "
                     "records and photos with a finite P; then the means of the validity checks the run made. "

@@ -261,3 +261,54 @@ def heat_stops(n: int = 11) -> list[str]:
 def registry_names() -> list[str]:
     """Every method and baseline the registry knows, in its order (for palette checks)."""
     return registry.order([*registry.ALL_METHODS, *registry.BASELINE_NAMES])
+
+
+def write_check_figures(checks: pd.DataFrame, out_dir: Path) -> list[Figure]:
+    """The validity checks' curves, one line per method: similarity to the trained model's map
+    along the randomisation cascade (as Adebayo et al. 2018, Fig. 2), and the mean deletion and
+    insertion curves (Petsiuk et al. 2018). Nothing when the run made no such checks."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures: list[Figure] = []
+    with plt.rc_context(RC):
+        rand = checks[(checks["test"] == "randomisation")] if not checks.empty else checks
+        if not rand.empty:
+            fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), layout="constrained", sharey=True)
+            for ax, measure in zip(axes, ("spearman", "ssim")):
+                part = rand[rand["measure"] == measure]
+                for method in registry.order(set(part["method"])):
+                    curve = part[part["method"] == method].groupby("step")["value"].mean()
+                    steps = [0, *curve.index.astype(int)]
+                    ax.plot(steps, [1.0, *curve.to_numpy()], marker="o", color=method_color(method),
+                            label=method_label(method))
+                ax.set(title=measure.upper() if measure == "ssim" else "Spearman", xlabel="groups of layers re-initialised "
+                       "(output first)", ylim=(-1.05, 1.05))
+            axes[0].set_ylabel("similarity to the trained model's map")
+            _legend_outside(fig, axes[0])
+            figures.append(Figure("randomisation", "Model randomisation",
+                                  "Similarity of each method's map to the trained model's map as the model's layers "
+                                  "are re-initialised from the output down; a map that stays high does not reflect "
+                                  "the weights.", "all", _save(fig, out_dir, "randomisation"), True))
+        curves = checks[(checks["measure"] == "prob")] if not checks.empty else checks
+        if not curves.empty:
+            fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), layout="constrained", sharey=True)
+            for ax, test in zip(axes, ("deletion", "insertion")):
+                part = curves[curves["test"] == test]
+                for method in registry.order(set(part["method"])):
+                    mean = part[part["method"] == method].groupby("step")["value"].mean()
+                    ax.plot(mean.index / max(mean.index.max(), 1), mean.to_numpy(), color=method_color(method),
+                            label=method_label(method))
+                ax.set(title=f"{test.capitalize()} ({'lower' if test == 'deletion' else 'higher'} is better)",
+                       xlabel="fraction of pixels " + ("removed" if test == "deletion" else "put back"), ylim=(0, 1))
+            axes[0].set_ylabel("target probability (mean)")
+            _legend_outside(fig, axes[0])
+            figures.append(Figure("deletion_insertion", "Deletion and insertion curves",
+                                  "Mean target probability as the map's most salient pixels are removed (left) or put "
+                                  "back into a blurred photo (right); the areas under them are in the method card.",
+                                  "all", _save(fig, out_dir, "deletion_insertion"), True))
+    return figures
+
+
+def _legend_outside(fig: plt.Figure, ax: plt.Axes) -> None:
+    """One legend for the panels, right of them, so no curve hides under it."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=9)
