@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("explain", "data", "run", "report"):
         importlib.import_module(f"xcnn.cli.{name}").add_parser(sub)
     args = parser.parse_args(argv)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command: XcnnError and local I/O errors become one line and exit status 2."""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

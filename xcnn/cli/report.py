@@ -58,18 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xcnn report", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except XcnnError as err:
-        print(f"xcnn: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a full disk, a folder without permission: the machine, not a bug
-        print(f"xcnn: error: {err.filename or args.run_dir}: {err.strerror or err}; free space or fix permissions, "
-              "then run the same command again", file=sys.stderr)
-        return 2
+    from xcnn.cli import run_command  # the package's __init__ loads no command module
+
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
