@@ -2,18 +2,13 @@
 (random-weight ResNet-18 on the tiny COCO fixture of test_run)."""
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.test_run import ROOT, make_coco
+from tests.test_run import ROOT, kill_run_at, make_coco
 from xcnn.errors import XcnnError
 from xcnn.experiment import load_config, run
 from xcnn.experiment import worker as worker_module
@@ -146,21 +141,8 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_check_rows(tmp_path: Path, dat
     cfg = config(tmp_path / "cfg.toml", dataset)
     out = tmp_path / "run"
     checks = out / "checks.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    kills = 0
     for k in (1, 60):  # lines in checks.jsonl when the process is killed
-        proc = subprocess.Popen([sys.executable, "-m", "xcnn", "run", str(cfg), "--out", str(out), "--no-report"],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 180
-        while proc.poll() is None and time.monotonic() < deadline:
-            if checks.exists() and checks.read_bytes().count(b"\n") >= k:
-                break
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills == 2
+        assert kill_run_at(cfg, out, checks, k, 180)
     run(load_config(cfg), out)
     assert (out / "checks.csv").read_bytes() == (reference / "checks.csv").read_bytes()
     mine, ref = (pd.read_csv(d / "records.csv").drop(columns="ms") for d in (out, reference))  # ms: timings

@@ -101,6 +101,24 @@ def reference(tmp_path_factory: pytest.TempPathFactory, dataset: tuple[Path, Pat
 
 # --- independent recomputation -------------------------------------------------------------
 
+def kill_run_at(cfg: Path, out: Path, watched: Path, lines: int, timeout: float) -> bool:
+    """Start `xcnn run` in a process and SIGKILL it once ``watched`` has ``lines`` lines;
+    whether it was still running to be killed."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "xcnn", "run", str(cfg), "--out", str(out), "--no-report"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if watched.exists() and watched.read_bytes().count(b"\n") >= lines:
+            break
+        time.sleep(0.002)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return killed
+
+
 def assert_same_exports(run_dir: Path, reference: Path) -> None:
     """exp.json and records.csv equal bit for bit in every field but the timing ``ms``."""
     def exp(path: Path) -> dict:
@@ -195,22 +213,9 @@ def test_kill_9_at_several_points_then_rerun_gives_the_uninterrupted_result(
     cfg = write_config(tmp_path / "cfg.toml", *dataset)
     out = tmp_path / "run"
     store = out / "records.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    kills = 0
     for k in (1, 22, 41):  # lines in the store when the process is killed
-        proc = subprocess.Popen([sys.executable, "-m", "xcnn", "run", str(cfg), "--out", str(out), "--no-report"],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline:
-            if store.exists() and store.read_bytes().count(b"\n") >= k:
-                break
-            time.sleep(0.002)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
+        assert kill_run_at(cfg, out, store, k, 120)
         assert not (out / "exp.json").exists()  # the exports come only at the very end
-    assert kills == 3
     assert store.read_bytes().count(b"\n") < 60
     run(load_config(cfg), out)
     assert_same_exports(out, reference)

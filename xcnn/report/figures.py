@@ -138,12 +138,7 @@ def _panel(ax: plt.Axes, rows: pd.DataFrame, pos: dict[str, float], title: str) 
         ax.axhline(min(baselines) - 0.8, color="#999999", linewidth=0.8)
     ax.set_xlim(0, 1)
     ax.set_ylim(max(pos.values()) + 0.7, -0.7)
-    ax.set_yticks(list(pos.values()), [method_label(m) for m in pos])
-    for tick, m in zip(ax.get_yticklabels(), pos):
-        if is_baseline(m):
-            tick.set_color("#555555")
-            tick.set_fontstyle("italic")
-    ax.grid(axis="y", visible=False)
+    _method_ticks(ax, pos)
     ax.set_title(title, fontsize=12)
 
 
@@ -200,12 +195,7 @@ def distribution(df: pd.DataFrame, title: str) -> plt.Figure:
     ax.axvline(0, color="black", linestyle=(0, (2, 1.5)), linewidth=1.6, zorder=1)
     ax.set_xlim(-1, 1)
     ax.set_ylim(max(pos.values()) + 0.7, -1.0)
-    ax.set_yticks(list(pos.values()), [method_label(m) for m in pos])
-    for tick, m in zip(ax.get_yticklabels(), pos):
-        if is_baseline(m):
-            tick.set_color("#555555")
-            tick.set_fontstyle("italic")
-    ax.grid(axis="y", visible=False)
+    _method_ticks(ax, pos)
     ax.set_xlabel("P − chance level (0 = no better than a uniform map)")
     ax.set_title(title, fontsize=15)
     fig.supxlabel("Boxes: quartiles; line: median; diamond: mean; whiskers: 1.5 × IQR; dots: records beyond. "
@@ -312,3 +302,13 @@ def _legend_outside(fig: plt.Figure, ax: plt.Axes) -> None:
     """One legend for the panels, right of them, so no curve hides under it."""
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize=9)
+
+
+def _method_ticks(ax: plt.Axes, pos: dict[str, float]) -> None:
+    """Method names on the y axis, baselines in grey italics."""
+    ax.set_yticks(list(pos.values()), [method_label(m) for m in pos])
+    for tick, m in zip(ax.get_yticklabels(), pos):
+        if is_baseline(m):
+            tick.set_color("#555555")
+            tick.set_fontstyle("italic")
+    ax.grid(axis="y", visible=False)
