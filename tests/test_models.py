@@ -125,3 +125,13 @@ def test_normalize_uses_the_models_statistics() -> None:
     assert torch.allclose(lm.normalize(x)[0, 0], torch.zeros(2, 2), atol=1e-6)
     lite = models.load("efficientnet_lite0", weights="random")
     assert torch.allclose(lite.normalize(torch.full((1, 3, 1, 1), 127 / 255)), torch.zeros(1, 3, 1, 1), atol=1e-6)
+
+
+def test_random_weights_are_the_same_on_every_load() -> None:
+    """weights="random" is seeded (as its docstring says), for torchvision models too, and leaves
+    the global RNG alone."""
+    state = torch.random.get_rng_state()
+    first, second = models.load("resnet18", weights="random"), models.load("resnet18", weights="random")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(v, second.model.state_dict()[k]), k

@@ -220,7 +220,7 @@ def _load_torchvision(name: str, weights: str | Path | None) -> LoadedModel:
         # per-model fix-ups (DenseNet's old key names, GoogLeNet's input transform).
         model = torchvision.models.get_model(name, weights=published)
     else:
-        model = torchvision.models.get_model(name, weights=None, **kwargs)
+        model = _seeded(lambda: torchvision.models.get_model(name, weights=None, **kwargs))
         if weights != "random":
             _load_state(model, _read_state_dict(Path(weights)), name)
     mean, std = published.transforms().mean, published.transforms().std
