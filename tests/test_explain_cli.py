@@ -119,3 +119,68 @@ def test_pictures_follow_the_registry() -> None:
         np.testing.assert_array_equal(picture(m, saliency, photo), expected)
     with pytest.raises(XcnnError, match="did you mean layercam"):
         picture("layer_cam", np.zeros((1, 6, 8)), photo)
+
+
+def _photo(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.random.default_rng(seed).random((40, 48, 3)) * 255).astype(np.uint8)).save(path)
+
+
+def test_explain_several_photos_and_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Files and a folder's images (sorted, not its subfolder's), one model load, names that never
+    collide, a warning for a non-image file, and each photo's maps as a run of its own gives."""
+    for seed, name in enumerate(["a/cat.png", "a/dog.png", "b/cat.png", "c.png", "a/sub/deep.png"]):
+        _photo(tmp_path / name, seed)
+    (tmp_path / "a" / "notes.txt").write_text("not a photo")
+    loads = []
+    real_load = models.load
+    monkeypatch.setattr(models, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    out = tmp_path / "out"
+    base = ["--model", "resnet18", "--weights", "random", "--methods", "gradient,gradcam", "--save-raw"]
+    assert main(["explain", str(tmp_path / "a"), str(tmp_path / "b" / "cat.png"), str(tmp_path / "c.png"),
+                 str(tmp_path / "a" / "dog.png"), *base, "--out", str(out)]) == 0
+    assert len(loads) == 1
+    assert "a/notes.txt" in caplog.text and "deep" not in caplog.text
+    names = sorted(f.name for f in out.iterdir() if f.name.endswith("-all.png"))
+    assert names == ["a_cat-all.png", "b_cat-all.png", "c-all.png", "dog-all.png"]  # dog.png named twice: once
+    for name, stem in [("a/cat.png", "a_cat"), ("b/cat.png", "b_cat"), ("c.png", "c")]:
+        alone = tmp_path / "alone" / stem
+        assert main(["explain", str(tmp_path / name), *base, "--out", str(alone)]) == 0
+        np.testing.assert_array_equal(np.load(out / f"{stem}-gradcam.npy"),
+                                      np.load(alone / f"{Path(name).stem}-gradcam.npy"))
+
+
+def test_explain_several_photos_skips_a_damaged_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _photo(tmp_path / "d" / "good.png", 0)
+    (tmp_path / "d" / "bad.jpg").write_bytes(Image.new("RGB", (1, 1)).tobytes() + b"\xff\xd8\xff")  # not a JPEG
+    good = tmp_path / "good.jpg"
+    _photo(good, 1)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(good.read_bytes()[:200])  # a JPEG header, no picture
+    out = tmp_path / "out"
+    code = main(["explain", str(tmp_path / "d"), str(broken), "--model", "resnet18", "--weights", "random",
+                 "--methods", "gradient", "--out", str(out)])
+    assert code == 3
+    assert "bad.jpg" in caplog.text and "skipped" in caplog.text and str(broken) in caplog.text
+    assert (out / "good-all.png").exists() and not list(out.glob("broken*"))
+
+
+def test_explain_an_empty_folder_or_missing_photo_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no photos here")
+    for path, expected in [(tmp_path / "empty", f"folder {tmp_path / 'empty'} holds no image files"),
+                           (tmp_path / "missing.jpg", f"photo {tmp_path / 'missing.jpg'} not found")]:
+        assert main(["explain", str(path), "--model", "resnet18", "--weights", "random"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("xcnn: error: ") and expected in err and "\n" not in err
+
+
+def test_output_stems_never_collide() -> None:
+    from xcnn.cli.explain import output_stems
+
+    photos = [Path("x/img/cat.jpg"), Path("y/img/cat.jpg"), Path("a.jpg"), Path("a.png"), Path("img_cat.png"),
+              Path("Dog.jpg"), Path("q/dog.jpg")]
+    stems = output_stems(photos)
+    assert len({s.casefold() for s in stems}) == len(photos)
+    assert stems[:2] == ["img_cat", "img_cat_2"] and stems[4] == "img_cat_3" and output_stems([Path("p.png")]) == ["p"]

@@ -1,9 +1,11 @@
-"""`xcnn explain PHOTO`: saliency maps of one photo, as PNGs and one figure of them all."""
+"""`xcnn explain PHOTO|FOLDER ...`: saliency maps of photos, as PNGs and one figure of them all per photo."""
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +20,15 @@ log = logging.getLogger(__name__)
 
 _GROUPS = {"all": ALL_METHODS, "single-pass": SINGLE_PASS, "default": DEFAULT_METHODS}
 _DEFAULTS = Options()
+EPILOG = """exit status: 0 every photo explained; 3 some of several photos failed (a warning names each, the
+others are written); 2 a usage or input error (one line on stderr); 1 a bug (a traceback)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="saliency maps of one photo", description=__doc__)
-    p.add_argument("photo", type=Path, help="image file (JPEG, PNG, …)")
+    p = sub.add_parser("explain", help="saliency maps of photos", description=__doc__, epilog=EPILOG)
+    p.add_argument("photos", type=Path, nargs="+", metavar="PHOTO",
+                   help="image files (JPEG, PNG, …) or folders of them (a folder: its image files, sorted, "
+                        "not its subfolders)")
     p.add_argument("--model", default="mobilenet_v2",
                    help="a torchvision CNN name, timm:NAME or python:package.module:factory (default: mobilenet_v2)")
     p.add_argument("--weights", help="state-dict file instead of the published ImageNet weights")
@@ -65,50 +71,114 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, memory_mb=args.memory_mb)
     from xcnn.experiment.runner import resolve_device
 
-    if not args.photo.is_file():
-        raise XcnnError(f"photo {args.photo} not found; give the path of an image file")
+    photos = find_photos(args.photos)
     if args.out.exists() and not args.out.is_dir():
         raise XcnnError(f"--out {args.out} is a file; give a folder for the pictures")
     device = resolve_device(args.device)
     size = parse_size(args.size)
     if size is None:
         raise XcnnError(f"--size {args.size!r}: use original, a side length of 8 to 8192 (224) or HxW (480x640)")
-    # A photo to be resized only needs decoding: the engine's pixel budget applies to the input size.
-    photo = resize_photo(load_image(args.photo, max_pixels=None if size.hw is None else 400_000_000), size)
-    lm = models.load(args.model, weights=args.weights, device=device)
-    if lm.fixed_size is not None and photo.shape[:2] != lm.fixed_size:
-        h, w = lm.fixed_size
-        raise XcnnError(f"--size {args.size}: {lm.name} takes only {h}×{w} inputs; pass --size {h if h == w else f'{h}x{w}'}")
-    layout = {} if lm.layout is None else {"layout": lm.layout}  # token-grid models' CAM layer
+    lm = models.load(args.model, weights=args.weights, device=device)  # once, for every photo
     target = parse_target(args.target, lm.categories)
-    x = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
-    with Explainer(lm.model, target_layer=args.layer or lm.gradcam_layer, **layout) as ex:
+    layout = {} if lm.layout is None else {"layout": lm.layout}  # token-grid models' CAM layer
+    ex = Explainer(lm.model, target_layer=args.layer or lm.gradcam_layer, **layout)
+
+    def explain(path: Path, stem: str) -> None:
+        """Every map of one photo, written as OUT/STEM-METHOD.png and OUT/STEM-all.png."""
+        # A photo to be resized only needs decoding: the engine's pixel budget applies to the input size.
+        photo = resize_photo(load_image(path, max_pixels=None if size.hw is None else 400_000_000), size)
+        if lm.fixed_size is not None and photo.shape[:2] != lm.fixed_size:
+            h, w = lm.fixed_size
+            raise XcnnError(f"--size {args.size}: {lm.name} takes only {h}×{w} inputs; "
+                            f"pass --size {h if h == w else f'{h}x{w}'}")
+        x = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
         try:
             maps = ex.explain(lm.normalize(x), target, methods=methods, options=options)
         except RuntimeError as err:  # e.g. an input smaller than the network's kernels
             first = str(err).strip().splitlines()[0][:200]
             raise XcnnError(f"{lm.name} cannot explain a {photo.shape[0]}×{photo.shape[1]} input ({first}); "
                             "try a larger --size") from None
-    c = int(maps.targets[0])
-    prob = float(maps.logits.softmax(1)[0, c])
-    log.info("%s explains class %d (%s), p = %.3f; CAM layer %s", lm.name, c, lm.categories[c], prob, maps.layer)
-    for name, values in maps.extras.items():
-        log.info("%s: %s", name, ", ".join(f"{float(v):.4g}" for v in values.reshape(-1)))
-    log.debug("milliseconds per map: %s", {m: round(v, 1) for m, v in maps.milliseconds.items()})
+        c = int(maps.targets[0])
+        prob = float(maps.logits.softmax(1)[0, c])
+        log.info("%s: %s explains class %d (%s), p = %.3f; CAM layer %s", path.name, lm.name, c, lm.categories[c],
+                 prob, maps.layer)
+        for name, values in maps.extras.items():
+            log.info("%s: %s", name, ", ".join(f"{float(v):.4g}" for v in values.reshape(-1)))
+        log.debug("milliseconds per map: %s", {m: round(v, 1) for m, v in maps.milliseconds.items()})
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.photo.stem
-    pictures = {}
-    for m in maps.methods():
-        raw = maps.get(m)[0].detach().cpu().numpy()
-        pictures[m] = picture(m, raw, photo)
-        Image.fromarray(pictures[m]).save(args.out / f"{stem}-{m}.png")
-        if args.save_raw:
-            np.save(args.out / f"{stem}-{m}.npy", raw)
-    title = f"{lm.name}: {lm.categories[c]} (class {c}, p = {prob:.2f})"
-    grid_figure(photo, pictures, title, args.out / f"{stem}-all.png")
-    log.info("wrote %d maps to %s", len(pictures), args.out)
+        args.out.mkdir(parents=True, exist_ok=True)
+        pictures = {}
+        for m in maps.methods():
+            raw = maps.get(m)[0].detach().cpu().numpy()
+            pictures[m] = picture(m, raw, photo)
+            Image.fromarray(pictures[m]).save(args.out / f"{stem}-{m}.png")
+            if args.save_raw:
+                np.save(args.out / f"{stem}-{m}.npy", raw)
+        title = f"{lm.name}: {lm.categories[c]} (class {c}, p = {prob:.2f})"
+        grid_figure(photo, pictures, title, args.out / f"{stem}-all.png")
+        log.info("wrote %d maps of %s to %s", len(pictures), path.name, args.out)
+
+    if len(photos) == 1:  # one photo: its errors are the command's (one line, exit status 2)
+        explain(photos[0], photos[0].stem)
+        return 0
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    failed = 0
+    # As the run's progress bar (xcnn.experiment.runner.Progress): on stderr, log lines above it.
+    with logging_redirect_tqdm():
+        for path, stem in tqdm(list(zip(photos, output_stems(photos))), unit="photo", desc="xcnn explain",
+                               dynamic_ncols=True):
+            try:
+                explain(path, stem)
+            except XcnnError as err:  # a damaged photo, one too small for the model: the others go on
+                log.warning("skipped %s: %s", path, err)
+                failed += 1
+    if failed:
+        log.warning("%d of %d photos failed; see the warnings above", failed, len(photos))
+        return 3
     return 0
+
+
+def find_photos(paths: Sequence[Path]) -> list[Path]:
+    """The photos to explain: files as given, a folder's image files (sorted, not its subfolders'),
+    each once. A missing path or a folder without images is an error before any work."""
+    from xcnn.data.images import is_image
+
+    photos: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = []
+            for file in sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")):
+                if is_image(file):  # reads the header only; a folder also holds notes, masks' JSON, …
+                    found.append(file)
+                else:
+                    log.warning("skipping %s: not an image file PIL can read", file)
+            if not found:
+                raise XcnnError(f"folder {path} holds no image files PIL can read; give a folder of photos")
+            photos += found
+        elif path.is_file():
+            photos.append(path)
+        else:
+            raise XcnnError(f"photo {path} not found; give the path of an image file or a folder of them")
+    return list({p.resolve(): p for p in photos}.values())  # a photo named twice is explained once
+
+
+def output_stems(photos: Sequence[Path]) -> list[str]:
+    """One distinct file-name stem per photo, so no photo's pictures overwrite another's: its own
+    stem, with its folder's name in front where stems clash (a/cat.jpg, b/cat.png), then a number."""
+    clashes = Counter(p.stem.casefold() for p in photos)  # casefold: macOS and Windows names ignore case
+    taken: set[str] = set()
+    stems = []
+    for p in photos:
+        stem = p.stem if clashes[p.stem.casefold()] == 1 else f"{p.resolve().parent.name}_{p.stem}"
+        unique, n = stem, 1
+        while unique.casefold() in taken:
+            n += 1
+            unique = f"{stem}_{n}"
+        taken.add(unique.casefold())
+        stems.append(unique)
+    return stems
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
