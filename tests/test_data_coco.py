@@ -152,3 +152,8 @@ def test_exif_orientation_is_not_applied(tmp_path: Path) -> None:
     path = tmp_path / "rotated.jpg"
     img.save(path, exif=exif)
     assert load_image(path).shape == (30, 40, 3)
+    # Only a caller without masks asks for it (xcnn explain).
+    from xcnn.data.images import exif_orientation
+
+    assert exif_orientation(path) == 6 and load_image(path, upright=True).shape == (40, 30, 3)
+    assert exif_orientation(tmp_path / "missing.jpg") == 1

@@ -1,12 +1,13 @@
 """`xcnn explain` end to end, and the real offline weights on a real photo with a mask."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from xcnn import METHODS, Explainer, models
 from xcnn.cli import main
@@ -184,3 +185,26 @@ def test_output_stems_never_collide() -> None:
     stems = output_stems(photos)
     assert len({s.casefold() for s in stems}) == len(photos)
     assert stems[:2] == ["img_cat", "img_cat_2"] and stems[4] == "img_cat_3" and output_stems([Path("p.png")]) == ["p"]
+
+
+def test_explain_turns_a_photo_by_its_exif_orientation(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A camera's sideways JPEG (orientation 6) is explained upright, as a viewer shows it, and the
+    log says so; its maps are those of the same photo stored upright."""
+    stored = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.fromarray(stored).save(tmp_path / "sideways.jpg", exif=exif)
+    with Image.open(tmp_path / "sideways.jpg") as img:
+        upright = ImageOps.exif_transpose(img).convert("RGB")
+    upright.save(tmp_path / "upright.png")
+    assert upright.size == (40, 56)
+    caplog.set_level(logging.INFO, logger="xcnn")
+    out = tmp_path / "out"
+    assert main(["explain", str(tmp_path / "sideways.jpg"), str(tmp_path / "upright.png"), "--model", "resnet18",
+                 "--weights", "random", "--methods", "gradient,gradcam", "--save-raw", "--out", str(out)]) == 0
+    assert "sideways.jpg (rotated per EXIF orientation 6): resnet18 explains" in caplog.text
+    assert "upright.png: resnet18 explains" in caplog.text
+    for m in ("gradient", "gradcam"):
+        turned = np.load(out / f"sideways-{m}.npy")
+        assert turned.shape[-2:] == (56, 40)
+        np.testing.assert_allclose(turned, np.load(out / f"upright-{m}.npy"), rtol=1e-5, atol=1e-6)

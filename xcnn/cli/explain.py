@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from xcnn import models
     from xcnn.data import load_image
+    from xcnn.data.images import exif_orientation
     from xcnn.engine import Explainer
     from xcnn.render import picture
 
@@ -86,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
     def explain(path: Path, stem: str) -> None:
         """Every map of one photo, written as OUT/STEM-METHOD.png and OUT/STEM-all.png."""
         # A photo to be resized only needs decoding: the engine's pixel budget applies to the input size.
-        photo = resize_photo(load_image(path, max_pixels=None if size.hw is None else 400_000_000), size)
+        # Upright as a viewer shows it (no mask here to stay aligned with, unlike a dataset's photos).
+        photo = load_image(path, max_pixels=None if size.hw is None else 400_000_000, upright=True)
+        photo = resize_photo(photo, size)
+        orientation = exif_orientation(path)
+        turned = f" (rotated per EXIF orientation {orientation})" if orientation != 1 else ""
         if lm.fixed_size is not None and photo.shape[:2] != lm.fixed_size:
             h, w = lm.fixed_size
             raise XcnnError(f"--size {args.size}: {lm.name} takes only {h}×{w} inputs; "
@@ -100,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
                             "try a larger --size") from None
         c = int(maps.targets[0])
         prob = float(maps.logits.softmax(1)[0, c])
-        log.info("%s: %s explains class %d (%s), p = %.3f; CAM layer %s", path.name, lm.name, c, lm.categories[c],
-                 prob, maps.layer)
+        log.info("%s%s: %s explains class %d (%s), p = %.3f; CAM layer %s", path.name, turned, lm.name, c,
+                 lm.categories[c], prob, maps.layer)
         for name, values in maps.extras.items():
             log.info("%s: %s", name, ", ".join(f"{float(v):.4g}" for v in values.reshape(-1)))
         log.debug("milliseconds per map: %s", {m: round(v, 1) for m, v in maps.milliseconds.items()})

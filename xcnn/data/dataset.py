@@ -178,6 +178,7 @@ class Dataset(ABC):
             log.debug("image %s: %s missing", image_id, file)
             return None, MISSING
         try:
+            # As stored, not turned by its EXIF orientation: the mask was drawn on the stored pixels.
             shape = load_image(file, max_pixels=budget).shape[:2]
         except ImageTooLarge as err:
             log.warning("skipping image %s: %s", image_id, err)

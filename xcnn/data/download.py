@@ -232,6 +232,7 @@ def check_image(size: tuple[int, int] | None = None, max_pixels: int | None = No
 
     def problem(path: Path) -> str | None:
         try:
+            # As stored (no EXIF turn): `size` and the masks are those of the stored pixels.
             load_image(path, size, max_pixels=max_pixels)
         except XcnnError as err:
             return str(err)

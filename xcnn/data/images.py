@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from xcnn.errors import XcnnError
 
@@ -51,7 +51,8 @@ class ImageTooLarge(XcnnError):
         )
 
 
-def load_image(path: str | Path, size: tuple[int, int] | None = None, *, max_pixels: int | None = None) -> np.ndarray:
+def load_image(path: str | Path, size: tuple[int, int] | None = None, *, max_pixels: int | None = None,
+               upright: bool = False) -> np.ndarray:
     """Read an image as H×W×3 uint8 RGB (greyscale, palette, CMYK, RGBA and wide modes are converted).
 
     `size` = (h, w) expected from the annotation file; a file of another size is an error,
@@ -59,9 +60,10 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, *, max_pix
     is checked on the header, before anything is decoded: an image over it raises
     ImageTooLarge.
 
-    EXIF orientation is deliberately NOT applied: COCO polygons and RLEs are given in the
+    EXIF orientation is NOT applied by default: COCO polygons and RLEs are given in the
     stored pixel grid (the annotation's width/height are the stored ones), so rotating
-    the photo would move it away from its mask.
+    the photo would move it away from its mask. `upright=True` applies it, for a photo
+    without a mask (`xcnn explain`): the camera's sideways pixels turned as a viewer shows them.
     """
     path = Path(path)
     budget = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
@@ -78,6 +80,8 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, *, max_pix
                     "the mask would not line up, use the file the annotation was made for"
                 )
             img.load()  # decode fully now, so a truncated file fails here, not later
+            if upright:
+                img = ImageOps.exif_transpose(img)
             if img.mode.startswith(_WIDE):
                 grey = _scale(np.asarray(img), img.mode, path)
                 return np.repeat(grey[:, :, None], 3, axis=2)
@@ -86,6 +90,17 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, *, max_pix
         raise XcnnError(f"image file {path} not found; download it again or fix the image folder") from None
     except _UNREADABLE as err:
         raise XcnnError(f"cannot read image {path} ({err}); the file is damaged or not an image, download it again") from None
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The photo's EXIF orientation tag: 1 (stored upright, also when there is no tag or no
+    readable file) to 8; `load_image(..., upright=True)` turns the photo by it."""
+    try:
+        with _header(Path(path)) as img:
+            value = img.getexif().get(0x0112, 1)
+    except _UNREADABLE:
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
