@@ -102,7 +102,20 @@ def test_unknown_category_names_the_file_categories(ds: CocoDataset) -> None:
     with pytest.raises(XcnnError) as err:
         ds.select(["zebra", "giraffe"], 3, seed=0)
     msg = one_line(err)
-    assert "'giraffe'" in msg and "person, traffic light, zebra" in msg
+    assert "'giraffe'" in msg and "it has: person, traffic light, zebra" in msg and "did you mean" not in msg
+    with pytest.raises(XcnnError) as err:
+        ds.select(["zebar"], 3, seed=0)
+    msg = one_line(err)
+    assert msg.endswith("; did you mean 'zebra'?") and "it has" not in msg
+
+
+def test_did_you_mean_is_one_phrase_in_the_options_spelling() -> None:
+    from xcnn.errors import did_you_mean
+
+    assert did_you_mean("Trafic Light", ["person", "traffic light", "zebra"]) == "did you mean 'traffic light'?"
+    assert did_you_mean("resnet05", ["resnet50", "resnet18", "resnet101", "vgg11"]) == \
+        "did you mean 'resnet50', 'resnet101', 'resnet18'?"
+    assert did_you_mean("giraffe", ["person", "zebra"]) == ""
 
 
 def test_missing_and_bad_annotation_files(tmp_path: Path) -> None:

@@ -245,7 +245,7 @@ def test_one_class_per_method_equals_the_shared_pass() -> None:
     torch.testing.assert_close(GuidedBackprop(model).attribute(x, target=[2, 5]), shared.guided_backprop)
     # A method without a layer never looks for one.
     assert GuidedBackprop(model, target_layer="no such layer").explainer.target_layer is None
-    with pytest.raises(XcnnError, match="did you mean layercam"):
+    with pytest.raises(XcnnError, match="did you mean 'layercam'"):
         Attribution(model, "layer_cam")
 
 

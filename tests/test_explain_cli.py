@@ -62,7 +62,7 @@ def test_explain_bad_methods_and_options(tmp_path: Path, capsys: pytest.CaptureF
     base = ["explain", str(tmp_path / "p.png"), "--model", "resnet18", "--weights", "random"]
     assert main([*base, "--methods", "gradcam,layer_cam"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--methods 'gradcam,layer_cam'" in err and "did you mean layercam" in err and "\n" not in err
+    assert "--methods 'gradcam,layer_cam'" in err and "did you mean 'layercam'" in err and "\n" not in err
     with pytest.raises(SystemExit):
         main([*base, "--ig-steps", "0"])
     assert "--ig-steps: '0' is not a whole number" in capsys.readouterr().err
@@ -75,7 +75,7 @@ def test_explain_bad_methods_and_options(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_explain_bad_target_and_size_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "p.png")
-    for extra, expected in [(["--target", "tabby cat"], "did you mean tabby"), (["--size", "big"], "--size 'big'")]:
+    for extra, expected in [(["--target", "tabby cat"], "did you mean 'tabby'"), (["--size", "big"], "--size 'big'")]:
         code = main(["explain", str(tmp_path / "p.png"), "--model", "resnet18", "--weights", "random", *extra])
         err = capsys.readouterr().err.strip()
         assert code == 2 and expected in err and "\n" not in err
@@ -118,7 +118,7 @@ def test_pictures_follow_the_registry() -> None:
         saliency = rng.random((1 if heat else 3, 6, 8)).astype(np.float32)
         expected = heat_overlay(saliency, photo) if heat else grey(saliency)
         np.testing.assert_array_equal(picture(m, saliency, photo), expected)
-    with pytest.raises(XcnnError, match="did you mean layercam"):
+    with pytest.raises(XcnnError, match="did you mean 'layercam'"):
         picture("layer_cam", np.zeros((1, 6, 8)), photo)
 
 

@@ -195,8 +195,11 @@ def test_voc_order_digest_and_errors(tmp_path: Path, photos: dict[str, Path]) ->
     with pytest.raises(XcnnError, match="b.png not found") as err:
         VocDataset(root).select(["dog"], 1, seed=0)
     one_line(err)
-    with pytest.raises(XcnnError, match="'zebra' is not in") as err:
+    with pytest.raises(XcnnError, match="'zebra' is not in .*; it has: ") as err:
         ds.select(["zebra"], 1, seed=0)
+    one_line(err)
+    with pytest.raises(XcnnError, match="'Dgo' is not in .*; did you mean 'dog'\\?$") as err:
+        ds.select(["Dgo"], 1, seed=0)
     one_line(err)
 
 

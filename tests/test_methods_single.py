@@ -314,9 +314,9 @@ def test_maps_by_name_attribute_and_errors() -> None:
     assert maps.hirescam is None  # a method that was not asked
     with pytest.raises(XcnnError, match="not computed"):
         maps.get("hirescam")
-    with pytest.raises(XcnnError, match="did you mean layercam"):
+    with pytest.raises(XcnnError, match="did you mean 'layercam'"):
         maps.get("layercm")
-    with pytest.raises(XcnnError, match="did you mean layercam"):
+    with pytest.raises(XcnnError, match="did you mean 'layercam'"):
         _ = maps.layercm
     assert not hasattr(maps, "layercm")  # still an AttributeError to getattr/hasattr
     with pytest.raises(XcnnError, match="baseline"):

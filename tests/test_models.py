@@ -114,7 +114,7 @@ def test_weights_file_random_and_names(tmp_path: Path) -> None:
         models.load("vgg11", weights=file)
     with pytest.raises(XcnnError, match="does not exist"):
         models.load("resnet18", weights=tmp_path / "missing.pth")
-    with pytest.raises(XcnnError, match="did you mean resnet50"):
+    with pytest.raises(XcnnError, match="did you mean 'resnet50'"):
         models.load("resnet05")
     assert "efficientnet_lite0" in models.available() and "vit_b_16" not in models.available()
 
@@ -135,3 +135,11 @@ def test_random_weights_are_the_same_on_every_load() -> None:
     assert torch.equal(torch.random.get_rng_state(), state)
     for k, v in first.model.state_dict().items():
         assert torch.equal(v, second.model.state_dict()[k]), k
+
+
+def test_unknown_names_suggest_close_ones() -> None:
+    with pytest.raises(XcnnError, match=r"unknown model 'resnet05'; did you mean 'resnet50'.*\(or timm:NAME"):
+        models.check_name("resnet05")
+    pytest.importorskip("timm")
+    with pytest.raises(XcnnError, match="unknown timm model 'convnxt_tiny'; did you mean 'timm:convnext_tiny'"):
+        models.check_name("timm:convnxt_tiny")

@@ -17,7 +17,6 @@ raises.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from xcnn.errors import XcnnError
+from xcnn.errors import XcnnError, did_you_mean
 from xcnn.methods import registry
 from xcnn.methods.context import Context
 from xcnn.methods.registry import DEFAULT_METHODS, Options
@@ -443,6 +442,5 @@ def _check_layer_name(model: nn.Module, name: str) -> str:
     names = [n for n, _ in model.named_modules() if n]
     if name in names:
         return name
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.4)
-    hint = f"close names: {', '.join(close)}" if close else f"e.g. {', '.join(names[-5:])}"
+    hint = did_you_mean(name, names, n=5, cutoff=0.4) or f"e.g. {', '.join(names[-5:])}"
     raise XcnnError(f"no layer named {name!r} in {type(model).__name__}; {hint}")

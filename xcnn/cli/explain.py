@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from xcnn.errors import XcnnError
+from xcnn.errors import XcnnError, did_you_mean
 from xcnn.methods import registry
 from xcnn.methods.registry import ALL_METHODS, DEFAULT_METHODS, SINGLE_PASS, Options
 from xcnn.experiment.config import Size, parse_size
@@ -236,10 +236,8 @@ def parse_target(text: str, categories: list[str]) -> int | None:
     lowered = [c.lower() for c in categories]
     if text.lower() in lowered:
         return lowered.index(text.lower())
-    import difflib
-
-    close = difflib.get_close_matches(text.lower(), lowered, n=4)
-    raise XcnnError(f"--target {text!r} is not an ImageNet class name" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    hint = did_you_mean(text, categories)
+    raise XcnnError(f"--target {text!r} is not an ImageNet class name" + (f"; {hint}" if hint else ""))
 
 
 def grid_figure(photo: np.ndarray, pictures: dict[str, np.ndarray], title: str, path: Path) -> None:

@@ -30,7 +30,7 @@ from xcnn.data.dataset import (
 )
 from xcnn.data.dataset import whole as _whole
 from xcnn.data.paths import inside
-from xcnn.errors import XcnnError
+from xcnn.errors import XcnnError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,8 @@ class CocoDataset(Dataset):
         """The file's category record for `name` (case-insensitive)."""
         cat = self._by_name.get(name.strip().lower())
         if cat is None:
-            raise XcnnError(
-                f"category {name!r} is not in {self.ann_file}; it has: {', '.join(self.categories)}"
-            )
+            hint = did_you_mean(name.strip(), self.categories) or f"it has: {', '.join(self.categories)}"
+            raise XcnnError(f"category {name!r} is not in {self.ann_file}; {hint}")
         return cat
 
     def name(self, category: str) -> str:

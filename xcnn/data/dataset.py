@@ -21,7 +21,7 @@ from typing import TypeGuard
 import numpy as np
 
 from xcnn.data.images import DEFAULT_MAX_PIXELS, ImageTooLarge, load_image
-from xcnn.errors import XcnnError
+from xcnn.errors import XcnnError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class Dataset(ABC):
                 return name
         names = self.categories
         listed = ", ".join(names[:30]) + (f" and {len(names) - 30} more" if len(names) > 30 else "")
-        raise XcnnError(f"category {category!r} is not in {self.source}; it has: {listed or 'none'}")
+        hint = did_you_mean(category.strip(), names) or f"it has: {listed or 'none'}"
+        raise XcnnError(f"category {category!r} is not in {self.source}; {hint}")
 
     def _category_key(self, category: str) -> int:
         """The number that, with the seed, fixes the category's order: its name's stable hash

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from xcnn.errors import XcnnError
+from xcnn.errors import XcnnError, did_you_mean
 
 Kind = Literal["signed", "heat"]  # signed: B×3×H×W with sign; heat: B×1×H×W in [0, 1]
 Rule = Literal["gradient", "deconvnet", "guided"]
@@ -95,11 +95,8 @@ def get(name: str) -> Method:
     """The entry of a method or baseline; a one-line XcnnError with "did you mean" otherwise."""
     entry = REGISTRY.get(name) or BASELINES.get(name)
     if entry is None:
-        import difflib
-
         known = list(REGISTRY) + list(BASELINES)
-        close = difflib.get_close_matches(str(name), known, n=3)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+        hint = did_you_mean(str(name), known) or f"known: {', '.join(known)}"
         raise XcnnError(f"unknown method {name!r}; {hint}")
     return entry
 

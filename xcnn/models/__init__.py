@@ -35,7 +35,7 @@ import torch
 import torchvision
 from torch import nn
 
-from xcnn.errors import XcnnError
+from xcnn.errors import XcnnError, did_you_mean
 from xcnn.models import checks, factory
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,7 @@ def check_name(name: str) -> None:
     elif name.startswith(factory.PREFIX):
         factory.split(name)
     elif name not in available():
-        import difflib
-
-        close = difflib.get_close_matches(name, available(), n=4)
-        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(available())}"
+        hint = did_you_mean(name, available()) or f"known: {', '.join(available())}"
         raise XcnnError(f"unknown model {name!r}; {hint} (or timm:NAME, python:module:factory)")
 
 
@@ -206,10 +203,7 @@ def _load_factory(name: str, weights: str | Path | None) -> LoadedModel:
 def _load_torchvision(name: str, weights: str | Path | None) -> LoadedModel:
     names = set(torchvision.models.list_models(module=torchvision.models)) - _NOT_CNN
     if name not in names:
-        import difflib
-
-        close = difflib.get_close_matches(name, sorted(names) + list(_CUSTOM), n=4)
-        hint = f"did you mean {', '.join(close)}?" if close else f"use one of {', '.join(available())}"
+        hint = did_you_mean(name, sorted(names) + list(_CUSTOM)) or f"use one of {', '.join(available())}"
         raise XcnnError(f"unknown model {name!r}; {hint}")
     enum = torchvision.models.get_model_weights(name)
     published = getattr(enum, "IMAGENET1K_V1", None) or enum.DEFAULT

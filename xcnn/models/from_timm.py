@@ -6,14 +6,13 @@ stages) name their last block as the CAM layer and say how to read it as a BÃ—CÃ
 """
 from __future__ import annotations
 
-import difflib
 import logging
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from xcnn.errors import XcnnError
+from xcnn.errors import XcnnError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +31,8 @@ def check_name(arch: str) -> None:
     """One line if timm is missing or does not know ``arch``."""
     timm = _timm()
     if not timm.is_model(arch):
-        close = difflib.get_close_matches(arch, timm.list_models(), n=4)
-        hint = f"did you mean {', '.join('timm:' + c for c in close)}?" if close else "see timm.list_models()"
+        prefixed = [f"timm:{m}" for m in timm.list_models()]  # suggested as they are written
+        hint = did_you_mean(f"timm:{arch}", prefixed) or "see timm.list_models()"
         raise XcnnError(f"unknown timm model {arch!r}; {hint}")
 
 
