@@ -31,6 +31,9 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
     batch_size = 8
     device = "auto"              # "cpu", "cuda", "cuda:1", "mps" or "auto"
     max_pixels = 40_000_000      # a larger photo (or size) is a per-photo failure, not an out-of-memory kill
+    max_target_rank = 5          # default: none. Only units whose target is among the model's top K
+                                 # classes at that size get maps and records (part of the identity);
+                                 # the others are logged in RUN_DIR/filtered.jsonl. Baselines: not filtered
     backend = "local"            # or "ray" (address = "auto" / "HOST:PORT"; ship_photos = true)
     # parameters of the extra-pass methods (part of the run's identity) and their memory budget:
     ig_steps = 50, smoothgrad_samples = 25, smoothgrad_sigma = 0.15, scorecam_top_k = 0 (all),
@@ -52,8 +55,8 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
 Relative paths are taken from the config file's folder.
 
 A run's *identity* is what its records depend on (the data's content, each model's weights and
-layer, growth, method parameters, the record schema); RUN_DIR keeps it and refuses a config that
-changes it. What only says which records are wanted (categories, photos per category, models,
+layer, growth, method parameters, the record schema, run.max_target_rank when set); RUN_DIR
+keeps it and refuses a config that changes it. What only says which records are wanted (categories, photos per category, models,
 sizes, methods) may grow: a rerun computes only what is missing. The checks are not part of the
 identity either: their rows (RUN_DIR/checks.jsonl) carry their own parameters.
 """
@@ -148,6 +151,7 @@ class Config:
     batch_size: int = 8
     device: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_target_rank: int | None = None  # None: every unit; K: only units whose target ranks 1..K
     options: Options = Options()
     checks: Checks = Checks()  # never part of the identity
     backend: str = "local"  # "local" or "ray"; never part of the identity
@@ -182,6 +186,8 @@ class Config:
             "options": self.options.identity(),
             "models": {m.name: _model_identity(m) for m in self.models},
         }
+        if self.max_target_rank is not None:  # absent = no filter, so older runs keep their identity
+            out["max_target_rank"] = self.max_target_rank
         if self.targets != "imagenet":  # absent = the default, so older runs keep their identity
             out["targets"] = self.targets if self.targets == "label" else [[c, list(v)] for c, v in self.target_map]
         return out
@@ -194,8 +200,8 @@ _SECTIONS = {
     "data": {"demo", "format", "ann_file", "image_dir", "root", "split", "box_dir", "categories",
              "images_per_category", "seed", "min_area", "targets"},
     "models": {"name", "gradcam_layer", "weights", "mean", "std", "classes", "reshape"},
-    "run": {"sizes", "methods", "growth", "batch_size", "device", "max_pixels", "backend", "address",
-            "ship_photos"} | _OPTION_KEYS,
+    "run": {"sizes", "methods", "growth", "batch_size", "device", "max_pixels", "max_target_rank", "backend",
+            "address", "ship_photos"} | _OPTION_KEYS,
     "checks": {"baselines", "faithfulness", "faithfulness_sizes", "faithfulness_steps", "randomisation",
                "randomisation_photos", "randomisation_steps", "dependence", "dependence_photos", "seed",
                "faithfulness_photos"},
@@ -208,6 +214,9 @@ def compare_identity(stored: dict[str, Any], current: dict[str, Any]) -> list[st
     changed = [k for k in ("schema", "data", "growth", "options") if stored.get(k) != current.get(k)]
     if stored.get("targets", "imagenet") != current.get("targets", "imagenet"):
         changed.append("targets")
+    # which units have records at all: absent (an older run, or no filter) is None
+    if stored.get("max_target_rank") != current.get("max_target_rank"):
+        changed.append("max_target_rank")
     models = stored.get("models", {}) if isinstance(stored.get("models"), dict) else {}
     changed += [f"model {name}" for name, spec in current["models"].items() if name in models and models[name] != spec]
     return changed
@@ -326,6 +335,12 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         kw["device"] = dev
     if "max_pixels" in run:
         kw["max_pixels"] = _positive_int(run["max_pixels"], "run.max_pixels", fail)
+    if "max_target_rank" in run:
+        k = run["max_target_rank"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise fail("run.max_target_rank", f"expected a whole number >= 1 (e.g. max_target_rank = 5: only "
+                       f"targets in the model's top 5), or leave it out for no filter; got {k!r}")
+        kw["max_target_rank"] = k
     if "backend" in run:
         backend = _typed(run["backend"], str, "run.backend", fail)
         if backend not in ("local", "ray"):

@@ -15,6 +15,9 @@ The checks add units of their own ([checks] in the config, never part of the ide
 - randomisation and dependence: one *check batch* per (model, check) at the first resized size,
   holding the first N (photo, category) pairs; its unit keys are the photo's with the category
   written "<category>#<check>", so they never meet a record unit's.
+
+With run.max_target_rank, batches stay whole: the worker reads each unit's rank from the batch's
+forward pass and reports the units it filters, which the store keeps as done (filtered.jsonl).
 """
 from __future__ import annotations
 
@@ -120,18 +123,21 @@ def all_batches(config: Config, samples: Sequence[Any]) -> list[Batch]:
 
 
 def plan(config: Config, samples: Sequence[Any], done: set[Any], closed: set[UnitKey],
-         checks_done: set[Any] = frozenset()) -> list[Batch]:  # type: ignore[assignment]
+         checks_done: set[Any] = frozenset(), filtered: set[UnitKey] = frozenset()) -> list[Batch]:  # type: ignore[assignment]
     """Every batch that holds a unit with a method whose records (or check rows) are not yet
-    done; ``closed`` units (failed for good, or being given up) count as done. A record batch
-    keeps only the methods some unit lacks; a check batch is run whole or not at all (its
-    photos depend on each other)."""
+    done; ``closed`` record units (failed for good, or being given up) and ``filtered`` units
+    (record or check units whose target ranked over run.max_target_rank) count as done. A
+    record batch keeps only the methods some unit lacks; a check batch is run whole or not at
+    all (its photos depend on each other). A batch keeps its filtered units: the worker finds
+    them again from the same forward pass, so the kept ones are explained in the same company."""
     if (config.checks.randomisation or config.checks.dependence) and config.check_size() is None:
         log.info("checks: randomisation and dependence need a resized size in run.sizes; skipped")
     out = []
     for batch in all_batches(config, samples):
         lacking: set[str] = set()
         for s in batch.samples:
-            if batch.check is not None or unit_key(batch.model, batch.size, s) not in closed:
+            key = batch.key(s)
+            if key not in filtered and (batch.check is not None or key not in closed):
                 lacking.update(missing(config, batch, s, done, checks_done))
         if lacking:
             keep = batch.methods if batch.check else tuple(m for m in batch.methods if m in lacking)

@@ -22,7 +22,7 @@ from xcnn.data.formats import DataSource
 from xcnn.errors import XcnnError
 from xcnn.experiment.config import Config
 from xcnn.experiment.plan import Batch, all_batches, missing, plan
-from xcnn.experiment.store import RunStore, UnitKey
+from xcnn.experiment.store import FILTERED_FILE, RunStore, UnitKey
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class Summary:
     units_total: int = 0
     photos: int = 0
     failures: Counter[str] = field(default_factory=Counter)  # failed units by reason, this call
+    filtered: int = 0  # units of this config left out by run.max_target_rank, this call's and earlier ones
     skipped_images: dict[str, int] = field(default_factory=dict)  # dataset selection, by reason
     seconds: float = 0.0
     workers: dict[str, float] = field(default_factory=dict)  # worker -> units per second (Ray)
@@ -76,15 +77,17 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
         def complete(batch: Batch, sample: Any) -> bool:
             return not missing(config, batch, sample, store.records.done, store.checks.done)
 
+        # A filtered unit is done: it is started again (and may be killed) only with its batch.
+        filtered = store.filtered_units
         # a check unit killed twice is tried again (it has no failure row of its own)
         store.open_failures(keep=[_killed_row(k, x) for k, x, b in units if b.check is None and store.starts[k] >= 2
-                                  and not complete(b, x)])
+                                  and k not in filtered and not complete(b, x)])
         summary = Summary(skipped_images=dict(skipped), units_total=len(units),
                           photos=len({str(s.image_id) for s in samples}))
         summary.failures.update(KILLED for _ in store.failed)
         closed = store.failed
-        summary.units_done_before = sum(1 for k, x, b in units if k in closed or complete(b, x))
-        batches = plan(config, samples, store.records.done, closed, store.checks.done)
+        summary.units_done_before = sum(1 for k, x, b in units if k in closed or k in filtered or complete(b, x))
+        batches = plan(config, samples, store.records.done, closed, store.checks.done, filtered)
         log.info("%d (photo, category) pairs from %d photos; %d units, %d already done, %d batches to run",
                  len(samples), summary.photos, summary.units_total, summary.units_done_before, len(batches))
         if batches:
@@ -92,12 +95,16 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
                 from xcnn.experiment.backends import ray as backend
             else:
                 from xcnn.experiment.backends import local as backend  # type: ignore[no-redef]
-            todo = {k for k, x, b in units if k not in closed and not complete(b, x)}
+            todo = {k for k, x, b in units if k not in closed and k not in filtered and not complete(b, x)}
             with Progress(summary, todo) as bar:
                 backend.execute(config, batches, store, bar, device=device, save_maps=save_maps)
         summary.check_rows = store.check_rows
+        summary.filtered = len(store.filtered_units.intersection(k for k, _, _ in units))
         summary.seconds = time.perf_counter() - start
         _log_summary(summary)
+        if config.max_target_rank is not None:
+            log.info("%d units filtered by max_target_rank (target's rank over %d: no maps, no records; "
+                     "listed in %s)", summary.filtered, config.max_target_rank, run_dir / FILTERED_FILE)
         # the report's header says how long the run took (this call; a resumed run adds up)
         store.write_config({**body, "run_seconds": round(summary.seconds, 1),
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -227,7 +234,7 @@ class Progress:
             sample = next(s for s in batch.samples if batch.key(s) == r.key)
             photo = (sample.image_id, Path(sample.file).name)
             self.summary.records += store.add(r.key, r.records, r.failure, r.files, photo,
-                                              checks=getattr(r, "checks", ()))
+                                              checks=getattr(r, "checks", ()), filtered=getattr(r, "filtered", None))
             if r.failure is not None and r.key in self.todo:
                 log.warning("%s %s photo %s (%s): %s", *r.key[:3], r.key[3], r.failure)
                 self.summary.failures[r.failure.split(":")[0]] += 1

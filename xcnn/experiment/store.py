@@ -32,6 +32,7 @@ RECORDS_FILE = "records.jsonl"
 FAILURES_FILE = "failures.jsonl"
 STARTED_FILE = "started.jsonl"
 CHECKS_FILE = "checks.jsonl"
+FILTERED_FILE = "filtered.jsonl"  # units left out by run.max_target_rank: done, with no records
 LOCK_FILE = ".lock"
 
 UnitKey = tuple[str, str, str, str]  # (CNN, size, photo id, category)
@@ -297,8 +298,9 @@ def append_lines(path: Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 class RunStore:
-    """RUN_DIR as the single writer sees it: lock, config/identity, records, failures, the
-    in-progress log, pictures. Open it as a context manager; it holds the lock until closed."""
+    """RUN_DIR as the single writer sees it: lock, config/identity, records, failures, units left
+    out by run.max_target_rank, the in-progress log, pictures. Open it as a context manager; it
+    holds the lock until closed."""
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir)
@@ -306,6 +308,9 @@ class RunStore:
         self.records = JsonlStore(self.dir / RECORDS_FILE)
         self.failures = JsonlStore(self.dir / FAILURES_FILE)
         self.checks = JsonlStore(self.dir / CHECKS_FILE, key=check_key)
+        # Filtered units are done for good (max_target_rank is part of the identity), so a resumed
+        # run skips them; kept apart from records.jsonl so no reader of records ever sees them.
+        self.filtered = JsonlStore(self.dir / FILTERED_FILE, key=unit_key)
         self.check_rows = 0  # check rows written since opened
         self.starts: Counter[UnitKey] = Counter()
 
@@ -315,8 +320,9 @@ class RunStore:
         try:
             _clean_temporaries(self.dir)
             self.records.open()
-            if self.checks.path.exists():  # made on the first check row, so a run without checks has none
-                self.checks.open()
+            for lazy in (self.checks, self.filtered):  # made on the first row, so a run without any has none
+                if lazy.path.exists():
+                    lazy.open()
             self.starts = started_counts(self.dir / STARTED_FILE)
         except BaseException:
             self.close()
@@ -329,6 +335,7 @@ class RunStore:
     def close(self) -> None:
         self.records.close()
         self.checks.close()
+        self.filtered.close()
         self.failures.close()
         self.lock.release()
 
@@ -371,6 +378,10 @@ class RunStore:
     def failed(self) -> set[UnitKey]:
         return {k[:4] for k in self.failures.done}  # type: ignore[misc]
 
+    @property
+    def filtered_units(self) -> set[UnitKey]:
+        return set(self.filtered.done)  # type: ignore[arg-type]
+
     def mark(self, keys: Sequence[UnitKey], event: str) -> None:
         """Log units as started (durably, before the work) or ended."""
         append_lines(self.dir / STARTED_FILE, [
@@ -384,10 +395,11 @@ class RunStore:
 
     def add(self, key: UnitKey, records: Sequence[dict[str, Any]], failure: str | None,
             files: dict[str, bytes], photo: tuple[int | str, str] = ("", ""),
-            checks: Sequence[dict[str, Any]] = ()) -> int:
+            checks: Sequence[dict[str, Any]] = (), filtered: dict[str, Any] | None = None) -> int:
         """Write one unit's result: its files first, then its new records in one durable write
         (so a unit counts as done only once its pictures exist), then its new check rows in
-        another. ``photo``: (id, file name) for the failure list. Returns the records written."""
+        another. ``photo``: (id, file name) for the failure list. ``filtered``: the unit's row of
+        filtered.jsonl when run.max_target_rank left it out. Returns the records written."""
         if failure is not None:
             if key not in self.failed:
                 self.failures.append([{"CNN": key[0], "size": key[1], "id": photo[0], "class": key[3],
@@ -396,6 +408,12 @@ class RunStore:
         new = [r for r in records if record_key(r) not in self.records.done]
         new_checks = [r for r in checks if check_key(r) not in self.checks.done]
         try:
+            if filtered is not None:
+                if key not in self.filtered.done:
+                    if self.filtered._fd is None:
+                        self.filtered.open()
+                    self.filtered.append([filtered])  # one fsynced line: a kill loses no decision
+                return 0
             if new_checks and not new:
                 self._add_checks(new_checks)
             if not new:

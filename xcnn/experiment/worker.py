@@ -8,6 +8,10 @@ The checks ([checks] in the config) ride the same path: baseline batches (model 
 records without loading a network; a record batch at a faithfulness size also gives each
 unit's deletion / insertion rows; a check batch (``Batch.check``) gives only check rows.
 Check rows travel in ``UnitResult.checks`` and end in RUN_DIR/checks.jsonl.
+
+With run.max_target_rank = K, a unit whose target's rank is over K (known only after the forward
+pass) gets no maps, records nor check rows: its ``UnitResult.filtered`` row goes to
+RUN_DIR/filtered.jsonl, which marks it done. Baselines have no model, hence no rank: never filtered.
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ class UnitResult:
     failure: str | None = None  # a data reason: the unit is recorded as failed, the run goes on
     files: dict[str, bytes] = field(default_factory=dict)  # RUN_DIR-relative path -> bytes
     checks: list[dict[str, Any]] = field(default_factory=list)  # rows for RUN_DIR/checks.jsonl
+    filtered: dict[str, Any] | None = None  # the row for RUN_DIR/filtered.jsonl: target over max_target_rank
 
 
 @dataclass
@@ -84,18 +89,35 @@ class Worker:
         if batch.check is not None:
             for k in batch.keys():  # a photo that cannot be read or explained gets no rows
                 results[k] = UnitResult(k)
-            outs = self._explain(ex, lm, units, batch, {})
+            outs = self._keep(batch, self._explain(ex, lm, units, batch, {}), results, lm.categories)
             if outs:
                 for key, rows in self._check(ex, lm, batch, outs).items():
                     results[key].checks = rows
             return [results[k] for k in batch.keys()]
-        outs = self._explain(ex, lm, units, batch, results)
+        outs = self._keep(batch, self._explain(ex, lm, units, batch, results), results, lm.categories)
         faith = self._faithfulness(lm, batch, [(u, o) for u, o in outs if pair_key(u.sample) in batch.faithful])
         for unit, out in outs:
             key = batch.key(unit.sample)
             results[key] = self._result(batch, unit, out, lm.categories)
             results[key].checks = faith.get(key, [])
         return [results[k] for k in batch.keys()]
+
+    def _keep(self, batch: Batch, outs: list[tuple[_Unit, dict[str, Any]]], results: dict[UnitKey, UnitResult],
+              names: Sequence[str]) -> list[tuple[_Unit, dict[str, Any]]]:
+        """The units run.max_target_rank keeps; the others get their filtered.jsonl row."""
+        from xcnn import __version__
+
+        kept = []
+        for unit, out in outs:
+            if not out.get("filtered"):
+                kept.append((unit, out))
+                continue
+            s, key = unit.sample, batch.key(unit.sample)
+            results[key] = UnitResult(key, filtered={
+                "CNN": key[0], "size": key[1], "id": s.image_id, "class": key[3], "file": Path(s.file).name,
+                "target": out["target"], "target_name": names[out["target"]], "target_rank": out["target_rank"],
+                "max_target_rank": self.config.max_target_rank, "xcnn": __version__})
+        return kept
 
     # --- checks --------------------------------------------------------------------------
 
@@ -376,7 +398,9 @@ def model_input(lm: Any, units: Sequence[Any], device: torch.device) -> torch.Te
 def explain_units(ex: Any, lm: Any, units: list[Any], batch: Batch, config: Config,
                   device: torch.device) -> list[tuple[Any, dict[str, Any]]]:
     """One engine call for ``units`` (each with ``.photo`` at the input size and ``.sample``):
-    per unit its maps (float32 NumPy, nothing left on the device), target, rank, probability."""
+    per unit its maps (float32 NumPy, nothing left on the device), target, rank, probability.
+    With config.max_target_rank = K, a unit whose target's rank is over K comes back with
+    ``"filtered": True`` and no maps."""
     from xcnn.experiment.targets import classes_for
 
     x = model_input(lm, units, device)
@@ -388,34 +412,63 @@ def explain_units(ex: Any, lm: Any, units: list[Any], batch: Batch, config: Conf
         # the best-scoring class of the unit's category (under config.targets), from the same forward pass
         return logits.masked_fill(~allowed.to(logits.device), -math.inf).argmax(dim=1)
 
-    keys = [pair_key(u.sample) for u in units]
-    # Only the extra-pass methods read options and photo keys (SmoothGrad seeds its noise by key).
-    extra = any(registry.get(m).extra_passes for m in batch.methods)
-    kwargs: dict[str, Any] = {"options": config.options, "keys": keys} if extra else {}
-    out = ex.explain(x, targets=pick, methods=list(batch.methods), **kwargs)
-    maps = {m: out.get(m).detach().float().cpu().numpy() for m in batch.methods}
-    extras = {k: v.detach().float().cpu().numpy() for k, v in getattr(out, "extras", {}).items()}
-    ms = dict(getattr(out, "milliseconds", {}))
-    logits = out.logits.detach().float().cpu()
-    targets = out.targets.detach().cpu()
-    rectifiers = int(out.rectifiers)
-    del out, x
+    keep = list(range(len(units)))
+    logits: torch.Tensor | None = None
+    targets: Any = pick
+    if config.max_target_rank is not None:
+        # The rank decides whether a unit is explained at all, so it is read first, from one
+        # forward pass of the whole batch without a graph: filtered units then cost no backward
+        # pass and no extra-pass method, and their targets and ranks are those of an unfiltered
+        # run (same batch). The kept units are explained with these targets.
+        with torch.no_grad():
+            logits = lm.model(x).detach().float().cpu()
+        targets = pick(logits)
+        keep = [i for i in range(len(units)) if _rank(logits[i], int(targets[i])) <= config.max_target_rank]
+    maps: dict[str, np.ndarray] = {}
+    extras: dict[str, np.ndarray] = {}
+    ms: dict[str, float] = {}
+    rectifiers = None
+    if keep:
+        # the whole batch where every unit is kept, so its maps are those of an unfiltered run
+        sub = x if len(keep) == len(units) else x[keep]
+        chosen = targets if logits is None else targets[keep]
+        # Only the extra-pass methods read options and photo keys (SmoothGrad seeds its noise by key).
+        extra = any(registry.get(m).extra_passes for m in batch.methods)
+        kwargs: dict[str, Any] = ({"options": config.options, "keys": [pair_key(units[i].sample) for i in keep]}
+                                  if extra else {})
+        out = ex.explain(sub, targets=chosen, methods=list(batch.methods), **kwargs)
+        maps = {m: out.get(m).detach().float().cpu().numpy() for m in batch.methods}
+        extras = {k: v.detach().float().cpu().numpy() for k, v in getattr(out, "extras", {}).items()}
+        ms = dict(getattr(out, "milliseconds", {}))
+        rectifiers = int(out.rectifiers)
+        if logits is None:
+            logits, targets = out.logits.detach().float().cpu(), out.targets.detach().cpu()
+        del out, sub
+    del x
+    assert logits is not None and isinstance(targets, torch.Tensor)
     probs = torch.softmax(logits, dim=1)
+    row = {i: j for j, i in enumerate(keep)}  # a unit's place in the explained sub-batch
     results = []
     for i, u in enumerate(units):
-        t = int(targets[i])
+        t, j = int(targets[i]), row.get(i)
         results.append((u, {
-            "maps": {m: maps[m][i] for m in batch.methods},
-            "extras": {k: float(v[i]) for k, v in extras.items()},
+            "maps": {} if j is None else {m: maps[m][j] for m in batch.methods},
+            "extras": {} if j is None else {k: float(v[j]) for k, v in extras.items()},
+            "filtered": j is None,
             "ms": ms,
             "rectifiers": rectifiers,
             "target": t,
             "target_rule": config.targets,
-            "target_rank": int((logits[i] > logits[i, t]).sum()) + 1,
+            "target_rank": _rank(logits[i], t),
             "target_prob": float(probs[i, t]),
             "top1": int(logits[i].argmax()),
         }))
     return results
+
+
+def _rank(logits: torch.Tensor, target: int) -> int:
+    """The target's rank among one unit's logits: 1 + the classes scoring strictly higher."""
+    return int((logits > logits[target]).sum()) + 1
 
 
 # --- pictures -------------------------------------------------------------------------------
