@@ -1,6 +1,7 @@
 """xcnn: gradient saliency maps for CNN classifiers, scored against object masks."""
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from xcnn.errors import XcnnError
@@ -10,10 +11,17 @@ __all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "Explainer", "Maps", "Op
 __version__ = "0.1.0"
 
 
+# Subpackages imported on first use, so `import xcnn; xcnn.models.load(...)` works without
+# `import xcnn.models`, while `import xcnn` alone stays torch-free (the report runs without torch).
+_SUBPACKAGES = ("data", "experiment", "metrics", "models", "report")
+
+
 def __getattr__(name: str) -> Any:
     # The engine imports torch; layers that never touch it (metrics, report) stay light.
     if name in ("METHODS", "Explainer", "Maps"):
         from xcnn import engine
 
         return getattr(engine, name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"xcnn.{name}")  # also sets it on this module: asked once
     raise AttributeError(f"module 'xcnn' has no attribute {name!r}")
