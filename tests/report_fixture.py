@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from xcnn.experiment.store import JsonlStore
+from xcnn.experiment.store import JsonlStore, check_key
 
 METHODS = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
 # Eleven methods and the three baselines: what the report must stay readable with.
@@ -130,3 +130,10 @@ def rewrite_records(run_dir: Path, records: list[dict]) -> None:
     with JsonlStore(path) as store:
         for unit in units.values():
             store.append(unit)
+
+
+def write_checks(run_dir: Path, rows: list[dict]) -> None:
+    """Validity-check rows into RUN_DIR/checks.jsonl through the store, one group per row."""
+    with JsonlStore(run_dir / "checks.jsonl", key=check_key) as store:
+        for row in rows:
+            store.append([row])

@@ -31,7 +31,7 @@ def run(tmp_path_factory):
 def test_every_figure_in_png_eps_and_svg(run):
     _, _, _, figs = run
     assert [f.name for f in figs] == ["mean_p_by_method", "mean_p_by_cnn", "mean_p_by_size", "mean_p_by_category",
-                                      "p_minus_chance"]
+                                      "p_minus_chance", "p_vs_lift"]
     for fig in figs:
         assert sorted(p.suffix for p in fig.files) == [".eps", ".png", ".svg"]
         png, eps, svg = fig.file("png"), fig.file("eps"), fig.file("svg")
@@ -171,3 +171,39 @@ def test_check_figures_draw_one_curve_per_method_and_nothing_without_checks(tmp_
     assert [f.name for f in figs] == ["randomisation", "deletion_insertion"]
     assert all(p.is_file() and p.stat().st_size > 0 for f in figs for p in f.files)
     assert write_check_figures(pd.DataFrame(), tmp_path / "none") == []
+
+
+def test_p_vs_lift_points_sit_at_each_methods_mean_p_and_mean_lift(tmp_path: Path) -> None:
+    import pandas as pd
+
+    # Gradient: photo 1 has P 0.2 and 0.4 (chance 0.2 -> lift 1, 2), photo 2 has P 0.6 (chance 0.3 -> lift 2),
+    # and a NaN P that counts nowhere. Centre, a baseline: P 0.3 on both photos.
+    rows = [(1, "gradient", 0.2, 0.2), (1, "gradient", 0.4, 0.2), (2, "gradient", 0.6, 0.3),
+            (2, "gradient", float("nan"), 0.3), (1, "centre", 0.3, 0.2), (2, "centre", 0.3, 0.3)]
+    df = pd.DataFrame([{"id": i, "method": m, "P": p, "chance": c, "lift": p / c} for i, m, p, c in rows])
+    points = figures.p_lift_points(df, n_resamples=200).set_index("method")
+    g = points.loc["gradient"]
+    assert (g["Records"], g["Photos"], bool(g["baseline"])) == (3, 2, False)
+    assert g["Mean P"] == pytest.approx(0.4) and g["Mean lift"] == pytest.approx(5 / 3)
+    assert g["P low"] <= g["Mean P"] <= g["P high"] and g["lift low"] <= g["Mean lift"] <= g["lift high"]
+    c = points.loc["centre"]
+    assert bool(c["baseline"]) and c["Mean P"] == pytest.approx(0.3) and c["Mean lift"] == pytest.approx(1.25)
+    assert (c["P low"], c["P high"]) == pytest.approx((0.3, 0.3))  # no spread, no width
+    # the summary table's mean P and lift are the same numbers
+    summary = tables.summary_table(df.assign(**{"class": "dog", "CNN": "net", "size": "224", "note": "",
+                                                "rma": np.nan, "pointing_hit": np.nan}), n_resamples=50)
+    assert summary.set_index("method").loc["gradient", "Mean lift"] == pytest.approx(g["Mean lift"])
+    with plt.rc_context(figures.RC):
+        fig = figures.p_vs_lift(points.reset_index(), "P against lift")
+    (ax,) = fig.axes
+    assert ax.get_xlim() == (0, 1) and ax.get_ylim()[0] == 0
+    anchors = {t.get_text(): t.xy for t in ax.texts if hasattr(t, "xy")}
+    assert anchors["Gradient"] == pytest.approx((0.4, round(5 / 3, 3)))
+    assert anchors["Centre (baseline)"] == pytest.approx((0.3, 1.25))
+    plt.close(fig)
+
+
+def test_p_vs_lift_figure_is_written_in_every_format(run) -> None:
+    run_dir, _, _, figs = run
+    fig = next(f for f in figs if f.name == "p_vs_lift")
+    assert all(p.is_file() and p.stat().st_size > 0 for p in fig.files) and "lift" in fig.caption

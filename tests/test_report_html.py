@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.report_fixture import BASELINES, MANY_METHODS, make_run_dir, rewrite_records
+from tests.report_fixture import BASELINES, MANY_METHODS, make_run_dir, rewrite_records, write_checks
 from xcnn.cli.report import main as report_main
 from xcnn.errors import XcnnError
 from xcnn.experiment.export import read_records, write_exports
@@ -117,6 +117,36 @@ def test_table_in_page_holds_hand_computed_values(report):
     assert "the best baseline on these records, Centre (baseline)" in page
 
 
+def test_method_card_shows_the_win_rate_over_the_best_baseline(report):
+    run_dir, _, index = report
+    page = index.read_text()
+    card = page[page.index('id="method-card"'):page.index('id="tables"')]
+    cells = r"</td><td[^>]*>".join
+    assert "<th>Wins over the best baseline</th>" in card.replace(' class=""', "")
+    # Centre (mean P 0.25, 0.30 per photo) is the best baseline. Gradient (0.10, 0.15) loses on both
+    # photos, Guided Grad-CAM (0.50, 0.55) wins on both; two decimals, lift = P / 0.16.
+    assert re.search(r"<td[^>]*>" + cells(["Gradient", "grey", "Simonyan et al. 2013", "8", "2", r"0\.12", r"0\.78",
+                                           "0 % of 2"]), card)
+    assert re.search(r"<td[^>]*>" + cells(["Guided Grad-CAM", "grey", "[^<]*", "8", "2", r"0\.53", r"3\.28",
+                                           "100 % of 2"]), card)
+    assert len(re.findall(r"<tr class=\"baseline[^\"]*\">(?:<td[^>]*>[^<]*</td>){7}<td[^>]*>—</td>", card)) == 3
+    assert "Wins over the best baseline (Centre (baseline), the one with the highest mean P" in card
+    assert 'class="scroll compact"' in card and '<abbr title="Mean lift">Lift</abbr>' in card
+    numbers = (run_dir / "report" / "tables" / "method_card.csv").read_text().splitlines()
+    assert "Wins over the best baseline (%),Photos paired with the best baseline" in numbers[0]
+    assert numbers[1].startswith("Gradient,method,grey,Simonyan et al. 2013,8,2,0.125,0.78125,0,2,")
+
+
+def test_p_vs_lift_figure_for_each_view_on_the_page(report):
+    run_dir, _, index = report
+    page = index.read_text()
+    figures = page[page.index('id="figures"'):page.index('id="grids"')]
+    for name in ("p_vs_lift", "p_vs_lift_top5"):
+        assert f'src="figures/{name}.png"' in figures
+        assert (run_dir / "report" / "figures" / f"{name}.svg").is_file()
+    assert "Mean P against mean lift (P / chance) per method" in figures
+
+
 def test_text_from_records_is_escaped(report):
     _, _, index = report
     page = index.read_text()
@@ -187,8 +217,10 @@ def test_a_failure_while_writing_leaves_the_good_report_untouched(report, monkey
     assert not list(run_dir.glob("report.*"))
 
 
-def test_many_methods_and_baselines(tmp_path):
-    run_dir = tmp_path / "many"
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    """Eleven methods, three baselines and the similarity checks: the widest method card."""
+    run_dir = tmp_path_factory.mktemp("many") / "many"
     make_run_dir(run_dir, images=((1, "dog"), (2, "cat")), cnns=("resnet18",), sizes=("224",),
                  methods=MANY_METHODS, baselines=BASELINES)
     records = read_records(run_dir)
@@ -196,7 +228,17 @@ def test_many_methods_and_baselines(tmp_path):
         rec["xcnn"] = "0.2.0" if rec["id"] == 2 else "0.1.0"
         rec["deletion_auc"] = 0.3 if rec["method"] == "gradcam" else None
     rewrite_records(run_dir, records)
-    page = write_report(run_dir).read_text()
+    # Every method flagged twice (and Gradient, below the edges baseline, three times): the longest flags.
+    write_checks(run_dir, [{"id": 1, "class": "dog", "CNN": "resnet18", "size": "224", "method": m, "test": test,
+                            "measure": "spearman", "step": step, "value": 0.95, "steps": None, "seed": 0}
+                           for m in MANY_METHODS for test, step in (("randomisation", 5), ("input", None),
+                                                                    ("class", None))])
+    return run_dir, write_report(run_dir)
+
+
+def test_many_methods_and_baselines(many):
+    _, index = many
+    page = index.read_text()
     card = page[page.index('id="method-card"'):page.index('id="tables"')]
     assert card.count("<tr") == 1 + len(MANY_METHODS) + len(BASELINES)
     assert "Deletion AUC (lower is better)" in card and "Insertion AUC" not in card
@@ -318,3 +360,20 @@ def test_screenshot(report, tmp_path):
         assert im.size == (1280, 2000)
         pixels = np.asarray(im.convert("L"))
     assert pixels.std() > 20  # text, tables and figures, not an empty page
+
+
+@needs_chromium
+def test_widest_method_card_fits_a_1280_px_window(many, tmp_path):
+    # The card (eleven methods, every check column, three flags on a row) must not scroll sideways.
+    run_dir, _ = many
+    check = tmp_path / "fit.html"
+    page = (run_dir / "report" / "index.html").read_text(encoding="utf-8")
+    probe = ("<script>window.addEventListener('load',function(){var s=document.querySelector('#method-card .scroll');"
+             "document.body.dataset.overflow=s.scrollWidth-s.clientWidth;"
+             "document.body.dataset.width=s.clientWidth;});</script></body>")
+    check.write_text(page.replace("</body>", probe).replace('src="', f'src="{(run_dir / "report").as_uri()}/'),
+                     encoding="utf-8")
+    found = _body(_chromium(check.as_uri(), tmp_path, "--dump-dom", "--window-size=1280,2000").stdout)
+    assert int(found["width"]) > 1000  # the card has the page's width, not a squeezed column
+    assert int(found["overflow"]) <= 0
+    assert "does not depend on the photo; insensitive to the model&#x27;s weights; no better than an edge detector" in page

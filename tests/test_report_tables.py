@@ -443,3 +443,52 @@ def test_method_card_summarises_the_checks_and_flags_in_plain_words() -> None:
     assert card.loc["gradcam", "Flags"] == "insensitive to the model's weights"
     assert card.loc["gradient", "Flags"] == "" and card.loc["edges", "Flags"] == ""
     assert "Input dependence" not in method_card(pd.DataFrame(recs)).columns  # no checks, no columns
+
+
+# --- win rate against the best baseline (method card) -------------------------------------------
+
+def _win_records() -> pd.DataFrame:
+    """4 photos, one CNN, one size. Centre has the highest baseline mean (0.5 vs 0.475 and 0.05);
+    Gradient beats it on photos 1–3 and loses on 4; Grad-CAM has a NaN on photo 2."""
+    p = {"gradient": [0.6, 0.7, 0.8, 0.2], "gradcam": [0.4, NAN, 0.6, 0.7],
+         "uniform": [0.75, 0.75, 0.1, 0.3], "centre": [0.5, 0.5, 0.5, 0.5], "edges": [0.05] * 4}
+    return pd.DataFrame([{"id": i + 1, "class": "dog", "size": "224", "method": m,
+                          "CNN": "none" if tables.is_baseline(m) else "net", "P": v[i], "chance": 0.25,
+                          "lift": v[i] / 0.25} for m, v in p.items() for i in range(4)])
+
+
+def test_win_rate_counts_photos_won_against_the_best_baseline() -> None:
+    df = _win_records()
+    assert tables.best_baseline(df) == "centre"  # not uniform (Gradient wins 1 of 4) nor edges (4 of 4)
+    card = tables.method_card(df).set_index("method")
+    assert card.loc["gradient", tables.WIN] == pytest.approx(75.0)
+    assert card.loc["gradient", tables.WIN_PHOTOS] == 4
+    assert card.loc["gradcam", tables.WIN] == pytest.approx(200 / 3)  # photo 2 left out: 2 of 3
+    assert card.loc["gradcam", tables.WIN_PHOTOS] == 3
+    assert card.loc[["uniform", "centre", "edges"], tables.WIN].isna().all()  # a baseline has no win rate
+    # the card's numbers are those of the paired test against the best baseline
+    versus = stats.versus_baseline(tables.matched(df), ["gradient", "gradcam"], "centre").set_index("method A")
+    assert card.loc["gradient", tables.WIN] == pytest.approx(100 * versus.loc["gradient", "A wins"])
+    shown = tables.card_for_display(tables.method_card(df)).set_index("Method")
+    assert shown[tables.WIN_CELL].tolist() == ["75 % of 4", "67 % of 3", "—", "—", "—"]
+    assert "Kind" not in shown.columns and tables.WIN not in shown.columns
+    assert "Centre (baseline)" in tables.win_caption("centre")
+
+
+def test_no_baselines_no_win_rate() -> None:
+    df = _win_records()
+    card = tables.method_card(df[~df["method"].map(tables.is_baseline)])
+    assert tables.WIN not in card.columns
+    assert tables.WIN_CELL not in tables.card_for_display(card).columns
+
+
+def test_card_markdown_has_two_decimals_and_full_headers(tmp_path: Path) -> None:
+    df = _win_records()
+    card = tables.method_card(df)
+    files = tables.write_table(tables.card_for_display(card), tmp_path, "card", "caption", digits=2,
+                               csv_table=tables.table_for_display(card))
+    md = files["md"].read_text()
+    assert "| Gradient | grey | Simonyan et al. 2013 | 4 | 4 | 0.57 | 2.30 | 75 % of 4 |" in md
+    back = pd.read_csv(files["csv"])  # the CSV keeps the win rate as numbers
+    assert back.loc[0, tables.WIN] == pytest.approx(75.0) and back.loc[0, tables.WIN_PHOTOS] == 4
+    assert "Lift: Mean lift" in tables.card_headers_caption(["Method", "Mean lift"])

@@ -112,12 +112,21 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame, chosen: list, info: RunIn
 
     checks = pd.DataFrame(read_checks(run_dir))
     figs += figures.write_check_figures(checks, out / "figures")
-    card = tables.table_for_display(tables.method_card(views["all"], checks))
-    card_caption = ("Per method and baseline, over all records: how its pictures are drawn, its paper, and the "
-                    "records and photos with a finite P; then the means of the validity checks the run made. "
-                    + tables.FLAGS_CAPTION)
-    card_files = tables.write_table(card, out / "tables", "method_card", f"Method card. {card_caption}")
-    card_section = html.TableSection("", card_caption, card, card_files)
+    numbers = tables.method_card(views["all"], checks)
+    card = tables.card_for_display(numbers)
+    best = tables.best_baseline(views["all"])
+    card_caption = " ".join(part for part in (
+        "Per method and baseline, over all records: how its pictures are drawn, its paper, the records and photos "
+        "with a finite P, mean P and lift; then the means of the validity checks the run made.",
+        tables.win_caption(best) if best is not None else "", tables.FLAGS_CAPTION) if part)
+    # Two decimals: the card is a summary to read at a glance; the CSV keeps full precision and
+    # the win rate as two numbers.
+    card_files = tables.write_table(card, out / "tables", "method_card", f"Method card. {card_caption}", digits=2,
+                                    csv_table=tables.table_for_display(numbers))
+    # On the page the card must fit 1280 px: short headers (explained in the caption), wrapped text.
+    page_caption = f"{card_caption} {tables.card_headers_caption(list(card.columns))}".strip()
+    card_section = html.TableSection("", page_caption, card, card_files, headers=tables.CARD_HEADERS, digits=2,
+                                     css="compact", wrap=("Reference", "Flags"))
     grid_list = grids.write_grids(df, run_dir, out / "grids", chosen)
     cards = _gallery(run_dir, out, df)
     page = html.Page(info=info, df=df, views=list(views), card_table=card_section, tables=sections, figures=figs,

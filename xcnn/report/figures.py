@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from xcnn.methods import registry  # noqa: E402
+from xcnn.report.stats import N_RESAMPLES, SEED, cluster_bootstrap_ci  # noqa: E402
 from xcnn.report.tables import (  # noqa: E402
     cnn_label, is_baseline, method_label, order_methods, order_sizes, size_label,
 )
@@ -203,6 +204,89 @@ def distribution(df: pd.DataFrame, title: str) -> plt.Figure:
     return fig
 
 
+def p_lift_points(df: pd.DataFrame, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> pd.DataFrame:
+    """The points of `p_vs_lift`, one per method and baseline in registry order: mean P and mean
+    lift over its records with a finite P (as in the summary tables), each with its 95 %
+    cluster-bootstrap interval over photos."""
+    rows = []
+    finite_p = np.isfinite(df["P"].to_numpy(dtype=float))
+    for method in order_methods(set(df["method"])):
+        part = df[finite_p & (df["method"] == method).to_numpy()]
+        row: dict[str, object] = {"method": method, "baseline": is_baseline(method), "Records": len(part),
+                                  "Photos": part["id"].nunique()}
+        for column in ("P", "lift"):
+            ok = part[np.isfinite(part[column].to_numpy(dtype=float))]
+            values = ok[column].to_numpy(dtype=float)
+            lo, hi = cluster_bootstrap_ci(values, ok["id"].to_numpy(), n_resamples=n_resamples, seed=seed)
+            row |= {f"Mean {column}": float(values.mean()) if len(values) else np.nan,
+                    f"{column} low": lo, f"{column} high": hi}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _whisker(mean: float, lo: float, hi: float) -> list[list[float]] | None:
+    return [[mean - lo], [hi - mean]] if np.isfinite(lo) and np.isfinite(hi) else None
+
+
+def _spread(targets: list[float], gap: float) -> list[float]:
+    """Positions in [0, 1] as near as can be to the sorted `targets`, at least `gap` apart."""
+    out: list[float] = []
+    for t in targets:  # upwards: no label below its predecessor + gap
+        out.append(max(t, out[-1] + gap) if out else t)
+    top = 1.0
+    for i in range(len(out) - 1, -1, -1):  # then down from the top, so none leaves the axes
+        out[i] = min(out[i], top)
+        top = out[i] - gap
+    return out
+
+
+def _label_column(ax: plt.Axes, labels: dict[tuple[float, float], list[str]]) -> None:
+    """Names in a column right of the axes, each at its point's height where there is room, with
+    a thin line to its point: methods cluster, and labels beside the points would overlap."""
+    lo, hi = ax.get_ylim()
+    points = sorted(labels.items(), key=lambda item: item[0][1])
+    gap = 0.036  # one line of 9-point text on an axes about 5 inches high, in axes fractions
+    heights = _spread([(lift - lo) / (hi - lo) for (_, lift), _ in points], gap)
+    for ((p, lift), methods), y in zip(points, heights):
+        base = all(is_baseline(m) for m in methods)
+        ax.annotate(" / ".join(method_label(m) for m in methods), (p, lift), xytext=(1.02, y),
+                    textcoords="axes fraction", va="center", fontsize=9, color="#555555" if base else "#1a1a1a",
+                    fontstyle="italic" if base else "normal", annotation_clip=False,
+                    arrowprops={"arrowstyle": "-", "color": "#b0b0b0", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4})
+
+
+def p_vs_lift(points: pd.DataFrame, title: str) -> plt.Figure:
+    """Mean P (x, 0–1) against mean lift (y) per method, whiskers both ways; baselines hollow grey
+    squares. Methods with the same numbers (e.g. CAMs that coincide) share one point and one label."""
+    fig, ax = plt.subplots(figsize=(9, 6.2), layout="constrained")
+    ax.axhline(1.0, color="black", linestyle=(0, (2, 1.5)), linewidth=1.2, zorder=1)
+    ax.text(0.995, 1.0, "lift 1 = chance ", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+            fontsize=9, color="#444444")
+    shown = points[np.isfinite(points["Mean P"].to_numpy(dtype=float))
+                   & np.isfinite(points["Mean lift"].to_numpy(dtype=float))]
+    labels: dict[tuple[float, float], list[str]] = {}
+    for r in shown.to_dict("records"):
+        p, lift, base, colour = float(r["Mean P"]), float(r["Mean lift"]), bool(r["baseline"]), method_color(r["method"])
+        key = (round(p, 3), round(lift, 3))
+        if key in labels:  # the same point as a method before it: drawn once, in the first one's colour
+            labels[key].append(r["method"])
+            continue
+        labels[key] = [r["method"]]
+        ax.errorbar(p, lift, xerr=_whisker(p, r["P low"], r["P high"]), yerr=_whisker(lift, r["lift low"], r["lift high"]),
+                    fmt="s" if base else "o", markersize=7 if base else 8, color="#8a8a8a" if base else colour,
+                    markerfacecolor="white" if base else colour, markeredgecolor="#555555" if base else "black",
+                    markeredgewidth=1.2 if base else 0.6, elinewidth=1.0, capsize=2.5, zorder=2 if base else 3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, ax.get_ylim()[1])
+    _label_column(ax, labels)
+    ax.set_xlabel("Mean energy concentration P")
+    ax.set_ylabel("Mean lift (P / chance)")
+    ax.set_title(title, fontsize=15)
+    fig.supxlabel("Whiskers: 95 % cluster-bootstrap intervals over photos. Hollow grey squares: model-free "
+                  "baselines.", fontsize=9, color="#444444")
+    return fig
+
+
 def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path, view: str = "all",
                   view_label: str = "all records") -> list[Figure]:
     """Every figure of one view into `out_dir`; `tables` are `tables.summaries` of the same records."""
@@ -238,6 +322,9 @@ def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Pa
             "Mean P per method for each category, all CNNs and sizes together.")
         add(distribution(df, f"P − chance per method — {view_label}"), "p_minus_chance", "Distribution of P − chance",
             "P minus the record's own chance level: objects of every size on one scale.")
+        add(p_vs_lift(p_lift_points(df), f"P against lift — {view_label}"), "p_vs_lift", "P against lift",
+            "Mean P against mean lift (P / chance) per method, with 95 % cluster-bootstrap intervals over photos; "
+            "hollow grey squares: baselines.")
     log.info("wrote %d figures to %s", len(figures), out_dir)
     return figures
 

@@ -32,6 +32,10 @@ class TableSection:
     files: dict[str, Path]
     folded: bool = False  # shown inside a closed <details>
     view: str = "all"
+    headers: dict[str, str] = field(default_factory=dict)  # short header shown for a column, full name as tooltip
+    digits: int = 3  # decimals of plain numbers
+    css: str = ""  # extra class of the table's box ("compact": smaller font, headers may wrap)
+    wrap: tuple[str, ...] = ()  # columns whose long text wraps instead of widening the table
 
 
 @dataclass
@@ -74,13 +78,15 @@ _BASELINE_LABELS = frozenset(method_label(m) for m in registry.BASELINE_NAMES)
 def _table_html(section: TableSection, base: Path, views: list[str]) -> str:
     t = section.table
     numeric = [pd.api.types.is_numeric_dtype(t[c]) for c in t.columns]
-    head = "".join(f'<th class="{"num" if n else ""}">{_e(c)}</th>' for c, n in zip(t.columns, numeric))
+    td_class = ["num" if n else "wrap" if c in section.wrap else "" for c, n in zip(t.columns, numeric)]
+    head = "".join(f'<th class="{"num" if n else ""}">{_header_cell(str(c), section.headers)}</th>'
+                   for c, n in zip(t.columns, numeric))
     method_col = next((c for c in ("Method", "Method A") if c in t.columns), None)
     names = t[method_col].tolist() if method_col else [None] * len(t)
     # Splits (first column CNN/Size/Category) name their group once, on its first row.
     grouped = t.columns[0] not in ("Method", "Method A")
     rows, previous, previous_base = [], None, False
-    for name, row in zip(names, format_cells(t)):
+    for name, row in zip(names, format_cells(t, section.digits)):
         first = grouped and row[0] != previous
         is_base = name in _BASELINE_LABELS
         classes = ["first" if first else "", "baseline" if is_base else "",
@@ -88,15 +94,22 @@ def _table_html(section: TableSection, base: Path, views: list[str]) -> str:
         cells = ["" if grouped and i == 0 and not first else v for i, v in enumerate(row)]
         previous, previous_base = row[0], is_base
         rows.append(f'<tr class="{" ".join(c for c in classes if c)}">'
-                    + "".join(f'<td class="{"num" if n else ""}">{_e(v)}</td>' for v, n in zip(cells, numeric))
+                    + "".join(f'<td class="{k}">{_e(v)}</td>' for v, k in zip(cells, td_class))
                     + "</tr>")
     links = " · ".join(f'<a href="{_href(p, base)}">{kind.upper()}</a>' for kind, p in section.files.items())
-    table = (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+    box = f"scroll {section.css}".strip()
+    table = (f'<div class="{box}"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
              f'<p class="caption">{_e(section.caption)} <span class="links">{links}</span></p>')
     view = _view_class(section.view, views)
     if section.folded:
         return f'<details class="table{view}"><summary>{_e(section.title)}</summary>{table}</details>'
     return f'<section class="table{view}"><h3>{_e(section.title)}</h3>{table}</section>'
+
+
+def _header_cell(column: str, short: dict[str, str]) -> str:
+    if column not in short:
+        return _e(column)
+    return f'<abbr title="{_e(column)}">{_e(short[column])}</abbr>'
 
 
 def _figure_html(fig: Figure, base: Path, views: list[str]) -> str:
@@ -287,6 +300,9 @@ nav a{margin-right:16px}
 .hatched{background-image:repeating-linear-gradient(45deg,transparent 0 2px,#555 2px 3px)}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:14px}
 th,td{padding:3px 9px;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap}
+td.wrap{white-space:normal;min-width:8em}abbr[title]{text-decoration:underline dotted;cursor:help}
+.compact table{font-size:12.5px}.compact th,.compact td{padding:3px 6px}
+.compact th{white-space:normal;vertical-align:bottom;min-width:3.5em}
 th{background:var(--bg);position:sticky;top:0}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tbody tr:hover{background:#f3f6fb}tr.first td{border-top:2px solid #bbb}
 tr.baseline td{color:#555;font-style:italic;background:#f4f4f4}tr.group-start td{border-top:2px dashed #aaa}

@@ -12,7 +12,7 @@ import pandas as pd
 from xcnn.errors import XcnnError
 from xcnn.experiment.export import read_records
 from xcnn.methods import registry
-from xcnn.report.stats import cluster_bootstrap_ci
+from xcnn.report.stats import cluster_bootstrap_ci, versus_baseline
 
 KEY = ["id", "class", "CNN", "size", "method"]
 REQUIRED = KEY + ["P"]
@@ -346,11 +346,40 @@ def _flags(row: dict[Any, Any], edges_p: float) -> str:
     return "; ".join(flags)
 
 
+# The method card's win rate against the best baseline: numbers in the CSV, one cell on the page.
+WIN = "Wins over the best baseline (%)"
+WIN_PHOTOS = "Photos paired with the best baseline"
+WIN_CELL = "Wins over the best baseline"
+
+
+def win_caption(best: str) -> str:
+    """The card's sentence defining the win rate, naming the best baseline."""
+    return (f"Wins over the best baseline ({method_label(best)}, the one with the highest mean P, as in the paired "
+            "tests): the share of photos on which the method's mean P, over the records both have (same photo, "
+            "category and size, both P finite), is above the baseline's; a tie counts half; 'of n': the photos "
+            "compared; —: a baseline.")
+
+
+def _win_rates(df: pd.DataFrame, best: str) -> pd.DataFrame:
+    """Per method, 'A wins' and photos of the paired test against `best` (stats.versus_baseline on
+    the same matched records, so the card and the paired table cannot disagree)."""
+    methods = [m for m in order_methods(set(df["method"])) if not is_baseline(m)]
+    pairs = versus_baseline(matched(df), methods, best).set_index("method A")
+    return pd.DataFrame({WIN: 100.0 * pairs["A wins"].astype(float), WIN_PHOTOS: pairs["Photos"].astype(float)})
+
+
 def method_card(df: pd.DataFrame, checks: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per method and baseline: how its pictures are drawn, its paper, records, photos,
-    mean P, the mean of every optional measurement (CARD_FIELDS) the records carry, the validity
-    checks' means (check_summary) and plain-words flags for methods."""
+    mean P and lift, the win rate over the best baseline (when the run has baselines), the mean of
+    every optional measurement (CARD_FIELDS) the records carry, the validity checks' means
+    (check_summary) and plain-words flags for methods."""
     card = _card(df)
+    best = best_baseline(df)
+    if best is not None:
+        wins = card[["method"]].join(_win_rates(df, best), on="method")
+        at = list(card.columns).index("Mean lift") + 1
+        for offset, column in enumerate((WIN, WIN_PHOTOS)):
+            card.insert(at + offset, column, wins[column].to_numpy(dtype=float))
     summary = check_summary(checks if checks is not None else pd.DataFrame())
     if not summary.empty:
         card = card.join(summary, on="method")
@@ -397,7 +426,36 @@ def table_for_display(table: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"method": "Method", **GROUP_LABELS})
 
 
-def _fmt(value: object, column: str) -> str:
+def card_for_display(card: pd.DataFrame) -> pd.DataFrame:
+    """The method card in words, its two win-rate numbers as one cell ("75 % of 4"; — for a
+    baseline, which is not compared with itself; – for a method with no photo to pair). No
+    "Kind" column: a baseline's name already says "(baseline)", and the card must stay narrow."""
+    out = table_for_display(card)
+    if WIN in out.columns:
+        cells = ["—" if kind == "baseline" else "–" if not math.isfinite(win) else f"{win:.0f} % of {int(n)}"
+                 for kind, win, n in zip(out["Kind"], out[WIN], out[WIN_PHOTOS])]
+        out.insert(list(out.columns).index(WIN), WIN_CELL, cells)
+        out = out.drop(columns=[WIN, WIN_PHOTOS])
+    return out.drop(columns="Kind")
+
+
+# The card's headers on the page, short so that the card fits a 1280 px window; each keeps its
+# full name as a tooltip (and in the CSV/Markdown), and the caption explains them.
+CARD_HEADERS = {
+    "Mean lift": "Lift",
+    "Deletion AUC (lower is better)": "Del. AUC\u00a0↓", "Insertion AUC (higher is better)": "Ins. AUC\u00a0↑",
+    "Similarity after full randomisation": "Rand. sim.", "Input dependence": "Input dep.",
+    "Class dependence": "Class dep.",
+}
+
+
+def card_headers_caption(columns: list[str]) -> str:
+    """The full names of the short headers the shown card uses."""
+    names = [f"{CARD_HEADERS[c]}: {c}" for c in columns if c in CARD_HEADERS]
+    return f"Headers: {'; '.join(names)}." if names else ""
+
+
+def _fmt(value: object, column: str, digits: int = 3) -> str:
     if isinstance(value, (float, np.floating)):
         if not math.isfinite(value):
             return "–"
@@ -407,31 +465,33 @@ def _fmt(value: object, column: str) -> str:
             return f"{value:.1f}"
         if "p" in column.split() and value < 0.001:  # p-values: keep tiny ones readable
             return f"{value:.1e}"
-        return f"{value:.3f}"
+        return f"{value:.{digits}f}"
     return str(value)
 
 
-def format_cells(table: pd.DataFrame) -> list[list[str]]:
-    return [[_fmt(v, c) for v, c in zip(row, table.columns)] for row in table.itertuples(index=False)]
+def format_cells(table: pd.DataFrame, digits: int = 3) -> list[list[str]]:
+    return [[_fmt(v, c, digits) for v, c in zip(row, table.columns)] for row in table.itertuples(index=False)]
 
 
-def to_markdown(table: pd.DataFrame, caption: str = "") -> str:
+def to_markdown(table: pd.DataFrame, caption: str = "", digits: int = 3) -> str:
     def esc(text: str) -> str:
         return text.replace("|", "\\|")
 
     head = "| " + " | ".join(esc(str(c)) for c in table.columns) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"
-    body = ["| " + " | ".join(esc(v) for v in row) + " |" for row in format_cells(table)]
+    body = ["| " + " | ".join(esc(v) for v in row) + " |" for row in format_cells(table, digits)]
     text = "\n".join([head, rule, *body]) + "\n"
     return f"{text}\n{caption}\n" if caption else text
 
 
-def write_table(table: pd.DataFrame, out_dir: Path, name: str, caption: str) -> dict[str, Path]:
-    """`name`.csv (full precision) and `name`.md (rounded, with caption)."""
+def write_table(table: pd.DataFrame, out_dir: Path, name: str, caption: str, digits: int = 3,
+                csv_table: pd.DataFrame | None = None) -> dict[str, Path]:
+    """`name`.csv (full precision; `csv_table` when the shown table merges numbers into text) and
+    `name`.md (rounded to `digits`, with caption)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.md"
-    table.to_csv(csv_path, index=False, float_format="%.10g")
-    md_path.write_text(to_markdown(table, caption), encoding="utf-8")
+    (table if csv_table is None else csv_table).to_csv(csv_path, index=False, float_format="%.10g")
+    md_path.write_text(to_markdown(table, caption, digits), encoding="utf-8")
     return {"csv": csv_path, "md": md_path}
 
 
