@@ -1,5 +1,10 @@
-"""xcnn: which saliency method points at the object? Explain CNN classifiers with saliency maps
-and score each map against object masks by energy concentration."""
+"""xcnn shows what a CNN image classifier looks at, and which saliency method shows it best.
+`xcnn explain` draws saliency maps (gradient, Grad-CAM, guided backprop, LayerCAM, integrated
+gradients, …) of a model's decision on your photos, for torchvision, timm or your own models;
+`xcnn data` fetches COCO photos with their object masks (or builds the offline demo set); `xcnn run`
+runs a config's experiment, scoring every map by how much of it falls on the object (resumable:
+after an interruption, run the same command again); `xcnn report` turns a run into tables, figures
+and an HTML page. Example: xcnn explain cat.jpg --model resnet50 --out maps/"""
 from __future__ import annotations
 
 import argparse
@@ -8,24 +13,27 @@ import sys
 
 from xcnn.errors import XcnnError
 
-EPILOG = """commands: explain (maps of photos), data (fetch COCO photos and masks), run (the experiment
-of a config, resumable), report (tables, figures, HTML page of a run). `xcnn COMMAND -h` for each.
+EPILOG = """`xcnn COMMAND -h` gives each command's options with their defaults.
 exit status: 0 done; 3 some units failed for data reasons; 2 a usage or input error; 1 a bug."""
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser().parse_args(argv))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `xcnn` parser with every command's."""
     import importlib
 
     parser = argparse.ArgumentParser(prog="xcnn", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     # Each command module imports its heavy dependencies (torch) only when it runs, so
     # `xcnn report` works where torch is not installed.
     for name in ("explain", "data", "run", "report"):
         importlib.import_module(f"xcnn.cli.{name}").add_parser(sub)
-    args = parser.parse_args(argv)
-    return run_command(args)
+    return parser
 
 
 def run_command(args: argparse.Namespace) -> int:

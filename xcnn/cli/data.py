@@ -14,8 +14,8 @@ SHORT = 3  # exit code: fewer usable images than asked, for data reasons (2: a u
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="download a COCO subset or build the offline demo set")
-    kinds = p.add_subparsers(dest="data_command", required=True)
+    p = sub.add_parser("data", help="download a COCO subset or build the offline demo set", description=__doc__)
+    kinds = p.add_subparsers(dest="data_command", required=True, title="kinds", metavar="KIND")
 
     coco = kinds.add_parser(
         "coco",
@@ -37,8 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="server root instead of http://images.cocodataset.org (or set $XCNN_COCO_BASE_URL)")
     coco.set_defaults(func=_coco)
 
-    demo = kinds.add_parser("demo", help="build the small offline demo set")
-    demo.add_argument("dest", type=Path, help="folder to write the demo set into")
+    demo = kinds.add_parser("demo", help="build the small offline demo set",
+                            description="Write the offline demo set (14 photos with COCO-style masks) into DEST.")
+    demo.add_argument("dest", type=Path, metavar="DEST", help="folder to write the demo set into")
     demo.set_defaults(func=_demo)
 
 

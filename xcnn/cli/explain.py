@@ -29,31 +29,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("photos", type=Path, nargs="+", metavar="PHOTO",
                    help="image files (JPEG, PNG, …) or folders of them (a folder: its image files, sorted, "
                         "not its subfolders)")
-    p.add_argument("--model", default="mobilenet_v2",
-                   help="a torchvision CNN name, timm:NAME or python:package.module:factory (default: mobilenet_v2)")
-    p.add_argument("--weights", help="state-dict file instead of the published ImageNet weights")
-    p.add_argument("--target", default="top1", help='top1 (default), an ImageNet index (281) or a class name ("tabby cat")')
+    p.add_argument("--model", metavar="NAME", default="mobilenet_v2",
+                   help="a torchvision CNN name, timm:NAME or python:package.module:factory (default: %(default)s)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="state-dict file, or random (untrained); default: the model's published weights")
+    p.add_argument("--target", metavar="CLASS", default="top1",
+                   help='top1 (default), an ImageNet index (281) or a class name ("tabby cat")')
     p.add_argument("--size", default="original", help="original (default), a side (224) or HxW")
-    p.add_argument("--layer", default=None, help="CAM layer (default: the model's own, else auto)")
-    p.add_argument("--methods", default="default",
+    p.add_argument("--layer", metavar="NAME", default=None, help="CAM layer (default: the model's own, else auto)")
+    p.add_argument("--methods", metavar="NAMES", default="default",
                    help=f"comma-separated method names, or all, single-pass, default (default: default = "
                         f"{','.join(DEFAULT_METHODS)}); names: {', '.join(ALL_METHODS)}")
-    p.add_argument("--ig-steps", type=_positive_int, default=_DEFAULTS.ig_steps,
-                   help=f"integrated_gradients: Gauss-Legendre steps from the baseline 0 of the model's input "
-                        f"(default: {_DEFAULTS.ig_steps})")
-    p.add_argument("--smoothgrad-samples", type=_positive_int, default=_DEFAULTS.smoothgrad_samples,
-                   help=f"smoothgrad: noisy copies averaged (default: {_DEFAULTS.smoothgrad_samples})")
-    p.add_argument("--smoothgrad-sigma", type=_non_negative_float, default=_DEFAULTS.smoothgrad_sigma,
-                   help=f"smoothgrad: noise std as a fraction of the photo's value range (default: {_DEFAULTS.smoothgrad_sigma})")
-    p.add_argument("--scorecam-top-k", type=_positive_int, default=_DEFAULTS.scorecam_top_k,
+    p.add_argument("--ig-steps", metavar="N", type=_positive_int, default=_DEFAULTS.ig_steps,
+                   help="integrated_gradients: Gauss-Legendre steps from the baseline 0 of the model's input "
+                        "(default: %(default)s)")
+    p.add_argument("--smoothgrad-samples", metavar="N", type=_positive_int, default=_DEFAULTS.smoothgrad_samples,
+                   help="smoothgrad: noisy copies averaged (default: %(default)s)")
+    p.add_argument("--smoothgrad-sigma", metavar="S", type=_non_negative_float, default=_DEFAULTS.smoothgrad_sigma,
+                   help="smoothgrad: noise std as a fraction of the photo's value range (default: %(default)s)")
+    p.add_argument("--scorecam-top-k", metavar="K", type=_positive_int, default=_DEFAULTS.scorecam_top_k,
                    help="scorecam: use only the k channels of highest mean activation (default: every channel, as the paper)")
-    p.add_argument("--memory-mb", type=_positive_int, default=_DEFAULTS.memory_mb,
+    p.add_argument("--memory-mb", metavar="MB", type=_positive_int, default=_DEFAULTS.memory_mb,
                    help="working memory the extra-pass methods may use at once; changes speed, never a map "
-                        f"(default: {_DEFAULTS.memory_mb})")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help=f"smoothgrad noise seed (default: {_DEFAULTS.seed})")
-    p.add_argument("--out", type=Path, default=Path("explain-out"), help="output folder (default: explain-out)")
-    p.add_argument("--save-raw", action="store_true", help="also write each map as .npy")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="smoothgrad noise seed (default: %(default)s)")
+    p.add_argument("--out", metavar="DIR", type=Path, default=Path("explain-out"),
+                   help="output folder: PHOTO-METHOD.png per map and PHOTO-all.png (default: %(default)s)")
+    p.add_argument("--save-raw", action="store_true", help="also write each map as PHOTO-METHOD.npy (default: off)")
+    p.add_argument("--device", metavar="DEVICE", default="cpu",
+                   help="torch device: cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
     p.set_defaults(func=run)
 
 

@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The report command on its own (what `xcnn report` does, without loading other commands)."""
     parser = argparse.ArgumentParser(prog="xcnn report", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
     _arguments(parser)
     from xcnn.cli import run_command  # the package's __init__ loads no command module
 
