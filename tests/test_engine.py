@@ -215,6 +215,19 @@ def test_model_unchanged_even_when_explain_raises() -> None:
     _assert_same(before, _snapshot(model))
 
 
+def test_explainer_holds_nothing_to_close() -> None:
+    """Used without `with`, it leaves the model as it was after each call (no close to forget);
+    the `with` form of the examples still works."""
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    before = _snapshot(model)
+    ex = Explainer(model)
+    ex.explain(torch.randn(1, 3, 32, 32), 1)
+    _assert_same(before, _snapshot(model))
+    assert not hasattr(ex, "close")
+    with Explainer(model) as again:
+        assert again.explain(torch.randn(1, 3, 32, 32), 1).gradcam.shape == (1, 1, 32, 32)
+
+
 def test_bad_arguments_are_one_line_errors() -> None:
     model = torchvision.models.resnet18(weights=None, num_classes=10)
     with Explainer(model) as ex:

@@ -102,7 +102,10 @@ class Maps:
 
 
 class Explainer:
-    """Saliency maps for a classifier. Use as a context manager (or call :meth:`close`).
+    """Saliency maps for a classifier.
+
+    It holds nothing between calls (``explain`` removes its hooks before returning), so there is
+    nothing to close; ``with Explainer(...) as ex:`` also works, as the examples write it.
 
     ``target_layer``: the layer the CAM methods read — "auto" (the last 4-D feature map before
     global pooling), a module name from ``model.named_modules()``, or None to disable them.
@@ -125,10 +128,7 @@ class Explainer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Nothing is held between calls; kept so the context-manager form reads naturally."""
+        return None
 
     @property
     def layer(self) -> str | None:
