@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as cocomask
 
+from xcnn import render
 from xcnn.cli import main
 from xcnn.data import imagenet_classes
 from xcnn.errors import XcnnError
@@ -179,7 +180,7 @@ def test_records_match_an_independent_recomputation(reference: Path, dataset: tu
             assert rec.rma == pytest.approx(rma, rel=5e-3, abs=1e-4)
             assert (reference / rec.map_png).is_file() and (reference / rec.image_png).is_file()
             with Image.open(reference / rec.mask_png) as pic:
-                assert max(pic.size) <= worker_module.PICTURE_SIDE
+                assert max(pic.size) <= render.PICTURE_SIDE
     assert (records.group == np.where(records["size"].astype(str) == "original", "original", "resized")).all()
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,14 +31,15 @@ from PIL import Image
 from xcnn import metrics
 from xcnn.errors import XcnnError
 from xcnn.experiment.config import RECORD_SCHEMA, Config, ModelSpec, Size
+from xcnn.experiment.layout import MAPS_DIR, PICTURES_DIR
 from xcnn.experiment.plan import BASELINE_MODEL, FAITHFULNESS_TESTS, Batch, pair_key
 from xcnn.experiment.store import UnitKey
 from xcnn.experiment.targets import check_model, classes_for
+from xcnn.files import slug
 from xcnn.methods import registry
 
 log = logging.getLogger(__name__)
 
-PICTURE_SIDE = 320  # longest side of the pictures kept for the report (its grids draw at 320)
 # Per-image numbers a method leaves in the engine's extras, and the record field they go to.
 EXTRA_FIELDS = {"integrated_gradients": {"ig_completeness": "completeness"}}
 
@@ -289,13 +289,13 @@ class Worker:
         key = batch.key(s)
         h, w = unit.mask.shape
         stem = f"{slug(str(s.image_id))}_{slug(s.category)}"
-        image_png = f"pictures/{size.label}/{slug(str(s.image_id))}.jpg"
-        mask_png = f"pictures/{size.label}/{stem}_mask.png"
-        small = shrink_photo(unit.photo)
+        image_png = f"{PICTURES_DIR}/{size.label}/{slug(str(s.image_id))}.jpg"
+        mask_png = f"{PICTURES_DIR}/{size.label}/{stem}_mask.png"
+        small = np.asarray(render.shrink(Image.fromarray(unit.photo)))
         files = {image_png: encode_picture(small, "jpg"), mask_png: encode_picture(unit.mask.astype(np.uint8) * 255, "png")}
         maps: dict[str, np.ndarray] = out["maps"]
         if self.save_maps:
-            files[f"maps/{slug(batch.model.name)}/{size.label}/{stem}.npz"] = encode_maps(maps, unit.mask)
+            files[f"{MAPS_DIR}/{slug(batch.model.name)}/{size.label}/{stem}.npz"] = encode_maps(maps, unit.mask)
         records = []
         for method in batch.methods:
             sc = {k: float(v[0]) for k, v in metrics.scores(maps[method][None], unit.mask[None]).items()}
@@ -304,9 +304,9 @@ class Worker:
                 notes.append("all-zero map")
             if sc["chance"] == 0:
                 notes.append("mask vanishes at this size")
-            map_png = f"pictures/{size.label}/{slug(batch.model.name)}/{stem}_{method}.jpg"
-            files[map_png] = encode_picture(render.picture(method, shrink_map(method, maps[method], small.shape[:2]),
-                                                           small), "jpg")
+            map_png = f"{PICTURES_DIR}/{size.label}/{slug(batch.model.name)}/{stem}_{method}.jpg"
+            small_map = render.shrink_map(method, maps[method], small.shape[:2])
+            files[map_png] = encode_picture(render.picture(method, small_map, small), "jpg")
             record = {
                 "id": s.image_id,
                 "file": Path(s.file).name,
@@ -358,6 +358,7 @@ def read_photo(file: str, shipped: dict[str, bytes], max_pixels: int) -> np.ndar
     decoding, pixel budget and checks as a photo read from disk."""
     from xcnn.data import load_image
 
+    # Stored orientation, no EXIF turn (load_image's upright=False; `xcnn explain` turns): the masks were drawn on it.
     data = shipped.get(file)
     if data is None:
         return load_image(file, max_pixels=max_pixels)
@@ -471,46 +472,17 @@ def _rank(logits: torch.Tensor, target: int) -> int:
     return int((logits > logits[target]).sum()) + 1
 
 
-# --- pictures -------------------------------------------------------------------------------
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "x"
-
-
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:300]}"
 
 
-def shrink_photo(photo: np.ndarray) -> np.ndarray:
-    """The photo at picture size (at most PICTURE_SIDE on its long side)."""
-    h, w = photo.shape[:2]
-    if max(h, w) <= PICTURE_SIDE:
-        return photo
-    scale = PICTURE_SIDE / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS))
-
-
-def shrink_map(method: str, m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """A map brought to picture size *before* rendering (rendering full-size maps only to
-    shrink the pictures cost more than the metrics). Grey pictures show the channel-summed
-    magnitude, so that is what gets area-averaged; heat maps are resized bilinearly."""
-    if m.shape[1:] == hw:
-        return m
-    heat = registry.get(method).draw == "heat"
-    plane = m[0] if heat else np.abs(m).sum(axis=0)
-    resample = Image.Resampling.BILINEAR if heat else Image.Resampling.BOX
-    small = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32)).resize((hw[1], hw[0]), resample)
-    return np.asarray(small)[None]
-
+# --- pictures -------------------------------------------------------------------------------
 
 def encode_picture(rgb: np.ndarray, fmt: str) -> bytes:
-    img = Image.fromarray(np.ascontiguousarray(rgb))
-    if max(img.size) > PICTURE_SIDE:
-        scale = PICTURE_SIDE / max(img.size)
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                         Image.Resampling.LANCZOS)
+    from xcnn.render import shrink
+
+    img = shrink(Image.fromarray(np.ascontiguousarray(rgb)))
     if img.mode == "RGB":
         a = np.asarray(img)
         if (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
