@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from xcnn.experiment import load_config, run  # noqa: E402
+from xcnn.experiment.layout import RECORDS_FILE  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -77,7 +78,7 @@ def main() -> None:
     start = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "run" / "records.jsonl"
+        store = Path(tmp) / "run" / RECORDS_FILE
 
         def sample() -> None:
             while not stop.is_set():

@@ -210,7 +210,7 @@ def test_model_unchanged_even_when_explain_raises() -> None:
         with pytest.raises(XcnnError, match="out of range"):
             ex.explain(torch.randn(1, 3, 32, 32), 99)
         _assert_same(before, _snapshot(model))
-        with pytest.raises(RuntimeError):  # the model itself fails mid-forward (wrong channels)
+        with pytest.raises(RuntimeError):  # the model itself fails mid-forward (a 32×0 image)
             ex.explain(torch.randn(1, 3, 32, 32)[:, :, :, :0].expand(1, 3, 32, 0), 1)
     _assert_same(before, _snapshot(model))
 
@@ -290,9 +290,7 @@ def test_options_and_keys_are_checked() -> None:
 
 def test_extra_pass_methods_get_options_and_keys_through_the_engine() -> None:
     """The extra-pass methods are called like the others; what they read (options, keys) and
-    leave (extras) passes through. Skipped while their modules are not there."""
-    pytest.importorskip("xcnn.methods.sampling")
-    pytest.importorskip("xcnn.methods.perturbation")
+    leave (extras) passes through."""
     from xcnn import Options
     from xcnn.methods.registry import ALL_METHODS
 

@@ -31,7 +31,8 @@ from tests.test_run import ROOT, make_coco, write_config  # noqa: E402
 from xcnn.errors import XcnnError  # noqa: E402
 from xcnn.experiment import load_config, run  # noqa: E402
 from xcnn.experiment.backends import ray as ray_backend  # noqa: E402
-from xcnn.experiment.store import RECORDS_FILE, JsonlStore, record_key  # noqa: E402
+from xcnn.experiment.layout import RECORDS_FILE  # noqa: E402
+from xcnn.experiment.store import JsonlStore, record_key  # noqa: E402
 from xcnn.experiment.worker import read_photo  # noqa: E402
 
 PER_CATEGORY = 4  # 8 photos × 2 sizes = 16 units in 8 batches of 2: several in flight at each actor

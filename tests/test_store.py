@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from xcnn.errors import XcnnError
-from xcnn.experiment.store import JsonlStore, RunLock, RunStore, started_counts, write_atomic
+from xcnn.experiment.store import JsonlStore, RunLock, RunStore, started_counts
+from xcnn.files import write_atomic
 
 METHODS = ("a", "b", "c")
 KEY = ("net", "224", "{}", "dog")

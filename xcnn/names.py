@@ -1,5 +1,5 @@
-"""The thesis's five method names and their words (kept for old imports; the registry,
-``xcnn.methods.registry``, is the one source)."""
+"""The thesis's five method names (METHODS) and every method's label (METHOD_LABELS), kept for
+old imports only: nothing in xcnn imports it; the registry, ``xcnn.methods.registry``, is the one source."""
 from __future__ import annotations
 
 from xcnn.methods.registry import DEFAULT_METHODS, REGISTRY

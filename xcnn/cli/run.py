@@ -37,6 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from xcnn.experiment import load_config, run
+    from xcnn.experiment.layout import FAILURES_FILE
 
     config = load_config(args.config)
     if args.ray is not None:
@@ -48,6 +49,6 @@ def _run(args: argparse.Namespace) -> int:
         write_report(args.out)
     if summary.failed:
         log.warning("%d of %d units failed for data reasons; see %s", summary.failed, summary.units_total,
-                    args.out / "failures.jsonl")
+                    args.out / FAILURES_FILE)
         return 3
     return 0

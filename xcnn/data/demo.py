@@ -11,11 +11,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from xcnn.data.paths import inside
 from xcnn.errors import XcnnError
+from xcnn.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,8 @@ def build(dest: Path) -> tuple[Path, Path]:
     for name, src in sources.items():
         target = inside(image_dir, name, f"demo image {name!r} of {ANNOTATIONS}")
         if not target.is_file() or target.stat().st_size != src.stat().st_size:
-            tmp = target.with_suffix(target.suffix + ".part")
-            shutil.copyfile(src, tmp)
-            tmp.replace(target)  # a killed copy never leaves a half file under the final name
+            write_atomic(target, src.read_bytes())  # a killed copy never leaves a half file under the final name
     # The annotations go last: their presence marks a complete set.
-    tmp = ann_file.with_suffix(".json.part")
-    tmp.write_text(json.dumps(coco))
-    tmp.replace(ann_file)
+    write_atomic(ann_file, json.dumps(coco).encode())
     log.info("demo set: %d images, %d annotations in %s", len(coco["images"]), len(coco["annotations"]), dest)
     return ann_file, image_dir

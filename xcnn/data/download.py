@@ -51,6 +51,7 @@ from xcnn.data.coco import CocoDataset, check_selection
 from xcnn.data.images import is_image, load_image
 from xcnn.data.paths import inside
 from xcnn.errors import XcnnError
+from xcnn.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def fetch(url: str, dest: Path, check: Check | None = None, *, progress: bool = 
         problem = check(part) if check else None
         with _local_io(part):
             if problem is None:
+                # not write_atomic: the .part is streamed and kept across a kill, to be resumed
                 os.replace(part, dest)
                 return None
             part.unlink()
@@ -331,6 +333,7 @@ def _same_as_member(path: Path, archive: Path, member: str) -> bool:
 
 
 def _extract(archive: Path, member: str, target: Path) -> None:
+    # Streamed through a .part, not write_atomic (whole bytes): the annotations are hundreds of MB.
     tmp = target.with_name(target.name + ".part")
     log.info("extracting %s from %s", member, archive)
     try:
@@ -405,10 +408,8 @@ def download_coco(
         "images": chosen, "skipped": skipped,
     }
     out = root / SELECTION_FILE
-    tmp = out.with_name(out.name + ".part")
-    with _local_io(tmp):
-        tmp.write_text(json.dumps(selection, indent=1) + "\n")
-        os.replace(tmp, out)
+    with _local_io(out):
+        write_atomic(out, (json.dumps(selection, indent=1) + "\n").encode())
     log.info(
         "%s: %s; images downloaded %d, already present %d; skipped %s; selection in %s",
         split, ", ".join(f"{n} {len(ids)}" for n, ids in chosen.items()),

@@ -3,7 +3,7 @@
 Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
 
     [data]
-    demo = true                  # the offline demo set, or a folder to cache it in;
+    demo = true                  # the offline demo set, or a folder to cache it in
     # format = "coco"            # ...or a dataset: "coco" (default), "voc", "imagenet-boxes", "folder"
     # ann_file = "instances_train2017.json"   # coco: the instances file and its photos
     # image_dir = "train2017"
@@ -30,7 +30,7 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
     growth = 0.20                # mask dilation: area grows by this fraction
     batch_size = 8
     device = "auto"              # "cpu", "cuda", "cuda:1", "mps" or "auto"
-    max_pixels = 40_000_000      # a larger photo (or size) is a per-photo failure, not an out-of-memory kill
+    max_pixels = 6_000_000       # a larger photo (or size) is a per-photo failure, not an out-of-memory kill
     max_target_rank = 5          # default: none. Only units whose target is among the model's top K
                                  # classes at that size get maps and records (part of the identity);
                                  # the others are logged in RUN_DIR/filtered.jsonl. Baselines: not filtered
@@ -54,11 +54,12 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
 
 Relative paths are taken from the config file's folder.
 
-A run's *identity* is what its records depend on (the data's content, each model's weights and
-layer, growth, method parameters, the record schema, run.max_target_rank when set); RUN_DIR
-keeps it and refuses a config that changes it. What only says which records are wanted (categories, photos per category, models,
-sizes, methods) may grow: a rerun computes only what is missing. The checks are not part of the
-identity either: their rows (RUN_DIR/checks.jsonl) carry their own parameters.
+A run's *identity* is what its records depend on (the data's content, each model's weights,
+layer and the input statistics, classes and reshape it sets, growth, method parameters, the record
+schema, data.targets when not "imagenet", run.max_target_rank when set); RUN_DIR keeps it and
+refuses a config that changes it. What only says which records are wanted (categories, photos
+per category, models, sizes, methods) may grow: a rerun computes only what is missing. The checks
+are not part of the identity either: their rows (RUN_DIR/checks.jsonl) carry their own parameters.
 """
 from __future__ import annotations
 

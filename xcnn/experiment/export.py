@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from xcnn.errors import XcnnError
-from xcnn.experiment.store import CHECKS_FILE, CONFIG_FILE, RECORDS_FILE, JsonlStore, check_key, write_atomic
+from xcnn.experiment.layout import CHECKS_CSV, CHECKS_FILE, CONFIG_FILE, EXP_FILE, RECORDS_CSV, RECORDS_FILE
+from xcnn.experiment.store import JsonlStore, check_key
+from xcnn.files import write_atomic
 from xcnn.methods.registry import ALL_METHODS, BASELINE_NAMES
 
 # The contract's fields (docs/ARCHITECTURE.md "Records"), then ours.
@@ -53,12 +55,12 @@ def write_exports(run_dir: str | Path) -> tuple[Path, Path]:
     grouped: dict[str, list[dict[str, Any]]] = {g: [] for g in GROUPS}
     for rec in records:
         grouped.setdefault(rec["group"], []).append({k: _clean(rec.get(k)) for k in FIELDS})
-    exp = run_dir / "exp.json"
+    exp = run_dir / EXP_FILE
     write_atomic(exp, (json.dumps(grouped, indent=1, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"))
-    csv = run_dir / "records.csv"
+    csv = run_dir / RECORDS_CSV
     write_atomic(csv, _csv(records).encode("utf-8"))
     if (run_dir / CHECKS_FILE).is_file():
-        write_atomic(run_dir / "checks.csv", _csv(read_checks(run_dir), CHECK_FIELDS).encode("utf-8"))
+        write_atomic(run_dir / CHECKS_CSV, _csv(read_checks(run_dir), CHECK_FIELDS).encode("utf-8"))
     return exp, csv
 
 

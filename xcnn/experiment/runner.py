@@ -9,7 +9,6 @@ which backend runs the workers.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
@@ -18,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xcnn.data.folder import CSV_NAME
 from xcnn.data.formats import DataSource
 from xcnn.errors import XcnnError
 from xcnn.experiment.config import Config
+from xcnn.experiment.layout import FILTERED_FILE
 from xcnn.experiment.plan import Batch, all_batches, missing, plan
-from xcnn.experiment.store import FILTERED_FILE, RunStore, UnitKey
+from xcnn.experiment.store import RunStore, UnitKey
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ def _check_data_paths(config: Config) -> None:
         value = getattr(config, key)
         if value is not None and not Path(value).is_dir():
             raise XcnnError(f"data.{key}: {value} is not a folder; {hint} ({config.source})")
-    if config.format == "folder" and not (Path(str(config.root)) / "masks.csv").is_file():
-        raise XcnnError(f"data.root: {config.root} holds no masks.csv; write it (columns image, mask, category) "
+    if config.format == "folder" and not (Path(str(config.root)) / CSV_NAME).is_file():
+        raise XcnnError(f"data.root: {config.root} holds no {CSV_NAME}; write it (columns image, mask, category) "
                         f"or fix the path ({config.source})")
 
 
@@ -253,8 +254,3 @@ def _log_summary(s: Summary) -> None:
     )
     if s.workers:
         log.info("per worker: %s", ", ".join(f"{w} {r:.2f} units/s" for w, r in sorted(s.workers.items())))
-
-
-def stable_hash(*parts: object) -> int:
-    """A 63-bit hash that is the same in every process (Python's hash() is salted)."""
-    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "big") >> 1

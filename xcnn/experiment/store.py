@@ -23,17 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from xcnn.errors import XcnnError
+from xcnn.experiment.layout import CHECKS_FILE, CONFIG_FILE, FAILURES_FILE, FILTERED_FILE, LOCK_FILE, RECORDS_FILE, STARTED_FILE
+from xcnn.files import TEMP_GLOB, write_atomic
 
 log = logging.getLogger(__name__)
-
-# The run folder's files, named once.
-CONFIG_FILE = "config.json"
-RECORDS_FILE = "records.jsonl"
-FAILURES_FILE = "failures.jsonl"
-STARTED_FILE = "started.jsonl"
-CHECKS_FILE = "checks.jsonl"
-FILTERED_FILE = "filtered.jsonl"  # units left out by run.max_target_rank: done, with no records
-LOCK_FILE = ".lock"
 
 UnitKey = tuple[str, str, str, str]  # (CNN, size, photo id, category)
 RecordKey = tuple[str, str, str, str, str]  # UnitKey + method
@@ -195,24 +188,6 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Write a whole file so that readers see the old file or the new, never half of one.
-    ``durable`` also survives a power cut (fsync), not only a killed process. A failed write
-    (a full disk) leaves no temporary file behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class RunLock:
@@ -448,6 +423,6 @@ class RunStore:
 
 def _clean_temporaries(run_dir: Path) -> None:
     """Temporary files left by a run killed (or a disk that filled) mid-write."""
-    for tmp in run_dir.rglob(".*.tmp*"):
+    for tmp in run_dir.rglob(TEMP_GLOB):
         if tmp.is_file():
             tmp.unlink(missing_ok=True)

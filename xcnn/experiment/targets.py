@@ -13,12 +13,11 @@ pass; each record keeps the rule in ``target_rule``.
 from __future__ import annotations
 
 import csv
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xcnn.errors import XcnnError
+from xcnn.errors import XcnnError, did_you_mean
 
 TargetMap = tuple[tuple[str, tuple[str | int, ...]], ...]
 
@@ -113,9 +112,9 @@ def _index(name: str, names: Sequence[str], wnids: Sequence[str] | None, where: 
         return lowered.index(key)
     if wnids is not None and key in wnids:
         return list(wnids).index(key)
-    raise XcnnError(f"{name!r} is not one of the model's class names ({where}){_close(key, lowered)}")
+    raise XcnnError(f"{name!r} is not one of the model's class names ({where}){_close(key, names)}")
 
 
-def _close(key: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(key, options, n=4)
-    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+def _close(key: str, options: Sequence[str]) -> str:
+    hint = did_you_mean(key, options, n=4)
+    return f"; {hint}" if hint else ""

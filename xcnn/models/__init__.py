@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import torchvision
 from torch import nn
 
 from xcnn.errors import XcnnError, did_you_mean
+from xcnn.files import write_atomic
 from xcnn.models import checks, factory
 
 log = logging.getLogger(__name__)
@@ -243,9 +243,7 @@ def _seed_from_packages(file: Path) -> None:
     source = Path(pkg.__file__).parent / "weights" / file.name
     if source.exists():
         file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(".part")
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, file)
+        write_atomic(file, source.read_bytes())  # about 14 MB; torch.hub must never see half a file
         log.info("placed offline MobileNetV2 weights in %s", file)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xcnn.experiment.layout import RECORDS_FILE
+from xcnn.files import slug
 from xcnn.report import figures, files, grids, html, stats, tables
 from xcnn.report.run_info import RunInfo, run_info
 
@@ -37,7 +39,7 @@ _SPLITS = [
 def write_report(run_dir: Path, images: list | None) -> Path:
     df = tables.load_records(run_dir)
     chosen = grids.choose_images(df, images)  # a wrong --images fails here, before anything is written
-    info = run_info(run_dir, df, from_jsonl=(run_dir / "records.jsonl").is_file())
+    info = run_info(run_dir, df, from_jsonl=(run_dir / RECORDS_FILE).is_file())
     _clear_stale(run_dir)
     tmp = run_dir / f"{REPORT}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -170,7 +172,7 @@ def _gallery(run_dir: Path, out: Path, df: pd.DataFrame) -> list[html.Card]:
         key = (rec["id"], rec["class"], rec["size"])
         if key not in photos:
             photo = files.inside(run_dir, rec["image_png"])
-            dest = out / "photos" / _slug(rec["size"]) / (_slug(f"{rec['id']}_{rec['class']}") + ".jpg")
+            dest = out / "photos" / slug(str(rec["size"])) / (slug(f"{rec['id']}_{rec['class']}") + ".jpg")
             ok = photo is not None and files.outlined_photo(photo, files.inside(run_dir, rec["mask_png"]), dest)
             photos[key] = dest if ok else None
         picture = files.inside(run_dir, rec["map_png"])
@@ -181,7 +183,3 @@ def _gallery(run_dir: Path, out: Path, df: pd.DataFrame) -> list[html.Card]:
                 files.place(picture, placed)
         cards.append(html.Card(rec, photos[key], placed))
     return cards
-
-
-def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in text)

@@ -1,5 +1,8 @@
-"""Figures as PNG/EPS/SVG: mean P per method (thesis Fig. 7.6), per CNN and size (Fig. 7.7, 7.9),
-per size, per category, and the distribution of P − chance.
+"""Figures as PNG/EPS/SVG, for each view of the records (write_figures): mean P per method
+(thesis Fig. 7.6), per CNN and size (Fig. 7.7, 7.9), per size (with more than one), per category,
+the distribution of P − chance, and mean P against mean lift. Once per run (write_check_figures),
+when the run made them: the randomisation checks' similarity curves and the mean deletion and
+insertion curves.
 
 Every bar figure is a set of panels of horizontal bars, one bar per method and baseline in
 registry order, on a shared P axis from 0 to 1: names stay readable for any number of methods,

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
+from xcnn.experiment.layout import CONFIG_FILE, EXP_FILE, RECORDS_CSV
+
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("records.csv", "exp.json", "config.json")
+RUN_FILES = (RECORDS_CSV, EXP_FILE, CONFIG_FILE)
 _OUTLINE = (255, 255, 51)  # the yellow of the grids' outline
 _HALO = (0, 0, 0)
 

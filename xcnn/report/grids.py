@@ -1,7 +1,8 @@
-"""Image grids (thesis Fig. 7.8): rows = methods, columns = CNNs, one grid per image and size;
-the first column holds the photo, its mask and the model-free baselines.
+"""Image grids (thesis Fig. 7.8): rows = methods, columns = CNNs, one grid per chosen (image,
+category) and size; the first column holds the photo, its mask and the model-free baselines.
 
-Built only from the PNGs the run wrote (map_png, mask_png, image_png); nothing is recomputed.
+Built only from the pictures the run wrote (image_png and map_png are JPEGs, mask_png a PNG,
+whatever the field names say); nothing is recomputed.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from xcnn.errors import XcnnError  # noqa: E402
+from xcnn.files import slug  # noqa: E402
+from xcnn.render import shrink  # noqa: E402
 from xcnn.report.files import draw_outline, inside  # noqa: E402
 from xcnn.report.figures import RC, method_color  # noqa: E402
 from xcnn.report.tables import (  # noqa: E402
@@ -31,7 +34,6 @@ log = logging.getLogger(__name__)
 
 ImageChoice = int | str | tuple[int | str, str]
 DEFAULT_COUNT = 4
-_THUMB = 320  # longest side drawn per cell; keeps grids of large originals fast and small
 
 
 @dataclass
@@ -103,11 +105,8 @@ def _load(run_dir: Path, rel: str, grey: bool = False) -> np.ndarray | None:
     try:
         with Image.open(path) as opened:
             im = opened.convert("L" if grey else "RGB")
-        if max(im.size) > _THUMB:
-            scale = _THUMB / max(im.size)
-            size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-            im = im.resize(size, Image.Resampling.NEAREST if grey else Image.Resampling.BILINEAR)
-        return np.asarray(im)
+        # no cell is drawn larger than a run keeps its pictures: larger ones would only slow the grid and grow it
+        return np.asarray(shrink(im, Image.Resampling.NEAREST if grey else Image.Resampling.BILINEAR))
     except (OSError, UnidentifiedImageError):
         log.warning("picture %s is missing or unreadable; its grid cell stays empty", path)
         return None
@@ -211,8 +210,7 @@ def write_grids(df: pd.DataFrame, run_dir: Path, out_dir: Path, chosen: list[tup
     with plt.rc_context(RC):
         for image_id, category, size in tqdm(jobs, desc="image grids", unit="grid", disable=len(jobs) < 4):
             rows = df[(df["id"] == image_id) & (df["class"] == category) & (df["size"] == size)]
-            slug = "".join(ch if ch.isalnum() else "_" for ch in f"{image_id}_{category}_{size}")
-            path = out_dir / f"grid_{slug}.png"
+            path = out_dir / f"grid_{slug(f'{image_id}_{category}_{size}')}.png"
             _grid(run_dir, rows, image_id, category, size, path)
             grids.append(Grid(image_id, category, size, path))
     return grids

@@ -14,6 +14,7 @@ import pandas as pd
 
 from xcnn.methods import registry
 from xcnn.report.figures import Figure, heat_stops, method_color
+from xcnn.report.files import RUN_FILES
 from xcnn.report.grids import Grid
 from xcnn.report.run_info import RunInfo
 from xcnn.report.tables import (
@@ -188,7 +189,7 @@ def _header(page: Page, base: Path) -> str:
     info = page.info
     facts = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in info.facts)
     files = [f'<a href="{_href(p, base)}">{_e(name)}</a>' for name, p in page.run_files.items()]
-    missing = [n for n in ("records.csv", "exp.json", "config.json") if n not in page.run_files]
+    missing = [n for n in RUN_FILES if n not in page.run_files]
     files_html = " · ".join(files) + (f' <span class="caption">(not in the run folder: {_e(", ".join(missing))})</span>'
                                       if missing else "")
     notes = "".join(f'<p class="warn">{_e(n)}</p>' for n in info.notes)

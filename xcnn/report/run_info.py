@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from xcnn.experiment.layout import CONFIG_FILE, RECORDS_FILE
 from xcnn.report.tables import cnn_label, is_baseline, method_label, order_methods, order_sizes, size_label
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class RunInfo:
 
 
 def _config_file(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG_FILE
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -104,7 +105,7 @@ def _versions(df: pd.DataFrame, body: dict[str, Any], field_name: str) -> tuple[
 def unread_lines(run_dir: Path, n_read: int) -> int:
     """Lines of records.jsonl that hold a record but were not returned by the store's reader
     (a torn last write after a killed run is expected; anything more is damage)."""
-    path = run_dir / "records.jsonl"
+    path = run_dir / RECORDS_FILE
     if not path.is_file():
         return 0
     n = 0
@@ -148,7 +149,7 @@ def run_info(run_dir: Path, df: pd.DataFrame, from_jsonl: bool) -> RunInfo:
     torch_shown, torch_note = _versions(df, body, "torch")
     fact("Versions", ", ".join(f"{name} {v}" for name, v in (("xcnn", xcnn_shown), ("torch", torch_shown)) if v))
     date = _first(body, _DATE_KEYS)
-    records = run_dir / "records.jsonl"
+    records = run_dir / RECORDS_FILE
     if date is None and records.is_file():
         stamp = dt.datetime.fromtimestamp(records.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
         date = f"{stamp} (records last written)"

@@ -11,6 +11,7 @@ import pandas as pd
 
 from xcnn.errors import XcnnError
 from xcnn.experiment.export import read_records
+from xcnn.experiment.layout import RECORDS_CSV, RECORDS_FILE
 from xcnn.methods import registry
 from xcnn.report.stats import cluster_bootstrap_ci, versus_baseline
 
@@ -107,7 +108,7 @@ def load_records(run_dir: Path) -> pd.DataFrame:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise XcnnError(f"run folder {run_dir} does not exist; give the folder that 'xcnn run' wrote")
-    jsonl, csv = run_dir / "records.jsonl", run_dir / "records.csv"
+    jsonl, csv = run_dir / RECORDS_FILE, run_dir / RECORDS_CSV
     if jsonl.is_file():
         source = jsonl
         # The store's own reader: whole write groups only, a torn tail left out, damage refused.
@@ -121,7 +122,7 @@ def load_records(run_dir: Path) -> pd.DataFrame:
         except (pd.errors.ParserError, UnicodeDecodeError) as err:
             raise XcnnError(f"{csv} cannot be read as CSV ({str(err).splitlines()[0]}); re-export it") from None
     else:
-        raise XcnnError(f"no records.jsonl or records.csv in {run_dir}; run 'xcnn run' into that folder first")
+        raise XcnnError(f"no {RECORDS_FILE} or {RECORDS_CSV} in {run_dir}; run 'xcnn run' into that folder first")
     if df.empty:
         raise XcnnError(f"{source} holds no records; run 'xcnn run' into {run_dir} first")
     missing = [c for c in REQUIRED if c not in df.columns]
