@@ -88,19 +88,43 @@ def test_right_map_beats_random_orders_both_ways() -> None:
     assert wrong["insertion_auc"][0] < noise["insertion_auc"][0] - 0.05
 
 
-def test_one_forward_call_per_curve_without_gradient_in_eval_mode() -> None:
+def test_batched_per_curve_without_gradient_in_eval_mode() -> None:
     model = Checker().train()
     images = torch.rand(3, 3, H, W)
     maps = np.random.default_rng(0).random((3, 3, H, W))
     one = fa.deletion_insertion(model, images, maps, [0, 1, 0], steps=7, curves_per_pass=1)
-    assert model.calls == [8] * 6  # 3 images × (deletion, insertion), 8 images per curve
+    # the 9 shared end points (photo, all deleted, blurred of 3 photos) in passes of at most
+    # 8 images, then one pass per curve: its 6 inner points
+    assert model.calls == [8, 1] + [6] * 6
     assert not any(model.grad_enabled) and not any(model.training_seen)
     assert model.training  # the caller's flag is back
     model.calls.clear()
     five = fa.deletion_insertion(model, images, maps, [0, 1, 0], steps=7, curves_per_pass=5)
-    assert model.calls == [40, 8]  # whole curves only: never a curve split between calls
+    assert model.calls == [9, 30, 6]  # whole curves only: never a curve split between calls
     for k in one:
         np.testing.assert_array_equal(one[k], five[k])
+
+
+def test_several_methods_share_end_points_and_alike_orders() -> None:
+    model = Checker()
+    images = torch.rand(2, 3, H, W)
+    rng = np.random.default_rng(5)
+    a, b = rng.random((2, 1, H, W)), rng.random((2, 3, H, W))
+    alone = {name: fa.deletion_insertion(model, images, m, [0, 0], steps=5, keys=["p", "q"])
+             for name, m in (("a", a), ("b", b))}
+    model.calls.clear()
+    together = fa.deletion_insertion(model, images, {"a": a, "b": b, "a_rescaled": 4.0 * a}, [0, 0],
+                                     steps=5, keys=["p", "q"])
+    for name in ("a", "b"):
+        for k in alone[name]:
+            np.testing.assert_allclose(together[name][k], alone[name][k], rtol=1e-12, atol=1e-15)
+    for k in together["a"]:  # the same pixel order: the same curves, not computed twice
+        np.testing.assert_array_equal(together["a_rescaled"][k], together["a"][k])
+    assert sum(model.calls) == 3 * 2 + 2 * 2 * 2 * (5 - 1)  # ends of 2 photos + inner points of 2 maps × 2 photos
+    # the ends are the photo's own probability (deletion starts, insertion ends there)
+    p_photo = torch.softmax(model(images), 1)[:, 0].double().numpy()
+    np.testing.assert_allclose(together["b"]["deletion_curve"][:, 0], p_photo, rtol=1e-12)
+    np.testing.assert_allclose(together["b"]["insertion_curve"][:, -1], p_photo, rtol=1e-12)
 
 
 def test_constant_map_order_depends_on_the_seed_and_key_only() -> None:

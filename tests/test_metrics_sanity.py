@@ -6,6 +6,7 @@ import copy
 import math
 
 import numpy as np
+from scipy import stats
 import pytest
 import torch
 from torch import nn
@@ -41,14 +42,21 @@ def test_ssim_known_answers_and_scale_invariance() -> None:
     assert sanity.ssim(a, inverse[None]) < 0.5
 
 
-def test_ssim_fallback_matches_scikit_image() -> None:
+def test_batched_measures_match_scikit_image_and_scipy_pair_by_pair() -> None:
+    # The batch computes every pair at once; each pair must equal the libraries' own answer.
     skimage_metrics = pytest.importorskip("skimage.metrics")
     rng = np.random.default_rng(3)
     for shape in ((7, 7), (16, 23)):
-        x, y = rng.random(shape), rng.random(shape)
-        y[: shape[0] // 2] = x[: shape[0] // 2]  # partly similar
-        want = skimage_metrics.structural_similarity(x, y, data_range=1.0)
-        assert sanity._ssim(x, y) == pytest.approx(want, rel=1e-12, abs=1e-12)
+        a, b = rng.normal(size=(5, 2, *shape)), rng.normal(size=(5, 1, *shape))
+        b[:, :, : shape[0] // 2] = np.sqrt(np.square(a[:, :, : shape[0] // 2]).sum(1, keepdims=True))  # partly alike
+        b[3] = np.round(b[3])  # ties in the ranks
+        got_ssim, got_rho = sanity.ssim_batch(a, b), sanity.spearman_batch(a, b)
+        for i in range(5):
+            ea, eb = np.square(a[i]).sum(0), np.square(b[i]).sum(0)
+            x, y = (ea - ea.min()) / np.ptp(ea), (eb - eb.min()) / np.ptp(eb)
+            want = skimage_metrics.structural_similarity(x, y, data_range=1.0)
+            assert got_ssim[i] == pytest.approx(want, rel=1e-12, abs=1e-12)
+            assert got_rho[i] == pytest.approx(stats.spearmanr(ea.ravel(), eb.ravel()).statistic, rel=1e-12)
 
 
 def test_constant_maps_are_defined_and_documented() -> None:

@@ -86,23 +86,14 @@ def spearman(a: ArrayLike, b: ArrayLike) -> float:
     """Spearman rank correlation of the two maps' per-pixel energies; 1.0 when both maps are
     constant, NaN when exactly one is (see ``note``)."""
     ea, eb = _pair(a, b)
-    ca, cb = _constant(ea), _constant(eb)
-    if ca or cb:
-        return 1.0 if ca and cb else float("nan")
-    return float(stats.spearmanr(ea.ravel(), eb.ravel()).statistic)
+    return float(_spearman(ea[None], eb[None])[0])
 
 
 def ssim(a: ArrayLike, b: ArrayLike) -> float:
-    """SSIM of the two maps' energies, each min–max scaled to [0, 1] (a constant map to zeros)."""
+    """SSIM of the two maps' energies, each min–max scaled to [0, 1] (a constant map to zeros):
+    scikit-image's default (7×7 uniform window, sample covariance, data range 1)."""
     ea, eb = _pair(a, b)
-    if min(ea.shape) < SSIM_WINDOW:
-        raise XcnnError(f"SSIM needs maps of at least {SSIM_WINDOW}×{SSIM_WINDOW}, got {ea.shape}")
-    x, y = _unit(ea), _unit(eb)
-    try:
-        from skimage.metrics import structural_similarity
-    except ImportError:
-        return _ssim(x, y)
-    return float(structural_similarity(x, y, data_range=1.0))
+    return float(_ssim(ea[None], eb[None])[0])
 
 
 def note(a: ArrayLike, b: ArrayLike) -> str:
@@ -116,46 +107,66 @@ def note(a: ArrayLike, b: ArrayLike) -> str:
 def similarity(a: ArrayLike, b: ArrayLike) -> dict[str, np.ndarray]:
     """Both measures for B pairs: ``a`` and ``b`` are B×C×H×W (C may differ between them).
     Returns ``spearman`` and ``ssim`` (float64 [B]) and ``note`` (str [B], "" or why NaN)."""
-    ma, mb = _as_numpy(a), _as_numpy(b)
-    if ma.ndim != 4 or mb.ndim != 4 or ma.shape[0] != mb.shape[0]:
-        raise XcnnError(f"maps must be B×C×H×W of the same B, got {tuple(ma.shape)} and {tuple(mb.shape)}")
-    return {
-        "spearman": spearman_batch(ma, mb),
-        "ssim": ssim_batch(ma, mb),
-        "note": np.array([note(x, y) for x, y in zip(ma, mb)], dtype=object),
-    }
+    ea, eb = _energies(a, b)
+    const_a, const_b = _constant_rows(ea), _constant_rows(eb)
+    notes = [f"map {'a' if x else 'b'} is constant: rank correlation undefined" if x != y else ""
+             for x, y in zip(const_a, const_b)]
+    return {"spearman": _spearman(ea, eb), "ssim": _ssim(ea, eb), "note": np.array(notes, dtype=object)}
 
 
 def spearman_batch(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """``spearman`` of each of B pairs of B×C×H×W maps; float64 [B]."""
-    return _batched(spearman, a, b)
+    return _spearman(*_energies(a, b))
 
 
 def ssim_batch(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """``ssim`` of each of B pairs of B×C×H×W maps; float64 [B]."""
-    return _batched(ssim, a, b)
+    return _ssim(*_energies(a, b))
 
 
-def _batched(f: Callable[[ArrayLike, ArrayLike], float], a: ArrayLike, b: ArrayLike) -> np.ndarray:
+def _energies(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """B×H×W float64 energies Σ_c I² of two B×C×H×W batches of maps."""
     ma, mb = _as_numpy(a), _as_numpy(b)
-    if ma.ndim != 4 or mb.ndim != 4 or ma.shape[0] != mb.shape[0]:
-        raise XcnnError(f"maps must be B×C×H×W of the same B, got {tuple(ma.shape)} and {tuple(mb.shape)}")
-    return np.array([f(x, y) for x, y in zip(ma, mb)], dtype=np.float64)
+    if ma.ndim != 4 or mb.ndim != 4 or ma.shape[0] != mb.shape[0] or ma.shape[2:] != mb.shape[2:]:
+        raise XcnnError(f"maps must be B×C×H×W of the same B, H and W, got {tuple(ma.shape)} and {tuple(mb.shape)}")
+    return np.square(ma, dtype=np.float64).sum(axis=1), np.square(mb, dtype=np.float64).sum(axis=1)
+
+
+def _constant_rows(e: np.ndarray) -> np.ndarray:
+    flat = e.reshape(e.shape[0], -1)
+    return np.asarray(flat.max(axis=1) == flat.min(axis=1))
+
+
+def _spearman(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    """Pearson correlation of average ranks (ties share their mean rank), per row of B×H×W."""
+    ra = stats.rankdata(ea.reshape(ea.shape[0], -1), axis=1)
+    rb = stats.rankdata(eb.reshape(eb.shape[0], -1), axis=1)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (ra * rb).sum(axis=1) / np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
+    ca, cb = _constant_rows(ea), _constant_rows(eb)
+    return np.where(ca & cb, 1.0, np.where(ca | cb, np.nan, np.clip(rho, -1.0, 1.0)))
 
 
 def _unit(e: np.ndarray) -> np.ndarray:
-    lo, span = e.min(), e.max() - e.min()
-    return (e - lo) / span if span > 0 else np.zeros_like(e)
+    """Each H×W of B×H×W min–max scaled to [0, 1]; a constant one to zeros."""
+    lo = e.min(axis=(1, 2), keepdims=True)
+    span = e.max(axis=(1, 2), keepdims=True) - lo
+    return np.divide(e - lo, span, out=np.zeros_like(e), where=span > 0)
 
 
-def _ssim(x: np.ndarray, y: np.ndarray) -> float:
-    """scikit-image's default SSIM (data range 1), for installs without scikit-image."""
+def _ssim(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    """scikit-image's default SSIM (data range 1) of each pair of B×H×W energies, all B at once."""
+    if min(ea.shape[1:]) < SSIM_WINDOW:
+        raise XcnnError(f"SSIM needs maps of at least {SSIM_WINDOW}×{SSIM_WINDOW}, got {ea.shape[1:]}")
+    x, y = _unit(ea), _unit(eb)
     k1, k2, r = 0.01, 0.03, 1.0
     n = SSIM_WINDOW**2
     cov_norm = n / (n - 1)  # sample covariance, as scikit-image
 
     def mean(v: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(v, size=SSIM_WINDOW, mode="reflect")
+        return ndimage.uniform_filter(v, size=(1, SSIM_WINDOW, SSIM_WINDOW), mode="reflect")
 
     ux, uy = mean(x), mean(y)
     vx = cov_norm * (mean(x * x) - ux * ux)
@@ -164,7 +175,7 @@ def _ssim(x: np.ndarray, y: np.ndarray) -> float:
     c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     pad = (SSIM_WINDOW - 1) // 2  # windows that reach past the border are left out
-    return float(s[pad:-pad, pad:-pad].mean(dtype=np.float64))
+    return s[:, pad:-pad, pad:-pad].mean(axis=(1, 2), dtype=np.float64)
 
 
 # ------------------------------------------------------- input and class dependence
