@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [configs/demo.toml] [--device cpu|cuda] [--save-maps] [--rounds 3]
     python benchmarks/run.py [configs/demo.toml] --ray [--rounds 3] [--no-checks]
+    python benchmarks/run.py [configs/demo.toml] --checks [--rounds 1]
 
 Default: the run goes into a fresh temporary folder (no report). The engine-alone pass then
 feeds the same batches, already decoded and resized in memory, to `Explainer.explain` and copies
@@ -14,6 +15,10 @@ turns. The Ray run pays what joining a running cluster costs: actors started, mo
 them, batches and results through the object store. Target: Ray at 85 % of local or more. Ray
 listens on every interface and probes a public resolver, so this mode re-runs itself inside a
 network namespace of its own (`unshare -n`, loopback only; needs root or user namespaces).
+
+--checks: what the validity checks cost. The config run three ways, taking turns: without
+[checks], with its [checks] as written, and with every check on at the default sizes. Target:
+the checks add at most 2× the plain run's time.
 
 Run by hand, not in the tests.
 """
@@ -55,6 +60,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     parser.add_argument("--ray", action="store_true", help="compare the Ray backend with the local one instead")
     parser.add_argument("--no-checks", action="store_true", help="leave the config's [checks] out (records only)")
+    parser.add_argument("--checks", action="store_true", help="time the run without checks, as configured, and with defaults")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -67,6 +73,8 @@ def main() -> None:
         if not os.environ.get(INSIDE):
             sys.exit(_in_network_namespace())
         ray_vs_local(config, args)
+    elif args.checks:
+        checks_vs_plain(config, args)
     else:
         run_vs_engine(config, args)
 
@@ -137,6 +145,35 @@ def engine_alone(config: Any, samples: list[Any], device: torch.device) -> float
                     total += time.perf_counter() - t
                     del maps, x
     return total
+
+
+# --- what the checks cost ---------------------------------------------------------------------
+
+def checks_vs_plain(config: Any, args: argparse.Namespace) -> None:
+    every = Checks(baselines=True, faithfulness=True, randomisation=True, dependence=True)
+    variants = {"no checks": dataclasses.replace(config, checks=Checks()),
+                "checks as configured": config,
+                "every check, default sizes": dataclasses.replace(config, checks=every)}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    rows: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        shared = {name: _shared_demo(c, Path(tmp)) for name, c in variants.items()}
+        run(shared["no checks"], Path(tmp) / "warm")  # builds the demo set, fills the page cache
+        for r in range(args.rounds):  # taking turns, so drift in a shared machine hits all three
+            for name, c in shared.items():
+                out = Path(tmp) / f"{r}-{len(times[name])}-{name.split()[0]}"
+                t = time.perf_counter()
+                run(c, out)
+                times[name].append(time.perf_counter() - t)
+                checks = out / "checks.jsonl"
+                rows[name] = sum(1 for _ in checks.open()) if checks.exists() else 0
+    plain = statistics.median(times["no checks"])
+    print(f"config: {args.config}  CPUs: {os.cpu_count()}  torch threads: {torch.get_num_threads()}  "
+          f"(median of {args.rounds} round(s))")
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        extra = f"checks add {(t - plain) / plain:4.2f}× the plain run (target ≤ 2)" if t != plain else ""
+        print(f"{name:28s} {t:7.1f} s  {rows[name]:6d} check rows  {extra}")
 
 
 # --- the Ray backend against the local one ----------------------------------------------------
