@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
 
 from xcnn import Explainer  # noqa: E402
 from xcnn.experiment import load_config, run  # noqa: E402

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
 
 from xcnn.experiment import load_config, run  # noqa: E402
 from xcnn.experiment.layout import RECORDS_FILE  # noqa: E402

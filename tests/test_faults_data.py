@@ -23,7 +23,7 @@ from xcnn.data import CocoDataset, load_image
 from xcnn.data import download as dl
 from xcnn.errors import XcnnError
 
-DATA_DIR = Path(__file__).parents[1] / "xcnn" / "data"
+DATA_DIR = Path(__file__).parents[1] / "src" / "xcnn" / "data"
 server = test_download.server  # the local HTTP server fixture, here too
 
 

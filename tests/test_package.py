@@ -25,3 +25,12 @@ print("OK")
 def test_import_xcnn_is_light_and_gives_subpackages() -> None:
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "OK", result.stderr[-3000:]
+
+
+def test_version_is_the_installed_distributions() -> None:
+    # Records carry xcnn.__version__; it must not drift from the version pip installed.
+    from importlib.metadata import version
+
+    import xcnn
+
+    assert xcnn.__version__ == version("xcnn")

@@ -105,7 +105,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory, dataset: tuple[Path, Pat
 def kill_run_at(cfg: Path, out: Path, watched: Path, lines: int, timeout: float) -> bool:
     """Start `xcnn run` in a process and SIGKILL it once ``watched`` has ``lines`` lines;
     whether it was still running to be killed."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "xcnn", "run", str(cfg), "--out", str(out), "--no-report"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@ from xcnn.errors import XcnnError
 from xcnn.methods.registry import ALL_METHODS, DEFAULT_METHODS, Options
 
 __all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "Explainer", "Maps", "Options", "XcnnError"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 # Subpackages imported on first use, so `import xcnn; xcnn.models.load(...)` works without
