@@ -264,8 +264,8 @@ def cluster_runs(tmp_path_factory: pytest.TempPathFactory, config_file: Path) ->
     root = tmp_path_factory.mktemp("ray")
     shutil.copy(config_file, root / "cfg.toml")
     ray_tmp = tempfile.mkdtemp(prefix="xr", dir="/tmp")  # Ray's socket paths must stay short
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "RAY_TMPDIR": ray_tmp, "RAY_DISABLE_USAGE_STATS": "1",
-           "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])  # the package, and this file's `tests` imports
+    env = {**os.environ, "PYTHONPATH": path, "RAY_TMPDIR": ray_tmp, "RAY_DISABLE_USAGE_STATS": "1", "OMP_NUM_THREADS": "1"}
     cmd = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable,
            str(Path(__file__).resolve()), str(root)]
     try:
