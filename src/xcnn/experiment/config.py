@@ -114,8 +114,9 @@ class Checks:
     faithfulness: bool = False
     faithfulness_sizes: tuple[str, ...] = ("resized",)  # size labels, or "resized"
     faithfulness_steps: int = 20
-    # Each curve costs steps + 1 forward passes per map: on every record, faithfulness would
-    # cost ~70x the maps themselves. The first N pairs keep it within the run's time budget.
+    # A pair of curves costs 2 (steps - 1) forward passes per map: on every record, faithfulness
+    # would cost ~70x the maps themselves. The first N pairs make it a fixed cost of the run
+    # (benchmarks/run.py --checks: on the demo, 8 pairs at 20 steps add 5.8x a plain run).
     faithfulness_photos: int = 8  # 0: every (photo, category) pair
     randomisation: bool = False
     randomisation_photos: int = 4
