@@ -165,3 +165,18 @@ def test_demo_config_checks_parse_and_unknown_keys_are_refused(tmp_path: Path, d
     sized = load_config(config(tmp_path / "ok.toml", dataset, '[checks]\nfaithfulness_sizes = ["original", 48]\n'))
     assert [s.label for s in sized.faithfulness_sizes()] == ["original", "48"]
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_baseline_ms_is_per_map_like_the_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The method card's "ms per map" column mixes baselines and methods: both must be per image.
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from xcnn.experiment import worker
+
+    clock = iter([10.0, 10.4])  # one baseline over a batch of 4 photos takes 0.4 s
+    monkeypatch.setattr(worker.time, "perf_counter", lambda: next(clock))
+    units = [SimpleNamespace(photo=np.zeros((8, 8, 3), np.uint8)) for _ in range(4)]
+    out = worker.Worker._baselines(SimpleNamespace(), units, SimpleNamespace(methods=["uniform"]))  # type: ignore[arg-type]
+    assert len(out) == 4 and out[0][1]["ms"]["uniform"] == pytest.approx(100.0)
