@@ -403,6 +403,18 @@ def test_run_info_warns_about_lines_the_reader_left_out(tmp_path):
     assert any("1 line(s) of records.jsonl" in n for n in info.notes)
 
 
+def test_run_info_states_the_target_filter_and_how_many_units_it_left_out(tmp_path):
+    df = _known(tmp_path)
+    assert "Target filter" not in dict(run_info(tmp_path, df, from_jsonl=True).facts)  # no filter, no line
+    body = json.loads((tmp_path / "config.json").read_text())
+    body.setdefault("config", {})["max_target_rank"] = 5
+    (tmp_path / "config.json").write_text(json.dumps(body))
+    (tmp_path / "filtered.jsonl").write_text('{"id": 1, "target_rank": 9}\n{"id": 2, "target_rank": 7}\n')
+    facts = dict(run_info(tmp_path, df, from_jsonl=True).facts)
+    assert facts["Target filter"].startswith("only targets in the model's top 5")
+    assert "2 (CNN, size, photo, category) units left out" in facts["Target filter"]
+
+
 # --- command line -------------------------------------------------------------------------------
 
 def test_cli_report_missing_folder_exits_2_with_one_line(tmp_path, capsys):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xcnn.experiment.layout import CONFIG_FILE, RECORDS_FILE
+from xcnn.experiment.layout import CONFIG_FILE, FILTERED_FILE, RECORDS_FILE
 from xcnn.report.tables import cnn_label, is_baseline, method_label, order_methods, order_sizes, size_label
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,12 @@ def run_info(run_dir: Path, df: pd.DataFrame, from_jsonl: bool) -> RunInfo:
     fact("Baselines", ", ".join(method_label(m) for m in baselines))
     fact("Models", _models(df, config))
     fact("Input sizes", ", ".join(size_label(s) for s in order_sizes(set(df["size"]))))
+    rank = config.get("max_target_rank")
+    if isinstance(rank, int) and not isinstance(rank, bool):
+        filtered = run_dir / FILTERED_FILE
+        n = sum(1 for line in filtered.open(encoding="utf-8") if line.strip()) if filtered.is_file() else 0
+        fact("Target filter", f"only targets in the model's top {rank} (run.max_target_rank): "
+                              f"{n} (CNN, size, photo, category) units left out, listed in {FILTERED_FILE}")
     growth = config.get("growth")
     if isinstance(growth, (int, float)):
         fact("Mask growth", f"dilated until its area grows by {growth:.0%}")
