@@ -246,3 +246,15 @@ def test_module_without_reset_parameters_takes_the_reported_fallback() -> None:
     assert one[1].gamma.abs().max() < 0.1  # N(0, 0.01²)
     with pytest.raises(XcnnError, match="no module named 'nope'"):
         sanity.randomise(one, ["nope"], seed=0)
+
+
+def test_precomputed_ranks_give_the_same_similarity() -> None:
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(3, 2, 9, 11)), rng.normal(size=(3, 1, 9, 11))
+    a[1] = np.round(a[1])  # ties
+    a[2] = 1.0  # constant: NaN against a varied map
+    ra = sanity.ranks(a)
+    plain, cached = sanity.similarity(a, b), sanity.similarity(a, b, ra)
+    np.testing.assert_array_equal(plain["spearman"], cached["spearman"])
+    np.testing.assert_array_equal(plain["ssim"], cached["ssim"])
+    assert np.isnan(cached["spearman"][2]) and np.array_equal(sanity.ranks(a), ra)  # ranks left unchanged

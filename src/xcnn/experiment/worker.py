@@ -181,11 +181,12 @@ class Worker:
         targets = torch.tensor([o["target"] for _, o in outs])
         keys = [f"{s.image_id}|{s.category}" for s in samples]
         trained = {m: np.stack([o["maps"][m] for _, o in outs]) for m in batch.methods}
+        ranked = {m: sanity.ranks(trained[m]) for m in batch.methods}  # each trained map is compared many times
         rows: dict[int, list] = {i: [] for i in range(len(samples))}
 
         def compare(test: str, step: int | None, steps: int | None, maps: dict[str, np.ndarray]) -> None:
             for m in batch.methods:
-                sim = sanity.similarity(trained[m], maps[m])
+                sim = sanity.similarity(trained[m], maps[m], ranked[m])
                 for i in range(len(samples)):
                     for measure in ("spearman", "ssim"):
                         rows[i].append(self._row(samples[i], batch, m, test, step, measure, sim[measure][i], steps))

@@ -104,14 +104,25 @@ def note(a: ArrayLike, b: ArrayLike) -> str:
     return ""
 
 
-def similarity(a: ArrayLike, b: ArrayLike) -> dict[str, np.ndarray]:
+def similarity(a: ArrayLike, b: ArrayLike, ranks_a: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Both measures for B pairs: ``a`` and ``b`` are B×C×H×W (C may differ between them).
-    Returns ``spearman`` and ``ssim`` (float64 [B]) and ``note`` (str [B], "" or why NaN)."""
+    Returns ``spearman`` and ``ssim`` (float64 [B]) and ``note`` (str [B], "" or why NaN).
+    ``ranks_a``: ``ranks(a)``, when ``a`` is compared with many ``b`` (ranking is most of the cost)."""
     ea, eb = _energies(a, b)
     const_a, const_b = _constant_rows(ea), _constant_rows(eb)
     notes = [f"map {'a' if x else 'b'} is constant: rank correlation undefined" if x != y else ""
              for x, y in zip(const_a, const_b)]
-    return {"spearman": _spearman(ea, eb), "ssim": _ssim(ea, eb), "note": np.array(notes, dtype=object)}
+    return {"spearman": _spearman(ea, eb, ranks_a), "ssim": _ssim(ea, eb), "note": np.array(notes, dtype=object)}
+
+
+def ranks(a: ArrayLike) -> np.ndarray:
+    """B×(H·W) average ranks of the per-pixel energies of B×C×H×W maps (ties share their mean)."""
+    e, _ = _energies(a, a)
+    return _ranks(e)
+
+
+def _ranks(e: np.ndarray) -> np.ndarray:
+    return stats.rankdata(e.reshape(e.shape[0], -1), axis=1)
 
 
 def spearman_batch(a: ArrayLike, b: ArrayLike) -> np.ndarray:
@@ -137,10 +148,10 @@ def _constant_rows(e: np.ndarray) -> np.ndarray:
     return np.asarray(flat.max(axis=1) == flat.min(axis=1))
 
 
-def _spearman(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+def _spearman(ea: np.ndarray, eb: np.ndarray, ranks_a: np.ndarray | None = None) -> np.ndarray:
     """Pearson correlation of average ranks (ties share their mean rank), per row of B×H×W."""
-    ra = stats.rankdata(ea.reshape(ea.shape[0], -1), axis=1)
-    rb = stats.rankdata(eb.reshape(eb.shape[0], -1), axis=1)
+    ra = _ranks(ea) if ranks_a is None else ranks_a.astype(np.float64)  # a copy: centred below
+    rb = _ranks(eb)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
