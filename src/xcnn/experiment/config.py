@@ -116,7 +116,7 @@ class Checks:
     faithfulness_steps: int = 20
     # A pair of curves costs 2 (steps - 1) forward passes per map: on every record, faithfulness
     # would cost ~70x the maps themselves. The first N pairs make it a fixed cost of the run
-    # (benchmarks/run.py --checks: on the demo, every check at its default adds 7.8x a plain run,
+    # (benchmarks/run.py --checks: on the demo, every check at its default adds 7.3x a plain run,
     # deletion/insertion ~85 % of it).
     faithfulness_photos: int = 8  # 0: every (photo, category) pair
     randomisation: bool = False
