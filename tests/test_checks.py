@@ -180,3 +180,30 @@ def test_baseline_ms_is_per_map_like_the_engines(monkeypatch: pytest.MonkeyPatch
     units = [SimpleNamespace(photo=np.zeros((8, 8, 3), np.uint8)) for _ in range(4)]
     out = worker.Worker._baselines(SimpleNamespace(), units, SimpleNamespace(methods=["uniform"]))  # type: ignore[arg-type]
     assert len(out) == 4 and out[0][1]["ms"]["uniform"] == pytest.approx(100.0)
+
+
+def test_a_check_batch_killed_twice_is_given_up_until_retry_killed(tmp_path: Path, dataset: tuple[Path, Path],
+                                                                  reference: Path) -> None:
+    # An out-of-memory kill inside a check (randomisation copies the model) must not kill every rerun.
+    import json
+
+    ref = pd.read_csv(reference / "checks.csv")
+    victim = ref[ref.test == "randomisation"].iloc[0]
+    out = tmp_path / "run"
+    out.mkdir()
+    start = {"CNN": "resnet18", "size": str(victim["size"]), "id": str(victim["id"]),
+             "class": f"{victim['class']}#randomisation", "event": "start"}
+    (out / "started.jsonl").write_text((json.dumps(start) + "\n") * 2)  # two runs died inside it
+    cfg = load_config(config(tmp_path / "cfg.toml", dataset))
+    summary = run(cfg, out)
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert [(str(f["id"]), f["class"]) for f in failures] == [(start["id"], start["class"])]
+    assert "killed twice" in failures[0]["reason"] and summary.failed == 1
+    rows = pd.read_csv(out / "checks.csv")
+    assert "randomisation" not in set(rows.test) and {"input", "class", "deletion"} <= set(rows.test)
+    assert run(cfg, out).check_rows == 0  # the rerun does not try it again ...
+    retried = run(cfg, out, retry_killed=True)  # ... --retry-killed does, and gets the reference's rows
+    assert retried.check_rows > 0 and not retried.failed
+    key = ["id", "class", "CNN", "size", "method", "test", "step", "measure"]
+    mine = pd.read_csv(out / "checks.csv").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, ref.sort_values(key).reset_index(drop=True))

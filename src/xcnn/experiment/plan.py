@@ -125,8 +125,9 @@ def all_batches(config: Config, samples: Sequence[Any]) -> list[Batch]:
 def plan(config: Config, samples: Sequence[Any], done: set[Any], closed: set[UnitKey],
          checks_done: set[Any] = frozenset(), filtered: set[UnitKey] = frozenset()) -> list[Batch]:  # type: ignore[assignment]
     """Every batch that holds a unit with a method whose records (or check rows) are not yet
-    done; ``closed`` record units (failed for good, or being given up) and ``filtered`` units
-    (record or check units whose target ranked over run.max_target_rank) count as done. A
+    done; ``closed`` units (failed for good, or killed twice: a check batch with one is skipped
+    whole) and ``filtered`` units (record or check units whose target ranked over
+    run.max_target_rank) count as done. A
     record batch keeps only the methods some unit lacks; a check batch is run whole or not at
     all (its photos depend on each other). A batch keeps its filtered units: the worker finds
     them again from the same forward pass, so the kept ones are explained in the same company."""
@@ -134,10 +135,12 @@ def plan(config: Config, samples: Sequence[Any], done: set[Any], closed: set[Uni
         log.info("checks: randomisation and dependence need a resized size in run.sizes; skipped")
     out = []
     for batch in all_batches(config, samples):
+        if batch.check is not None and any(batch.key(s) in closed for s in batch.samples):
+            continue  # a check batch killed twice is given up whole, like its units
         lacking: set[str] = set()
         for s in batch.samples:
             key = batch.key(s)
-            if key not in filtered and (batch.check is not None or key not in closed):
+            if key not in filtered and key not in closed:
                 lacking.update(missing(config, batch, s, done, checks_done))
         if lacking:
             keep = batch.methods if batch.check else tuple(m for m in batch.methods if m in lacking)

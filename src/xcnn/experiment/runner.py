@@ -80,8 +80,9 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
 
         # A filtered unit is done: it is started again (and may be killed) only with its batch.
         filtered = store.filtered_units
-        # a check unit killed twice is tried again (it has no failure row of its own)
-        store.open_failures(keep=[_killed_row(k, x) for k, x, b in units if b.check is None and store.starts[k] >= 2
+        # A unit killed twice (out of memory, most likely) is given up until --retry-killed, or it
+        # would kill every rerun; a check unit's row names its check ("dog#randomisation").
+        store.open_failures(keep=[_killed_row(k, x) for k, x, b in units if store.starts[k] >= 2
                                   and k not in filtered and not complete(b, x)])
         summary = Summary(skipped_images=dict(skipped), units_total=len(units),
                           photos=len({str(s.image_id) for s in samples}))
