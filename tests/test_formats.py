@@ -404,3 +404,22 @@ def test_same_photos_and_masks_as_coco_voc_and_folder_give_the_same_records(
     assert len({v[0] for v in results["coco"].values()}) > 1  # real numbers, not one constant
     assert results["voc"] == results["coco"]
     assert results["folder"] == results["coco"]
+
+
+def test_a_pickled_sample_carries_its_mask_bit_packed_and_exactly() -> None:
+    # Batches reach Ray actors pickled: the mask must come back equal, at an eighth of the bytes.
+    import pickle
+    from pathlib import Path
+
+    import numpy as np
+
+    from xcnn.data.dataset import Sample
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((301, 457)) > 0.7  # not a multiple of 8 pixels
+    s = Sample(7, Path("/data/a.jpg"), "dog", mask)
+    raw = pickle.dumps(s)
+    back = pickle.loads(raw)
+    assert (back.image_id, back.file, back.category) == (7, Path("/data/a.jpg"), "dog")
+    assert back.mask.dtype == bool and np.array_equal(back.mask, mask)
+    assert len(raw) < mask.size / 8 + 1000

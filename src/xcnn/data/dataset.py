@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -46,6 +46,16 @@ class Sample:
     file: Path  # absolute path of the image
     category: str  # category name, e.g. "traffic light" (COCO), "n01751748" (ImageNet)
     mask: np.ndarray  # bool H×W at the image's original resolution, union of the category's instances (NOT dilated)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickled (a batch sent to a Ray actor), the mask travels bit-packed: 1/8 of the bool
+        # array, e.g. 31 kB instead of 251 kB for a demo photo.
+        return _unpickle_sample, (self.image_id, self.file, self.category, np.packbits(self.mask), self.mask.shape)
+
+
+def _unpickle_sample(image_id: ImageId, file: Path, category: str, bits: np.ndarray, shape: tuple[int, ...]) -> Sample:
+    mask = np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool)
+    return Sample(image_id, file, category, mask)
 
 
 class Dataset(ABC):
