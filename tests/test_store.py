@@ -135,3 +135,12 @@ def test_files_from_a_worker_stay_inside_the_run_dir(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="outside the run folder"):
             store.add(("net", "224", "1", "dog"), _unit(1), None, {"../escape.jpg": b"x"})
     assert not (tmp_path / "escape.jpg").exists()
+
+
+def test_slug_keeps_names_apart_even_without_ascii_letters() -> None:
+    from xcnn.files import slug
+
+    assert slug("traffic light") == "traffic_light" and slug("  a/b..c ") == "a_b_c"  # unchanged names
+    cat, dog = slug("猫"), slug("犬")
+    assert cat != dog and cat.startswith("x_") and len(cat) == 10 and cat == slug("猫")  # stable per name
+    assert slug("") != cat

@@ -4,6 +4,7 @@ Standard library only, so the report (run without torch) and the data layer use 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -15,9 +16,10 @@ TEMP_GLOB = ".*.tmp*"
 
 def slug(text: str) -> str:
     """``text`` as one safe path component: each run of characters other than ASCII letters and
-    digits becomes "_" (never empty). Run folders' picture paths are made with it, so it must not
-    change: the records of existing runs name their pictures by these paths."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "x"
+    digits becomes "_". A text with none of them ("猫", "кошка") gets "x_" and 8 hex digits of
+    its hash, so two such categories of one photo never share a picture. Records name their
+    pictures by path, so a run made before this rule still finds its own."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "x_" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
