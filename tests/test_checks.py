@@ -13,6 +13,8 @@ from xcnn.errors import XcnnError
 from xcnn.experiment import load_config, run
 from xcnn.experiment import worker as worker_module
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 CHECKS = """
 [checks]
 faithfulness_steps = 4
@@ -45,15 +47,6 @@ device = "cpu"
 """)
     return path
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -366,15 +366,6 @@ def test_example_configs_parse() -> None:
 
 # --- one run, three formats -----------------------------------------------------------------
 
-@pytest.fixture()
-def one_thread() -> object:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_same_photos_and_masks_as_coco_voc_and_folder_give_the_same_records(
         tmp_path: Path, photos: dict[str, Path], one_thread: object) -> None:

@@ -23,6 +23,8 @@ from xcnn.errors import XcnnError
 from xcnn.experiment import load_config, load_maps, run
 from xcnn.experiment import worker as worker_module
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")
 
@@ -72,17 +74,6 @@ device = "cpu"
 """)
     return path
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    """One torch thread here and in the subprocesses: identical numbers everywhere, and no
-    thread oversubscription when the suite shares the machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from xcnn.experiment.config import compare_identity
 from xcnn.experiment.runner import Summary
 from tests.test_run import assert_same_exports, make_coco
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 CHECKS = """
 [checks]
 baselines = true
@@ -64,15 +66,6 @@ def unit(r: dict[str, Any]) -> tuple[str, str, str, str]:
 def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
