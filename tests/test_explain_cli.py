@@ -30,10 +30,10 @@ def test_explain_writes_pictures_and_raw_maps_equal_to_the_engine(tmp_path: Path
     with Explainer(lm.model) as ex:
         expected = ex.explain(x, 7)
     for m in METHODS:
-        png = np.asarray(Image.open(out / f"p-{m}.png"))
+        png = np.asarray(Image.open(out / f"p-t7-{m}.png"))
         assert png.shape == (50, 70, 3) and png.dtype == np.uint8 and png.max() > png.min()
-        np.testing.assert_allclose(np.load(out / f"p-{m}.npy"), expected.get(m)[0].numpy(), rtol=1e-4, atol=1e-6)
-    assert (out / "p-all.png").stat().st_size > 0
+        np.testing.assert_allclose(np.load(out / f"p-t7-{m}.npy"), expected.get(m)[0].numpy(), rtol=1e-4, atol=1e-6)
+    assert (out / "p-t7-all.png").stat().st_size > 0
 
 
 def test_explain_single_pass_methods_and_grid(tmp_path: Path) -> None:
@@ -51,8 +51,8 @@ def test_explain_single_pass_methods_and_grid(tmp_path: Path) -> None:
     with Explainer(lm.model) as ex:
         expected = ex.explain(x, 3, methods=SINGLE_PASS)
     for m in SINGLE_PASS:
-        np.testing.assert_allclose(np.load(out / f"p-{m}.npy"), expected.get(m)[0].numpy(), rtol=1e-4, atol=1e-6)
-    grid = Image.open(out / "p-all.png")
+        np.testing.assert_allclose(np.load(out / f"p-t3-{m}.npy"), expected.get(m)[0].numpy(), rtol=1e-4, atol=1e-6)
+    grid = Image.open(out / "p-t3-all.png")
     # 12 panels in 3 rows of 4 (one row of 12 would be ~0.1 as high as wide for this 4:3 photo).
     assert 0.4 * grid.width < grid.height < grid.width
 
@@ -75,7 +75,7 @@ def test_explain_bad_methods_and_options(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_explain_bad_target_and_size_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "p.png")
-    for extra, expected in [(["--target", "tabby cat"], "did you mean 'tabby'"), (["--size", "big"], "--size 'big'")]:
+    for extra, expected in [(["--target", "tabby kat"], "did you mean 'tabby cat'"), (["--size", "big"], "--size 'big'")]:
         code = main(["explain", str(tmp_path / "p.png"), "--model", "resnet18", "--weights", "random", *extra])
         err = capsys.readouterr().err.strip()
         assert code == 2 and expected in err and "\n" not in err

@@ -28,12 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xcnn", description=__doc__, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
+    parser.add_argument("--version", action="version", version=f"xcnn {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     # Each command module imports its heavy dependencies (torch) only when it runs, so
     # `xcnn report` works where torch is not installed.
     for name in ("explain", "data", "run", "report"):
         importlib.import_module(f"xcnn.cli.{name}").add_parser(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xcnn")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        import xcnn
+
+        return str(xcnn.__version__)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -33,8 +33,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a torchvision CNN name, timm:NAME or python:package.module:factory (default: %(default)s)")
     p.add_argument("--weights", metavar="FILE",
                    help="state-dict file, or random (untrained); default: the model's published weights")
+    p.add_argument("--classes", metavar="FILE|A,B,C",
+                   help="the model's class names, one per output: a text file with one per line, or a "
+                        "comma-separated list (default: the model's own; ImageNet's for 1000 outputs)")
+    p.add_argument("--mean", metavar="R,G,B", type=_triple,
+                   help="the model's input normalisation mean (default: the model's own)")
+    p.add_argument("--std", metavar="R,G,B", type=_triple,
+                   help="the model's input normalisation std (default: the model's own)")
     p.add_argument("--target", metavar="CLASS", default="top1",
-                   help='top1 (default), an ImageNet index (281) or a class name ("tabby cat")')
+                   help='top1 (default), a class index (281), a class name ("tabby cat" or "tabby") or a '
+                        "WordNet id (n02123045)")
     p.add_argument("--size", default="original", help="original (default), a side (224) or HxW")
     p.add_argument("--layer", metavar="NAME", default=None, help="CAM layer (default: the model's own, else auto)")
     p.add_argument("--methods", metavar="NAMES", default="default",
@@ -54,10 +62,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="smoothgrad noise seed (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", type=Path, default=Path("explain-out"),
-                   help="output folder: PHOTO-METHOD.png per map and PHOTO-all.png (default: %(default)s)")
+                   help="output folder: PHOTO-METHOD.png per map and PHOTO-all.png; a --target or --size other "
+                        "than the default goes into the names, e.g. PHOTO-t281-s224-METHOD.png "
+                        "(default: %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite pictures an earlier call wrote under the same names (default: refuse)")
     p.add_argument("--save-raw", action="store_true", help="also write each map as PHOTO-METHOD.npy (default: off)")
-    p.add_argument("--device", metavar="DEVICE", default="cpu",
-                   help="torch device: cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
+    p.add_argument("--device", metavar="DEVICE", default="auto",
+                   help="torch device: cpu, cuda, cuda:N, mps or auto (a GPU when there is one; default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -83,13 +95,25 @@ def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     if size is None:
         raise XcnnError(f"--size {args.size!r}: use original, a side length of 8 to 8192 (224) or HxW (480x640)")
-    lm = models.load(args.model, weights=args.weights, device=device)  # once, for every photo
-    target = parse_target(args.target, lm.categories)
+    stems = [photos[0].stem] if len(photos) == 1 else output_stems(photos)
+    tags = _name_tags(args.target, size)
+    written = [args.out / f"{stem}{tags}-{name}" for stem in stems for name in
+               [*(f"{m}.png" for m in methods), "all.png", *(f"{m}.npy" for m in methods if args.save_raw)]]
+    clash = next((f for f in written if f.exists()), None)
+    if clash is not None and not args.force:
+        raise XcnnError(f"{clash} exists (an earlier call wrote it); pass --force to overwrite, or choose another "
+                        "--out")
+    classes = None if args.classes is None else (
+        Path(args.classes) if Path(args.classes).is_file() else [c.strip() for c in args.classes.split(",")])
+    lm = models.load(args.model, weights=args.weights, device=device,  # once, for every photo
+                     classes=classes, mean=args.mean, std=args.std)
+    target = parse_target(args.target, lm.categories, lm.wnids)
     layout = {} if lm.layout is None else {"layout": lm.layout}  # token-grid models' CAM layer
     ex = Explainer(lm.model, target_layer=args.layer or lm.gradcam_layer, **layout)
 
     def explain(path: Path, stem: str) -> None:
         """Every map of one photo, written as OUT/STEM-METHOD.png and OUT/STEM-all.png."""
+        stem += tags
         # A photo to be resized only needs decoding: the engine's pixel budget applies to the input size.
         # Upright as a viewer shows it (no mask here to stay aligned with, unlike a dataset's photos).
         photo = load_image(path, max_pixels=None if size.hw is None else 400_000_000, upright=True)
@@ -128,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("wrote %d maps of %s to %s", len(pictures), path.name, args.out)
 
     if len(photos) == 1:  # one photo: its errors are the command's (one line, exit status 2)
-        explain(photos[0], photos[0].stem)
+        explain(photos[0], stems[0])
         return 0
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -136,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     # As the run's progress bar (xcnn.experiment.runner.Progress): on stderr, log lines above it.
     with logging_redirect_tqdm():
-        for path, stem in tqdm(list(zip(photos, output_stems(photos))), unit="photo", desc="xcnn explain",
+        for path, stem in tqdm(list(zip(photos, stems)), unit="photo", desc="xcnn explain",
                                dynamic_ncols=True):
             try:
                 explain(path, stem)
@@ -229,19 +253,39 @@ def resize_photo(photo: np.ndarray, size: Size) -> np.ndarray:
     return np.asarray(Image.fromarray(photo).resize((w, h), Image.Resampling.BILINEAR))
 
 
-def parse_target(text: str, categories: list[str]) -> int | None:
-    """'top1' -> None (the engine takes the top class), '281' -> 281, 'tabby cat' -> 281."""
+def parse_target(text: str, categories: list[str], wnids: list[str] | None = None) -> int | None:
+    """'top1' -> None (the engine takes the top class); '281', 'tabby cat', 'tabby' or 'n02123045' -> 281:
+    the rule configs' targets follow (xcnn.data.classes.class_index)."""
+    from xcnn.data.classes import class_index
+
     if text == "top1":
         return None
     if text.isdigit():
         if int(text) >= len(categories):
-            raise XcnnError(f"--target {text}: ImageNet classes are 0..{len(categories) - 1}")
+            raise XcnnError(f"--target {text}: the model's classes are 0..{len(categories) - 1}")
         return int(text)
-    lowered = [c.lower() for c in categories]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    hint = did_you_mean(text, categories)
-    raise XcnnError(f"--target {text!r} is not an ImageNet class name" + (f"; {hint}" if hint else ""))
+    try:
+        return class_index(text, categories, wnids, "--target")
+    except XcnnError as err:
+        raise XcnnError(f"--target: {err}") from None
+
+
+def _name_tags(target: str, size: Size) -> str:
+    """What tells this call's pictures apart from another call's: "-t281-s224" (defaults add nothing)."""
+    from xcnn.files import slug
+
+    return ("" if target == "top1" else f"-t{slug(target)}") + ("" if size.hw is None else f"-s{size.label}")
+
+
+def _triple(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} is not three numbers R,G,B (e.g. 0.485,0.456,0.406)")
+    r, g, b = values
+    return r, g, b
 
 
 def grid_figure(photo: np.ndarray, pictures: dict[str, np.ndarray], title: str, path: Path) -> None:

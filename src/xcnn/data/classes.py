@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from xcnn.errors import XcnnError
+from collections.abc import Sequence
+
+from xcnn.errors import XcnnError, did_you_mean
 
 TABLE = Path(__file__).with_name("coco_imagenet.csv")
 WNIDS = Path(__file__).with_name("imagenet_wnids.csv")
@@ -58,14 +60,48 @@ def imagenet_classes(category: str) -> list[int]:
 
 
 @lru_cache(maxsize=1)
-def imagenet_wnids() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k WordNet ids, indexed like the classifiers' outputs."""
+def _wnid_rows() -> tuple[dict[str, str], ...]:
     with WNIDS.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
+        rows = tuple(csv.DictReader(line for line in f if not line.startswith("#")))
     # The file's own index column guards the order every wnid's class rests on.
     if [r["index"] for r in rows] != [str(i) for i in range(1000)]:
         raise XcnnError(f"{WNIDS} does not list the classes 0..999 in order; reinstall xcnn")
-    return tuple(r["wnid"] for r in rows)
+    return rows
+
+
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids, indexed like the classifiers' outputs."""
+    return tuple(r["wnid"] for r in _wnid_rows())
+
+
+@lru_cache(maxsize=1)
+def _wnid_lemmas() -> dict[str, tuple[str, ...]]:
+    """Each ImageNet-1k WordNet id's full names ("tabby", "tabby cat"), as the synsets give them."""
+    return {r["wnid"]: tuple(n.strip() for n in r["lemmas"].split(",") if n.strip()) for r in _wnid_rows()}
+
+
+def class_index(name: str, names: Sequence[str], wnids: Sequence[str] | None, where: str) -> int:
+    """The one class of a model that ``name`` names: one of its class names, a WordNet id or, for an
+    ImageNet class, any of its full names ("tabby cat", "n02123045" and "tabby" are all 281), each
+    case-insensitively. ``where`` says in an error what was being read.
+
+    A name shared by several classes (ImageNet has two "crane"s and two "maillot"s) is refused:
+    taking the first would explain the wrong class without a word."""
+    key = name.strip().casefold()
+    found = {i for i, n in enumerate(names) if n.casefold() == key}
+    if wnids is not None:
+        lemmas = _wnid_lemmas()
+        found |= {i for i, w in enumerate(wnids)
+                  if w.casefold() == key or any(n.casefold() == key for n in lemmas.get(w, ()))}
+    if len(found) == 1:
+        return found.pop()
+    if found:
+        which = ", ".join(f"{i}" + (f" ({wnids[i]})" if wnids is not None else "") for i in sorted(found))
+        raise XcnnError(f"{name!r} names several of the model's classes ({where}): {which}; give the index "
+                        "or the WordNet id instead")
+    options = list(names) + ([n for w in wnids for n in _wnid_lemmas().get(w, ())] if wnids is not None else [])
+    hint = did_you_mean(key, options, n=4)
+    raise XcnnError(f"{name!r} is not one of the model's class names ({where})" + (f"; {hint}" if hint else ""))
 
 
 @lru_cache(maxsize=1)

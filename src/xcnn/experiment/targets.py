@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xcnn.data.classes import class_index
 from xcnn.errors import XcnnError, did_you_mean
 
 TargetMap = tuple[tuple[str, tuple[str | int, ...]], ...]
@@ -75,7 +76,7 @@ def classes_for(rule: str, target_map: TargetMap, category: str, names: Sequence
 
         return imagenet_classes(category)
     if rule == "label":
-        return [_index(category, names, wnids, "its classes")]
+        return [class_index(category, names, wnids, "its classes")]
     if rule == "map":
         found = []
         for value in map_classes(target_map, category):
@@ -84,7 +85,7 @@ def classes_for(rule: str, target_map: TargetMap, category: str, names: Sequence
                     raise XcnnError(f"targets map: {category!r} -> class {value} is out of range 0..{len(names) - 1}")
                 found.append(value)
             else:
-                found.append(_index(value, names, wnids, f"the classes of {category!r}'s map"))
+                found.append(class_index(value, names, wnids, f"the classes of {category!r}'s map"))
         return sorted(set(found))
     raise XcnnError(f'unknown targets rule {rule!r}; use "imagenet", "label" or a map')
 
@@ -103,16 +104,6 @@ def check_model(config: Any, lm: Any) -> None:
                 h, w = lm.fixed_size
                 raise XcnnError(f"run.sizes: {lm.name} takes only {h}×{w} inputs, not {size.label!r}; "
                                 f"use sizes = [{h if h == w else repr(f'{h}x{w}')}]")
-
-
-def _index(name: str, names: Sequence[str], wnids: Sequence[str] | None, where: str) -> int:
-    key = name.strip().lower()
-    lowered = [n.lower() for n in names]
-    if key in lowered:
-        return lowered.index(key)
-    if wnids is not None and key in wnids:
-        return list(wnids).index(key)
-    raise XcnnError(f"{name!r} is not one of the model's class names ({where}){_close(key, names)}")
 
 
 def _close(key: str, options: Sequence[str]) -> str:
