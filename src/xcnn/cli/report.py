@@ -37,11 +37,19 @@ def parse_images(text: str | None) -> list[int | str | tuple[int | str, str]] | 
         head = head.strip()
         if not head:
             raise XcnnError(f"--images: '{item}' names no image; give ids like 139,785 or 139:dog")
-        image: int | str = int(head) if head.isdigit() else head
+        image: int | str = _number(head) if head.isdigit() else head
         chosen.append((image, category.strip()) if category.strip() else image)
     if not chosen:
         raise XcnnError("--images is empty; give ids like 139,785 or leave the option out")
     return chosen
+
+
+def _number(digits: str) -> int:
+    try:
+        return int(digits)
+    except ValueError:  # over Python's limit of 4300 digits: no record holds such an id
+        raise XcnnError(f"--images: '{digits[:12]}...' ({len(digits)} digits) is not an image id; "
+                        "give ids like 139,785") from None
 
 
 def _run(args: argparse.Namespace) -> int:

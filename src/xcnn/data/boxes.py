@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import posixpath
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -87,21 +88,33 @@ class BoxDataset(Dataset):
     def _file(self, image_id: ImageId) -> Path:
         return self._photos[str(image_id)].file
 
+    def _size_source(self, image_id: ImageId) -> str:
+        return str(self.box_dir / self._photos[str(image_id)].xml)
+
     def _read(self, rel: str) -> tuple[str, _Photo]:
         """One XML -> (the photo's path relative to image_dir, its entry)."""
         path = inside(self.box_dir, rel, f"box file {rel} under {self.box_dir}")
+        if not path.is_file():
+            state = "a folder" if path.is_dir() else "a link to nothing"
+            raise XcnnError(f"{path} is {state}, not an XML file; rename or move it out of {self.box_dir}, "
+                            "which should hold one Pascal-VOC-style XML per photo")
         data = path.read_bytes()
         try:
             root = ET.fromstring(data)
         except ET.ParseError as err:
             raise XcnnError(f"cannot parse {path} ({err}); fix or remove the file") from None
+        except LookupError as err:  # the XML declares an encoding Python does not know
+            raise XcnnError(f"cannot parse {path} ({err}); declare UTF-8 or another real text encoding") from None
 
         def number(node: ET.Element | None, tag: str) -> int:
             text = node.findtext(tag) if node is not None else None
             try:
-                return round(float(text or ""))
+                value = float(text or "")
             except ValueError:
-                raise XcnnError(f"{path}: <{tag}> is {text!r}, not a number; fix the file") from None
+                value = math.nan
+            if not math.isfinite(value):  # round() of inf overflows, of nan fails
+                raise XcnnError(f"{path}: <{tag}> is {text!r}, not a finite number; fix the file")
+            return round(value)
 
         w, h = number(root.find("size"), "width"), number(root.find("size"), "height")
         if w < 1 or h < 1:

@@ -46,7 +46,9 @@ class CocoDataset(Dataset):
         self.image_dir = Path(image_dir).absolute()
         self.source = str(self.ann_file)
         self.coco = _load_coco(self.ann_file)
-        self._by_name = {c["name"].strip().lower(): c for c in self.coco.cats.values()}
+        self._by_name: dict[str, list[dict]] = {}
+        for cat in sorted(self.coco.cats.values(), key=lambda c: c["id"]):
+            self._by_name.setdefault(cat["name"].strip().lower(), []).append(cat)
 
     @property
     def categories(self) -> list[str]:
@@ -57,12 +59,17 @@ class CocoDataset(Dataset):
         return coco_digest(self.ann_file)
 
     def category(self, name: str) -> dict:
-        """The file's category record for `name` (case-insensitive)."""
-        cat = self._by_name.get(name.strip().lower())
-        if cat is None:
+        """The file's category record for `name` (case-insensitive; a name that two categories
+        share up to case is refused rather than silently taking one of them)."""
+        cats = self._by_name.get(name.strip().lower())
+        if cats is None:
             hint = did_you_mean(name.strip(), self.categories) or f"it has: {', '.join(self.categories)}"
             raise XcnnError(f"category {name!r} is not in {self.ann_file}; {hint}")
-        return cat
+        if len(cats) > 1:
+            listed = ", ".join(f"{c['name']!r} (id {c['id']})" for c in cats)
+            raise XcnnError(f"category {name!r} is ambiguous in {self.ann_file}: {listed} differ only in case; "
+                            "rename one of them in the file")
+        return cats[0]
 
     def name(self, category: str) -> str:
         return str(self.category(category)["name"])
@@ -121,18 +128,30 @@ def coco_digest(ann_file: str | Path) -> str:
 
 
 def _segmentation_problem(seg: object, h: int, w: int) -> str | None:
-    """What keeps `seg` from being COCO polygons or an RLE of an h×w image, or None."""
+    """What keeps `seg` from being COCO polygons or an RLE of an h×w image, or None.
+
+    Everything pycocotools' C code would trip on is caught here, before it is called: a
+    polygon point far outside the image overflows its int arithmetic (a segfault), and RLE
+    runs that do not add up to h×w make it read uninitialised memory or write past its mask.
+    """
     if isinstance(seg, list):
         for poly in seg:
             if not (isinstance(poly, list) and len(poly) >= 6 and len(poly) % 2 == 0 and all(map(_coordinate, poly))):
                 return "a polygon that is not a list of 3 or more x, y number pairs"
+            problem = _polygon_problem(poly, h, w)
+            if problem is not None:
+                return problem
         return None if seg else "an empty polygon list"
     if isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
-        if size != [h, w]:
+        if not (isinstance(size, list) and len(size) == 2 and all(type(s) is int for s in size)) or size != [h, w]:
             return f"an RLE of size {size!r}, not the image's [{h}, {w}]"
         if isinstance(counts, str):
-            return None
+            runs = _rle_runs(counts)
+            if runs is not None and sum(runs) == h * w:
+                return None
+            return (f"compressed RLE counts {_short(counts)} that do not decode to runs adding up to {h}×{w} "
+                    "pixels (COCO's characters '0' to 'o', each run complete and >= 0)")
         if isinstance(counts, list) and all(_whole(c) and c >= 0 for c in counts) and sum(counts) == h * w:
             return None
         return "RLE counts that are neither a string nor whole numbers >= 0 adding up to height × width"
@@ -141,6 +160,59 @@ def _segmentation_problem(seg: object, h: int, w: int) -> str | None:
 
 def _coordinate(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# How far beyond the image a polygon may reach, in image sizes: annotation tools leave points
+# a little outside and those are clipped, but a point 1e10 away overflows pycocotools' ints.
+_REACH_BEYOND, _REACH_BEFORE = 4, 3
+_MAX_COORDINATE = 400_000_000  # pycocotools scales points by 5 into a C int
+
+
+def _polygon_problem(poly: list, h: int, w: int) -> str | None:
+    xs, ys = poly[0::2], poly[1::2]
+    lo_x, hi_x = max(-_REACH_BEFORE * w, -_MAX_COORDINATE), min(_REACH_BEYOND * w, _MAX_COORDINATE)
+    lo_y, hi_y = max(-_REACH_BEFORE * h, -_MAX_COORDINATE), min(_REACH_BEYOND * h, _MAX_COORDINATE)
+    for x, y in zip(xs, ys, strict=True):
+        if not (lo_x <= x <= hi_x and lo_y <= y <= hi_y):
+            return (f"a polygon point ({x:g}, {y:g}) far outside the {w}×{h} image (points must lie within "
+                    f"x {lo_x}..{hi_x}, y {lo_y}..{hi_y})")
+    return None
+
+
+# pycocotools shifts each 5-bit character group of a count as a C int: more than 6 characters
+# overflow it, so a longer count would decode differently there than here (runs up to 2**29).
+_MAX_RLE_CHARS = 6
+
+
+def _rle_runs(counts: str) -> list[int] | None:
+    """The run lengths a COCO compressed RLE string encodes, or None when it is not one.
+
+    pycocotools' own decoder reads past the end of a string cut inside a count and trusts
+    its runs to fill the mask exactly, so a malformed string gives a mask of whatever was in
+    memory: it is read here in Python, character by character, as rleFrString does. Each
+    count is 5-bit groups, least significant first, in characters '0' + 0..63; bit 0x20 says
+    another group follows, bit 0x10 of the last group is the sign; from the fourth count on,
+    the value is a difference to the count two before.
+    """
+    runs: list[int] = []
+    value = groups = 0
+    for char in counts:
+        c = ord(char) - 48
+        if not 0 <= c < 64 or groups == _MAX_RLE_CHARS:
+            return None
+        value |= (c & 0x1F) << (5 * groups)
+        groups += 1
+        if c & 0x20:
+            continue
+        if c & 0x10:  # negative: sign-extend
+            value -= 1 << (5 * groups)
+        if len(runs) > 2:
+            value += runs[-2]
+        if value < 0:
+            return None
+        runs.append(value)
+        value = groups = 0
+    return runs if groups == 0 else None
 
 
 # Each list of a COCO instances file: the noun for its records and their required fields' kinds.
@@ -207,13 +279,18 @@ def _short(value: object) -> str:
 
 
 def _load_coco(ann_file: Path) -> COCO:
+    if ann_file.is_dir():
+        raise XcnnError(f"annotation file {ann_file} is a folder; give data.ann_file = a COCO instances JSON file")
     if not ann_file.is_file():
         raise XcnnError(f"annotation file {ann_file} not found; download it (xcnn data coco) or fix the path")
     try:
         with ann_file.open("rb") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError, a 5000-digit number
         raise XcnnError(f"cannot read annotation file {ann_file} ({err}); it is not valid JSON, download it again") from None
+    except RecursionError:
+        raise XcnnError(f"cannot read annotation file {ann_file}: its JSON is nested too deeply to be COCO "
+                        "instances; download it again") from None
     missing = [k for k in ("images", "annotations", "categories")
                if not isinstance(data, dict) or not isinstance(data.get(k), list)]
     if missing:

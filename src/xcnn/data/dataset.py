@@ -53,6 +53,21 @@ class Sample:
         return _unpickle_sample, (self.image_id, self.file, self.category, np.packbits(self.mask), self.mask.shape)
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A photo the selection passed over for a category, and why (a run lists them in skipped.jsonl)."""
+
+    image_id: ImageId
+    category: str
+    file: str  # the photo's name in the dataset (COCO's file_name; else its path in the folder)
+    reason: str  # one of the reasons above (or a downloader's)
+    detail: str = ""  # what was found, in words
+
+    def row(self) -> dict[str, Any]:
+        return {"image": self.image_id, "category": self.category, "file": self.file,
+                "reason": self.reason, "detail": self.detail}
+
+
 def _unpickle_sample(image_id: ImageId, file: Path, category: str, bits: np.ndarray, shape: tuple[int, ...]) -> Sample:
     mask = np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool)
     return Sample(image_id, file, category, mask)
@@ -62,6 +77,7 @@ class Dataset(ABC):
     """Photos with per-category object masks, and the seeded selection every format shares."""
 
     source: str  # the annotation file or folder, for messages
+    skipped_photos: tuple[Skipped, ...] = ()  # what the last `select` passed over, in walk order
 
     @property
     @abstractmethod
@@ -110,6 +126,14 @@ class Dataset(ABC):
         h, w = self._size(image_id)
         return {"id": image_id, "file_name": str(image_id), "height": h, "width": w}
 
+    def _size_source(self, image_id: ImageId) -> str:
+        """What gives the photo's size in `_size`, for messages (the annotation file by default)."""
+        return self.source
+
+    def skipped_jsonl(self) -> bytes:
+        """`skipped_photos` as JSON lines: image, category, file, reason, detail."""
+        return "".join(json.dumps(s.row(), ensure_ascii=False) + "\n" for s in self.skipped_photos).encode()
+
     def candidates(self, category: str, seed: int) -> list[ImageId]:
         """All images holding `category`, in the seeded order `select` walks them.
 
@@ -138,7 +162,8 @@ class Dataset(ABC):
         DEFAULT_MAX_PIXELS; by its annotation, then by its file's header), its object covers
         less than `min_area` of it, or its file is missing, unreadable or of another size
         than annotated. Returns the samples (categories in the order given, one Sample per
-        image and category) and the skip counts by reason. `prepare` (used by the
+        image and category) and the skip counts by reason; each skipped photo, with its
+        reason, is in `skipped_photos` until the next selection. `prepare` (used by the
         downloader) is called on each file that passes the area check, before the file is
         looked at. A file name leading outside the dataset's folder is an XcnnError.
         """
@@ -150,58 +175,62 @@ class Dataset(ABC):
             raise XcnnError("no category given; name at least one, e.g. 'zebra'")
         budget = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
         samples: list[Sample] = []
-        skipped: Counter[str] = Counter()
+        passed: list[Skipped] = []
         short: list[str] = []
+        self.skipped_photos = ()
         for name in names:
             chosen = 0
             for image_id in self.candidates(name, seed):
                 if chosen == per_category:
                     break
-                sample, reason = self._check(image_id, name, min_area, prepare, budget)
-                if sample is None:
-                    skipped[reason] += 1
+                found = self._check(image_id, name, min_area, prepare, budget)
+                if isinstance(found, Skipped):
+                    passed.append(found)
                     continue
-                samples.append(sample)
+                samples.append(found)
                 chosen += 1
             if chosen < per_category:
                 short.append(f"{name} {chosen}")
         if short:
             log.warning("fewer usable images than the %d asked per category: %s", per_category, ", ".join(short))
-        return samples, dict(skipped)
+        self.skipped_photos = tuple(passed)
+        return samples, dict(Counter(s.reason for s in passed))
 
     def _check(
         self, image_id: ImageId, category: str, min_area: float, prepare: Prepare | None, budget: int
-    ) -> tuple[Sample | None, str]:
-        h, w = self._size(image_id)
+    ) -> Sample | Skipped:
+        record = self._record(image_id)
+
+        def skip(reason: str, detail: str, warn: bool = True) -> Skipped:
+            (log.warning if warn else log.debug)("skipping image %s: %s", image_id, detail)
+            return Skipped(image_id, category, str(record["file_name"]), reason, detail)
+
+        h, w = record["height"], record["width"]
         if h * w > budget:  # before its mask, which is as large
-            log.warning("skipping image %s: %s says it is %d×%d pixels, over the budget of %d",
-                        image_id, self.source, w, h, budget)
-            return None, TOO_LARGE
+            return skip(TOO_LARGE, f"{self._size_source(image_id)} says it is {w}×{h} pixels, over the budget "
+                                   f"of {budget}")
         mask = self.mask(image_id, category)
         if mask.mean() < min_area or not mask.any():
-            return None, TOO_SMALL
+            return skip(TOO_SMALL, f"its {category} covers {mask.mean():.2%} of it, under min_area {min_area}",
+                        warn=False)
         file = self._file(image_id)
         if prepare is not None:
-            reason = prepare(file, self._record(image_id))
-            if reason is not None:
-                return None, reason
+            reason = prepare(file, record)
+            if reason is not None:  # the downloader has said why
+                return skip(reason, reason, warn=False)
         if not file.is_file():
-            log.debug("image %s: %s missing", image_id, file)
-            return None, MISSING
+            return skip(MISSING, f"{file} missing", warn=False)
         try:
             # As stored, not turned by its EXIF orientation: the mask was drawn on the stored pixels.
             shape = load_image(file, max_pixels=budget).shape[:2]
         except ImageTooLarge as err:
-            log.warning("skipping image %s: %s", image_id, err)
-            return None, TOO_LARGE
+            return skip(TOO_LARGE, str(err))
         except XcnnError as err:
-            log.warning("skipping image %s: %s", image_id, err)
-            return None, UNREADABLE
+            return skip(UNREADABLE, str(err))
         if shape != mask.shape:
-            log.warning("skipping image %s: %s is %d×%d pixels but %s says %d×%d",
-                        image_id, file, shape[1], shape[0], self.source, mask.shape[1], mask.shape[0])
-            return None, WRONG_SIZE
-        return Sample(image_id, file, category, mask), ""
+            return skip(WRONG_SIZE, f"{file} is {shape[1]}×{shape[0]} pixels but {self._size_source(image_id)} "
+                                    f"says {mask.shape[1]}×{mask.shape[0]}")
+        return Sample(image_id, file, category, mask)
 
 
 def check_selection(per_category: int, seed: int, min_area: float, max_pixels: int | None = None) -> None:

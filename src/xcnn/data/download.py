@@ -91,8 +91,35 @@ class InTheWay(XcnnError):
 
 
 def base_url(value: str | None = None) -> str:
-    """The server root: `value`, else $XCNN_COCO_BASE_URL, else the official COCO server."""
-    return (value or os.environ.get(BASE_URL_ENV) or OFFICIAL_BASE_URL).rstrip("/")
+    """The server root: `value`, else $XCNN_COCO_BASE_URL, else the official COCO server.
+
+    A malformed address is refused at once: every try at it would fail the same way, and
+    retrying would end in "run again later".
+    """
+    env = os.environ.get(BASE_URL_ENV)
+    given, where = (value, "--base-url") if value else (env, f"${BASE_URL_ENV}") if env else (OFFICIAL_BASE_URL, "")
+    problem = _url_problem(given)
+    if problem is not None:
+        raise XcnnError(f"{where} {given!r} is not a server address ({problem}); give one like "
+                        f"{OFFICIAL_BASE_URL} or file:///path/to/a/copy")
+    return given.rstrip("/")
+
+
+def _url_problem(url: str) -> str | None:
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it holds a space or a control character"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - parsed on access; a port that is not a number raises here
+    except ValueError as err:
+        return str(err)
+    if parts.scheme not in ("http", "https", "file"):
+        return f"the scheme must be http, https or file, not {parts.scheme!r}" if parts.scheme else "no http:// or https://"
+    if parts.scheme != "file" and not parts.hostname:
+        return "no host name"
+    if parts.scheme == "file" and not parts.path.strip("/"):
+        return "no path"
+    return None
 
 
 def fetch(url: str, dest: Path, check: Check | None = None, *, progress: bool = False, timeout: float = 60) -> str | None:
@@ -311,7 +338,7 @@ def _usable(target: Path, archive: Path, member: str) -> bool:
         try:
             with target.open("rb") as f:
                 json.load(f)
-        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, nested too deep
             log.warning("%s is damaged (%s); extracting it again", target, err)
             return False
     return True

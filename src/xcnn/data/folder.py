@@ -30,7 +30,8 @@ COLUMNS = ("image", "mask", "category")
 class FolderDataset(Dataset):
     def __init__(self, root: str | Path) -> None:
         self.root = require_dir(Path(root), "data folder", f"give data.root = the folder holding {CSV_NAME}")
-        self.csv = self.root / CSV_NAME
+        # confined like every path it names: a masks.csv linked from elsewhere is refused, as VOC's split file
+        self.csv = inside(self.root, CSV_NAME, f"data.root {self.root}")
         self.source = str(self.csv)
         if not self.csv.is_file():
             raise XcnnError(f"{self.csv} not found; write it with the columns {', '.join(COLUMNS)} "
@@ -103,3 +104,6 @@ class FolderDataset(Dataset):
 
     def _file(self, image_id: ImageId) -> Path:
         return self._photos[str(image_id)]
+
+    def _size_source(self, image_id: ImageId) -> str:
+        return f"its mask {self._first[str(image_id)]}"

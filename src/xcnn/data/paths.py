@@ -20,6 +20,8 @@ def inside(root: str | Path, relative: object, what: str) -> Path:
     """
     if not isinstance(relative, str) or not relative.strip():
         raise XcnnError(f"{what}: file name {relative!r} is not a path; give a file name relative to {root}")
+    if "\x00" in relative:  # no file system takes it, and os calls raise ValueError on it
+        raise XcnnError(f"{what}: file name {relative!r} holds a NUL character; fix the file name")
     base = Path(root).absolute()
     path = base / relative
     try:

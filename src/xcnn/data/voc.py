@@ -51,18 +51,25 @@ class VocDataset(Dataset):
             have = sorted(p.stem for p in sets.glob("*.txt")) if sets.is_dir() else []
             raise XcnnError(f"VOC split file {split_file} not found; give data.split = one of {have or 'the splits you have'}")
         self.source = str(split_file)
-        names = sorted({line.split()[0] for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()})
+        try:
+            text = split_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise XcnnError(f"VOC split file {split_file} is not UTF-8 text ({err}); save it as UTF-8, "
+                            "one image name per line") from None
+        names = sorted({line.split()[0] for line in text.splitlines() if line.strip()})
         if not names:
             raise XcnnError(f"VOC split file {split_file} lists no image; put one image name per line")
         # name -> (photo, instance PNG, class PNG), each confined to the root
         self._paths: dict[str, tuple[Path, Path, Path]] = {}
         for name in names:
             what = f"image {name!r} in {split_file}"
-            self._paths[f"JPEGImages/{name}.jpg"] = (
-                inside(self.root, f"JPEGImages/{name}.jpg", what),
-                inside(self.root, f"SegmentationObject/{name}.png", what),
-                inside(self.root, f"SegmentationClass/{name}.png", what),
-            )
+            photo, *masks = (inside(self.root, f"{sub}/{name}.{ext}", what) for sub, ext in
+                             (("JPEGImages", "jpg"), ("SegmentationObject", "png"), ("SegmentationClass", "png")))
+            for mask in masks:  # a missing photo is skipped on selection; its masks are the annotation
+                if not mask.is_file():
+                    state = "is a folder, not a PNG file" if mask.is_dir() else "not found"
+                    raise XcnnError(f"{what}: its mask {mask} {state}; add the mask or remove the line")
+            self._paths[f"JPEGImages/{name}.jpg"] = (photo, masks[0], masks[1])
 
     @property
     def categories(self) -> list[str]:
@@ -86,6 +93,9 @@ class VocDataset(Dataset):
 
     def _file(self, image_id: ImageId) -> Path:
         return self._paths[str(image_id)][0]
+
+    def _size_source(self, image_id: ImageId) -> str:
+        return f"its mask {self._paths[str(image_id)][1]}"
 
     @cached_property
     def _index(self) -> dict[str, tuple[tuple[int, int], dict[int, list[int]]]]:
