@@ -5,8 +5,10 @@ Standard library only, so the report (run without torch) and the data layer use 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 # write_atomic's temporary name, ".<name>.tmp<pid>", and the pattern that finds the ones a
@@ -14,12 +16,43 @@ from pathlib import Path
 TEMP_GLOB = ".*.tmp*"
 
 
+# A name made from data is kept as it is only when it is already a safe, short, lowercase name
+# (COCO ids, VOC ids, model names, "dog"): lowercase, so two names never meet on a disk that
+# ignores case. Any other gets a cleaned, cut form, "-" and 8 hex digits of the exact text's
+# hash; "-" occurs in no kept name, so a hashed name never equals a kept one.
+_KEPT = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
+_ID = re.compile(r"[a-z0-9]+")  # an id that unit_stem keeps: no "_", so the category starts at the first "_"
+_WORDS = re.compile(r"[a-z0-9]+(?: [a-z0-9]+)*")  # a category that unit_stem keeps, " " written "_"
+NAME_MAX = 100  # characters of a slug or stem: with "_integrated_gradients.jpg" and write_atomic's
+# temporary ".<name>.tmp<pid>" a file name stays under 150 bytes, far from the disks' 255
+
+
+def _hashed(text: str, key: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:NAME_MAX - 9].rstrip("_") or "x"
+    # surrogatepass: a file name undecodable as UTF-8 reaches here with lone surrogates
+    return f"{base}-{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
 def slug(text: str) -> str:
-    """``text`` as one safe path component: each run of characters other than ASCII letters and
-    digits becomes "_". A text with none of them ("猫", "кошка") gets "x_" and 8 hex digits of
-    its hash, so two such categories of one photo never share a picture. Records name their
-    pictures by path, so a run made before this rule still finds its own."""
-    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "x_" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    """``text`` as one safe path component of at most NAME_MAX ASCII characters, different for
+    different texts (also where case is ignored): "dog", "42" and "2007_000032" as they are;
+    "a b.png" as "a_b_png-" and 8 hex digits of its hash, so "a_b.png" gets another name. Records
+    name their pictures by path, so a run made under an older rule still finds its own."""
+    return text if len(text) <= NAME_MAX and _KEPT.fullmatch(text) else _hashed(text, text)
+
+
+def unit_stem(image_id: str, category: str, suffixes: Collection[str] = ()) -> str:
+    """The stem of one (photo, category) unit's file names, different for different units:
+    "42_dining_table" where that reads back one way only (an id without "_", a category of
+    lowercase words), else the hashed form of slug. ``suffixes`` are the names that follow the
+    stem after "_" (the methods of the map pictures): a category ending in words that, glued to
+    one suffix, spell another ("x guided" + "gradcam" = "x" + "guided_gradcam") is hashed too."""
+    joined = f"{image_id}_{category.replace(' ', '_')}"
+    glued = any(long != short and long.endswith("_" + short) and joined.endswith("_" + long[:-len(short) - 1])
+                for long in suffixes for short in suffixes)
+    if len(joined) <= NAME_MAX and _ID.fullmatch(image_id) and _WORDS.fullmatch(category) and not glued:
+        return joined
+    return _hashed(joined, json.dumps([image_id, category]))
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:

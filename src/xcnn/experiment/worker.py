@@ -35,13 +35,16 @@ from xcnn.experiment.layout import MAPS_DIR, PICTURES_DIR
 from xcnn.experiment.plan import BASELINE_MODEL, FAITHFULNESS_TESTS, Batch, pair_key
 from xcnn.experiment.store import UnitKey
 from xcnn.experiment.targets import check_model, classes_for
-from xcnn.files import slug
+from xcnn.files import slug, unit_stem
 from xcnn.methods import registry
 
 log = logging.getLogger(__name__)
 
 # Per-image numbers a method leaves in the engine's extras, and the record field they go to.
 EXTRA_FIELDS = {"integrated_gradients": {"ig_completeness": "completeness"}}
+# What follows a unit's stem in its map pictures' names: every method the registry knows, not
+# only this run's, so a unit keeps one stem when a later run adds methods.
+_PICTURE_SUFFIXES = (*registry.ALL_METHODS, *registry.BASELINE_NAMES)
 
 
 @dataclass
@@ -292,7 +295,7 @@ class Worker:
         s, size = unit.sample, batch.size
         key = batch.key(s)
         h, w = unit.mask.shape
-        stem = f"{slug(str(s.image_id))}_{slug(s.category)}"
+        stem = unit_stem(str(s.image_id), s.category, _PICTURE_SUFFIXES)
         image_png = f"{PICTURES_DIR}/{size.label}/{slug(str(s.image_id))}.jpg"
         mask_png = f"{PICTURES_DIR}/{size.label}/{stem}_mask.png"
         small = np.asarray(render.shrink(Image.fromarray(unit.photo)))

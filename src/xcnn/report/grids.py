@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from xcnn.errors import XcnnError  # noqa: E402
-from xcnn.files import slug  # noqa: E402
+from xcnn.files import slug, unit_stem  # noqa: E402
 from xcnn.render import shrink  # noqa: E402
 from xcnn.report.files import draw_outline, inside  # noqa: E402
 from xcnn.report.figures import RC, method_color  # noqa: E402
@@ -210,7 +210,7 @@ def write_grids(df: pd.DataFrame, run_dir: Path, out_dir: Path, chosen: list[tup
     with plt.rc_context(RC):
         for image_id, category, size in tqdm(jobs, desc="image grids", unit="grid", disable=len(jobs) < 4):
             rows = df[(df["id"] == image_id) & (df["class"] == category) & (df["size"] == size)]
-            path = out_dir / f"grid_{slug(f'{image_id}_{category}_{size}')}.png"
+            path = out_dir / f"grid_{unit_stem(str(image_id), str(category))}_{slug(str(size))}.png"
             _grid(run_dir, rows, image_id, category, size, path)
             grids.append(Grid(image_id, category, size, path))
     return grids
