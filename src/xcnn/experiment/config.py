@@ -513,6 +513,8 @@ def _check_categories(cats: list[str], fail: Any) -> None:
 
 
 def _models(value: Any, base: Path, fail: Any) -> tuple[ModelSpec, ...]:
+    from xcnn.models import check_weights_file
+
     if value is None:
         raise fail("models", 'missing; add at least one [[models]] table with name = "resnet50"')
     if not isinstance(value, list) or not value or not all(isinstance(m, dict) for m in value):
@@ -530,10 +532,11 @@ def _models(value: Any, base: Path, fail: Any) -> tuple[ModelSpec, ...]:
         if weights is not None:
             weights = _typed(weights, str, f"{key}.weights", fail)
             if weights != "random":
-                file = (base / weights).resolve()
-                if not file.is_file():
-                    raise fail(f"{key}.weights", f"{file}: no such file; give a weights file, \"random\", or leave it out")
-                weights = str(file)
+                try:
+                    check_weights_file(base / weights)
+                except XcnnError as err:
+                    raise fail(f"{key}.weights", f"{err}, \"random\", or leave it out") from None
+                weights = str((base / weights).resolve())
         specs.append(ModelSpec(name, layer, weights, *_model_extras(m, key, base, fail)))
     labels = [(s.name, s.gradcam_layer, s.weights) for s in specs]
     if len(set(s.name for s in specs)) != len(specs):
@@ -544,21 +547,19 @@ def _models(value: Any, base: Path, fail: Any) -> tuple[ModelSpec, ...]:
 def _model_extras(m: dict[str, Any], key: str, base: Path, fail: Any) -> tuple[Any, ...]:
     """mean, std, classes (a list, or a file of one name per line, read now so the identity
     holds the names) and reshape of one [[models]] table."""
-    from xcnn.models import LAYOUTS
+    from xcnn.models import LAYOUTS, input_statistics
     from xcnn.models.factory import read_classes
 
     stats = []
     for k in ("mean", "std"):
-        v = m.get(k)
-        if v is not None and (not isinstance(v, list) or len(v) != 3
-                              or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-                              or (k == "std" and min(v) <= 0)):
-            raise fail(f"{key}.{k}", f"expected three numbers (R, G, B{', each > 0' if k == 'std' else ''}), got {v!r}")
-        stats.append(None if v is None else tuple(float(x) for x in v))
+        try:
+            stats.append(None if m.get(k) is None else input_statistics(m[k], k))
+        except XcnnError as err:
+            raise fail(f"{key}.{k}", str(err)) from None
     classes = m.get("classes")
     if isinstance(classes, str):
         try:
-            classes = tuple(read_classes((base / classes).resolve()))
+            classes = tuple(read_classes(base / classes))
         except XcnnError as err:
             raise fail(f"{key}.classes", str(err)) from None
     elif classes is not None:

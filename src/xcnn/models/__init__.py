@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
+import pickle
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import torch
 import torchvision
@@ -127,12 +131,13 @@ def load(
     else:
         loaded = _load_torchvision(name, weights)
     loaded.model.eval().to(device)
-    if mean is not None:
-        loaded.mean = _triple(mean, "mean", name)
-    if std is not None:
-        loaded.std = _triple(std, "std", name)
-        if min(loaded.std) <= 0:
-            raise XcnnError(f"model {name!r}: std {list(std)} must be > 0")
+    try:
+        if mean is not None:
+            loaded.mean = input_statistics(mean, "mean")
+        if std is not None:
+            loaded.std = input_statistics(std, "std")
+    except XcnnError as err:
+        raise XcnnError(f"model {name!r}: {err}") from None
     if layout is not None:
         if layout not in LAYOUTS:
             raise XcnnError(f"model {name!r}: reshape {layout!r} is not one of {', '.join(LAYOUTS)}")
@@ -144,7 +149,7 @@ def load(
             loaded.categories, loaded.wnids = names, None
     if not loaded.categories:
         if outputs != 1000:
-            raise XcnnError(f"model {name!r} has {outputs} outputs: give its class names (classes = [...] "
+            raise XcnnError(f"model {name!r} has {outputs} outputs: give its class names (classes = [...] in the config or --classes in xcnn explain: a list, "
                             "or a file with one name per line)")
         loaded.categories, loaded.wnids = imagenet_categories(), _imagenet_wnids()
     if len(loaded.categories) != outputs:
@@ -157,10 +162,29 @@ TIMM_PREFIX = "timm:"
 LAYOUTS = ("tokens", "nhwc", "nchw")
 
 
-def _triple(values: Sequence[float], key: str, name: str) -> tuple[float, ...]:
-    if isinstance(values, str) or len(values) != 3 or not all(isinstance(v, (int, float)) for v in values):
-        raise XcnnError(f"model {name!r}: {key} {values!r} must be three numbers (R, G, B)")
-    return tuple(float(v) for v in values)
+def input_statistics(values: object, key: str) -> tuple[float, float, float]:
+    """``mean`` or ``std`` as three floats; one line if they are not three finite numbers (a std
+    also > 0). The one check for the config and for Python callers: a NaN mean or an infinite
+    std would otherwise give NaN logits or a blank channel, and records that look valid."""
+    items = list(values) if isinstance(values, (list, tuple)) else [values]
+    good = [float(v) for v in items if _finite(v)]
+    good = [v for v in good if key != "std" or v > 0]
+    if not isinstance(values, (list, tuple)) or len(items) != 3 or len(good) != 3:
+        shown = "[" + ", ".join(map(_number, items)) + "]" if isinstance(values, (list, tuple)) else repr(values)
+        raise XcnnError(f"{key} {shown} must be three finite numbers (R, G, B){', each > 0' if key == 'std' else ''}")
+    return good[0], good[1], good[2]
+
+
+def _finite(v: object) -> TypeGuard[float | int]:
+    if isinstance(v, bool):
+        return False
+    # a Python int may be too large for a float: compared, not converted
+    return (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, int) and abs(v) < 1e300)
+
+
+def _number(v: object) -> str:
+    # 0 and 0.0 read the same, as they do in TOML
+    return f"{v:g}" if isinstance(v, float) else repr(v)
 
 
 def _imagenet_wnids() -> list[str]:
@@ -268,26 +292,77 @@ def _download(url: str, file: Path) -> None:
         raise XcnnError(f"downloaded {url} does not match its hash ({digest[:8]} != {prefix}); try again")
 
 
-def _read_state_dict(file: Path) -> dict:
+def check_weights_file(file: Path) -> None:
+    """One line if ``file`` cannot be a weights file: missing, a folder, or a name with a NUL byte."""
+    if "\0" in str(file):
+        raise XcnnError(f"weights file {str(file)!r} has a NUL byte in its name; give a state-dict file")
+    if file.is_dir():
+        raise XcnnError(f"weights file {file} is a folder; give a state-dict file")
     if not file.exists():
-        raise XcnnError(f"weights file {file} does not exist")
+        raise XcnnError(f"weights file {file} does not exist; give a state-dict file")
+
+
+# Training scripts save {"model": state dict, "optimizer": ..., "epoch": ...} and the like.
+_WRAPPERS = ("state_dict", "model_state_dict", "model")
+_SAVE_HINT = "save model.state_dict() with torch.save and give that file"
+
+
+def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:
+    """A state dict (names -> tensors) from ``file``, unwrapped from the common checkpoint dicts
+    and without nn.DataParallel's ``module.`` prefix; one line saying what the file holds if
+    it is something else. Only tensors and plain containers are unpickled (weights_only): a
+    weights file never runs code."""
+    check_weights_file(file)
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise XcnnError(f"cannot read weights file {file}: {type(err).__name__}: {err}") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise XcnnError(f"weights file {file} holds no state dict")
+    except OSError as err:
+        raise XcnnError(f"cannot read weights file {file} ({err.strerror or err}); check its permissions") from None
+    except pickle.UnpicklingError as err:
+        # weights_only refuses any class but tensors and containers: say which one it met
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
+        raise XcnnError(f"weights file {file} holds {what}, not a state dict; {_SAVE_HINT}") from None
+    except Exception as err:  # torch's reader fails in many ways on a file it did not write
+        detail = " ".join(str(err).split())[:120] or type(err).__name__
+        raise XcnnError(f"weights file {file} is not a file written by torch.save ({detail}); {_SAVE_HINT}") from None
+    if isinstance(state, dict) and not _is_state_dict(state):
+        state = next((state[k] for k in _WRAPPERS if isinstance(state.get(k), dict)), state)
+    if not isinstance(state, dict) or not _is_state_dict(state):
+        raise XcnnError(f"weights file {file} holds {_describe(state)}, not a state dict (names -> tensors); {_SAVE_HINT}")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
-def _load_state(model: nn.Module, state: dict, name: str) -> None:
+def _is_state_dict(state: dict) -> bool:
+    return bool(state) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return "a tensor"
+    if isinstance(value, dict):
+        if not value:
+            return "an empty dict"
+        keys = sorted(repr(k)[:40] for k in value)
+        return f"a dict with keys {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
+    return f"a {type(value).__name__}"
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise XcnnError(f"weights do not fit {name}: {first}") from None
+        # torch's message is one header line and then every key: say which keys, in one line
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                  if k in state and state[k].shape != own[k].shape]
+        said = [f"{len(keys)} {what} (first: {keys[0]})" for keys, what in
+                ((missing, "missing"), (unexpected, "unexpected"), (shaped, "of another shape")) if keys]
+        detail = "; ".join(said) or " ".join(str(err).split())[:200]
+        raise XcnnError(f"weights do not fit {name}: {detail}; give a state dict saved from this architecture") from None
 
 
 def _efficientnet_lite0(weights: str | Path | None) -> LoadedModel:

@@ -23,7 +23,9 @@ def probe(name: str, model: nn.Module, size: tuple[int, int] | None = None) -> i
     with torch.no_grad(), mode:
         try:
             out = model(torch.zeros(2, 3, h, w, device=device))
-        except Exception as err:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:  # the model's forward is user code: SystemExit too
             raise XcnnError(f"model {name!r} fails on a 2×3×{h}×{w} input ({type(err).__name__}: "
                             f"{' '.join(str(err).split())[:200]}); xcnn explains image classifiers") from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
