@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from xcnn.errors import XcnnError, did_you_mean
+from xcnn.errors import XcnnError
 from xcnn.methods import registry
 from xcnn.methods.registry import ALL_METHODS, DEFAULT_METHODS, SINGLE_PASS, Options
 from xcnn.experiment.config import Size, parse_size
@@ -63,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="smoothgrad noise seed (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", type=Path, default=Path("explain-out"),
                    help="output folder: PHOTO-METHOD.png per map and PHOTO-all.png; a --target or --size other "
-                        "than the default goes into the names, e.g. PHOTO-t281-s224-METHOD.png "
+                        "than the default goes into the names as the class index and the size, e.g. PHOTO-t281-s224-METHOD.png "
                         "(default: %(default)s)")
     p.add_argument("--force", action="store_true",
                    help="overwrite pictures an earlier call wrote under the same names (default: refuse)")
@@ -95,19 +95,19 @@ def run(args: argparse.Namespace) -> int:
     size = parse_size(args.size)
     if size is None:
         raise XcnnError(f"--size {args.size!r}: use original, a side length of 8 to 8192 (224) or HxW (480x640)")
-    stems = [photos[0].stem] if len(photos) == 1 else output_stems(photos)
-    tags = _name_tags(args.target, size)
+    stems = output_stems(photos)
+    classes = None if args.classes is None else (
+        Path(args.classes) if Path(args.classes).is_file() else [c.strip() for c in args.classes.split(",")])
+    lm = models.load(args.model, weights=args.weights, device=device,  # once, for every photo
+                     classes=classes, mean=args.mean, std=args.std)
+    target = parse_target(args.target, lm.categories, lm.wnids)
+    tags = _name_tags(target, size)
     written = [args.out / f"{stem}{tags}-{name}" for stem in stems for name in
                [*(f"{m}.png" for m in methods), "all.png", *(f"{m}.npy" for m in methods if args.save_raw)]]
     clash = next((f for f in written if f.exists()), None)
     if clash is not None and not args.force:
         raise XcnnError(f"{clash} exists (an earlier call wrote it); pass --force to overwrite, or choose another "
                         "--out")
-    classes = None if args.classes is None else (
-        Path(args.classes) if Path(args.classes).is_file() else [c.strip() for c in args.classes.split(",")])
-    lm = models.load(args.model, weights=args.weights, device=device,  # once, for every photo
-                     classes=classes, mean=args.mean, std=args.std)
-    target = parse_target(args.target, lm.categories, lm.wnids)
     layout = {} if lm.layout is None else {"layout": lm.layout}  # token-grid models' CAM layer
     ex = Explainer(lm.model, target_layer=args.layer or lm.gradcam_layer, **layout)
 
@@ -199,12 +199,16 @@ def find_photos(paths: Sequence[Path]) -> list[Path]:
 
 def output_stems(photos: Sequence[Path]) -> list[str]:
     """One distinct file-name stem per photo, so no photo's pictures overwrite another's: its own
-    stem, with its folder's name in front where stems clash (a/cat.jpg, b/cat.png), then a number."""
+    stem, with its folder's name in front where stems clash (a/cat.jpg, b/cat.png), then a number.
+    A stem too long for a file name with its suffixes is cut and hashed (xcnn.files.slug)."""
+    from xcnn.files import NAME_MAX, slug
+
     clashes = Counter(p.stem.casefold() for p in photos)  # casefold: macOS and Windows names ignore case
     taken: set[str] = set()
     stems = []
     for p in photos:
         stem = p.stem if clashes[p.stem.casefold()] == 1 else f"{p.resolve().parent.name}_{p.stem}"
+        stem = stem if len(stem.encode("utf-8", "surrogatepass")) <= NAME_MAX else slug(stem)
         unique, n = stem, 1
         while unique.casefold() in taken:
             n += 1
@@ -270,11 +274,10 @@ def parse_target(text: str, categories: list[str], wnids: list[str] | None = Non
         raise XcnnError(f"--target: {err}") from None
 
 
-def _name_tags(target: str, size: Size) -> str:
-    """What tells this call's pictures apart from another call's: "-t281-s224" (defaults add nothing)."""
-    from xcnn.files import slug
-
-    return ("" if target == "top1" else f"-t{slug(target)}") + ("" if size.hw is None else f"-s{size.label}")
+def _name_tags(target: int | None, size: Size) -> str:
+    """What tells this call's pictures apart from another call's: "-t281-s224" for class 281 (however
+    --target spelled it) at 224×224; the defaults (top1, original) add nothing."""
+    return ("" if target is None else f"-t{target}") + ("" if size.hw is None else f"-s{size.label}")
 
 
 def _triple(text: str) -> tuple[float, float, float]:

@@ -96,7 +96,8 @@ def class_index(name: str, names: Sequence[str], wnids: Sequence[str] | None, wh
     if len(found) == 1:
         return found.pop()
     if found:
-        which = ", ".join(f"{i}" + (f" ({wnids[i]})" if wnids is not None else "") for i in sorted(found))
+        which = ", ".join(f"{i}" + (f" ({wnids[i]})" if wnids is not None else "") for i in sorted(found)[:5])
+        which += ", …" if len(found) > 5 else ""
         raise XcnnError(f"{name!r} names several of the model's classes ({where}): {which}; give the index "
                         "or the WordNet id instead")
     options = list(names) + ([n for w in wnids for n in _wnid_lemmas().get(w, ())] if wnids is not None else [])

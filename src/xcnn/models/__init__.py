@@ -149,8 +149,8 @@ def load(
             loaded.categories, loaded.wnids = names, None
     if not loaded.categories:
         if outputs != 1000:
-            raise XcnnError(f"model {name!r} has {outputs} outputs: give its class names (classes = [...] in the config or --classes in xcnn explain: a list, "
-                            "or a file with one name per line)")
+            raise XcnnError(f"model {name!r} has {outputs} outputs: give its class names (classes = [...] "
+                            "in the config, --classes in xcnn explain: a list or a file with one name per line)")
         loaded.categories, loaded.wnids = imagenet_categories(), _imagenet_wnids()
     if len(loaded.categories) != outputs:
         raise XcnnError(f"model {name!r} has {outputs} outputs but {len(loaded.categories)} class names; "
