@@ -17,11 +17,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 CHECKS = """
 [checks]
+baselines = true
+faithfulness = true
+randomisation = true
+dependence = true
 faithfulness_steps = 4
 randomisation_photos = 2
 randomisation_steps = 2
 dependence_photos = 3
 """
+
+
+NO_BASELINES = CHECKS.replace("baselines = true", "baselines = false")
 
 
 def config(path: Path, dataset: tuple[Path, Path], checks: str = CHECKS) -> Path:
@@ -110,7 +117,7 @@ def test_adding_checks_to_a_finished_run_writes_only_check_rows(tmp_path: Path, 
     run(load_config(config(tmp_path / "plain.toml", dataset, checks="")), out)
     assert not (out / "checks.jsonl").exists() and not (out / "checks.csv").exists()
     before = (out / "records.jsonl").read_bytes()
-    summary = run(load_config(config(tmp_path / "checks.toml", dataset, CHECKS + "baselines = false\n")), out)
+    summary = run(load_config(config(tmp_path / "checks.toml", dataset, NO_BASELINES)), out)
     assert summary.records == 0 and summary.check_rows > 0
     assert (out / "records.jsonl").read_bytes() == before
     assert (out / "checks.csv").read_bytes() == (reference / "checks.csv").read_bytes()
@@ -119,12 +126,13 @@ def test_adding_checks_to_a_finished_run_writes_only_check_rows(tmp_path: Path, 
         raise AssertionError("nothing should be computed again")
 
     monkeypatch.setattr(worker_module, "explain_units", boom)
-    summary = run(load_config(config(tmp_path / "checks.toml", dataset, CHECKS + "baselines = false\n")), out)
+    summary = run(load_config(config(tmp_path / "checks.toml", dataset, NO_BASELINES)), out)
     assert summary.records == 0 and summary.check_rows == 0
     # other parameters are other rows: more steps are wanted again
     monkeypatch.undo()
-    summary = run(load_config(config(tmp_path / "more.toml", dataset, CHECKS.replace("= 4", "= 5")
-                                     + "baselines = false\nrandomisation = false\ndependence = false\n")), out)
+    summary = run(load_config(config(tmp_path / "more.toml", dataset, CHECKS.replace("= 4", "= 5").replace(
+        "baselines = true", "baselines = false").replace("randomisation = true", "").replace("dependence = true", ""))),
+        out)
     assert summary.records == 0 and summary.check_rows == 4 * 2 * 2 * 7
     assert (out / "records.jsonl").read_bytes() == before
 
@@ -151,11 +159,15 @@ def test_demo_config_checks_parse_and_unknown_keys_are_refused(tmp_path: Path, d
     assert [s.label for s in demo.faithfulness_sizes()] == ["224"]
     assert "checks" not in demo.identity("x")
     assert load_config(config(tmp_path / "none.toml", dataset, checks="")).checks.any is False
+    only = load_config(config(tmp_path / "one.toml", dataset, checks="[checks]\nbaselines = true\n")).checks
+    assert only.baselines and not (only.faithfulness or only.randomisation or only.dependence)  # absent: off
+    line = only.describe((), None)
+    assert line == "checks: baselines"
     with pytest.raises(XcnnError, match=r"checks\.bogus: unknown key"):
         load_config(config(tmp_path / "bad.toml", dataset, "[checks]\nbogus = 1\n"))
     with pytest.raises(XcnnError, match=r"checks\.faithfulness_sizes"):
         load_config(config(tmp_path / "bad2.toml", dataset, '[checks]\nfaithfulness_sizes = [64]\n'))
-    sized = load_config(config(tmp_path / "ok.toml", dataset, '[checks]\nfaithfulness_sizes = ["original", 48]\n'))
+    sized = load_config(config(tmp_path / "ok.toml", dataset, '[checks]\nfaithfulness = true\nfaithfulness_sizes = ["original", 48]\n'))
     assert [s.label for s in sized.faithfulness_sizes()] == ["original", "48"]
     shutil.rmtree(tmp_path, ignore_errors=True)
 

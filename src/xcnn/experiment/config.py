@@ -39,7 +39,7 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
     ig_steps = 50, smoothgrad_samples = 25, smoothgrad_sigma = 0.15, scorecam_top_k = 0 (all),
     noise_seed = 0, memory_mb = 4096
 
-    [checks]                     # optional; absent: no checks. Present: each key defaults to below
+    [checks]                     # optional; a check runs only when its key says true (absent: off)
     baselines = true             # model-free maps (uniform, centre, edges) as records with CNN "none"
     faithfulness = true          # deletion / insertion of every method's map ...
     faithfulness_sizes = ["resized"]   # ... at these run sizes ("resized": every non-original one)
@@ -129,6 +129,23 @@ class Checks:
     @property
     def any(self) -> bool:
         return self.baselines or self.faithfulness or self.randomisation or self.dependence
+
+    def describe(self, sizes: tuple[Size, ...], check_size: Size | None) -> str:
+        """Which checks run, at what size and on how many photos: the line a run logs before it starts."""
+        if not self.any:
+            return "checks: none (turn them on in [checks], e.g. baselines = true)"
+        at = "no resized size in run.sizes, skipped" if check_size is None else f"at {check_size.label}"
+        parts = ["baselines"] * self.baselines
+        if self.faithfulness:
+            photos = "every pair" if self.faithfulness_photos == 0 else f"first {self.faithfulness_photos} pairs"
+            parts.append(f"faithfulness ({self.faithfulness_steps} steps, {photos}, at "
+                         f"{', '.join(s.label for s in sizes) or 'no size of run.sizes'})")
+        if self.randomisation:
+            parts.append(f"randomisation ({self.randomisation_steps} steps, first {self.randomisation_photos} "
+                         f"photos, {at})")
+        if self.dependence:
+            parts.append(f"dependence (first {self.dependence_photos} photos, {at})")
+        return "checks: " + "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -413,8 +430,8 @@ def _targets(value: Any, base: Path, fail: Any) -> dict[str, Any]:
 
 
 def _checks(table: dict[str, Any], sizes: tuple[Size, ...], fail: Any) -> Checks:
-    """A present [checks] table: every check on unless it says otherwise."""
-    kw: dict[str, Any] = {"baselines": True, "faithfulness": True, "randomisation": True, "dependence": True}
+    """A [checks] table: a check runs only when its key says true, as a user who lists one key expects."""
+    kw: dict[str, Any] = {}
     for key in ("baselines", "faithfulness", "randomisation", "dependence"):
         if key in table:
             kw[key] = _typed(table[key], bool, f"checks.{key}", fail)

@@ -1,0 +1,69 @@
+"""docs/CONFIG.md lists every key the config reader takes, each with the default the code uses."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from xcnn.experiment import config
+from xcnn.methods.registry import Options
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md"
+REQUIRED = {("data", "categories"), ("models", "name")}
+RENAMED = {("run", "noise_seed"): "seed"}  # a TOML key whose field has another name
+
+
+def documented() -> dict[str, dict[str, str]]:
+    """{table: {key: default as written}} from the page's tables."""
+    out: dict[str, dict[str, str]] = {}
+    table = None
+    for line in PAGE.read_text(encoding="utf-8").splitlines():
+        heading = re.match(r"## `\[\[?(\w+)\]\]?`", line)
+        if heading:
+            table = heading.group(1)
+            out[table] = {}
+        row = re.match(r"\| `(\w+)` \| (.+?) \|", line)
+        if row and table:
+            out[table][row.group(1)] = row.group(2)
+    return out
+
+
+def toml(value: Any) -> str:
+    """A default as the page writes it: TOML, with None as "none"."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    if isinstance(value, (tuple, list)):
+        return "`[" + ", ".join(toml(v).strip("`") for v in value) + "]`"
+    return f"`{value}`"
+
+
+def code_default(table: str, key: str) -> str:
+    if (table, key) in REQUIRED:
+        return "required"
+    owner: Any = {"data": config.Config, "run": config.Config, "models": config.ModelSpec,
+                  "checks": config.Checks}[table]
+    field = RENAMED.get((table, key), key)
+    if table == "run" and key in config._OPTION_KEYS:
+        owner = Options
+    value = {f.name: f.default for f in dataclasses.fields(owner)}[field]
+    if table == "run" and key == "sizes":  # Size objects, written as TOML writes them
+        value = [int(s.label) if s.label.isdigit() else s.label for s in value]
+    if table == "run" and key == "scorecam_top_k":
+        value = value or 0  # the TOML form of "every channel"
+    return toml(value)
+
+
+def test_every_key_is_documented_with_its_code_default() -> None:
+    page = documented()
+    assert set(page) == set(config._SECTIONS)
+    for table, keys in config._SECTIONS.items():
+        assert set(page[table]) == keys, f"[{table}] keys on the page differ from the code's"
+        for key in keys:
+            assert page[table][key] == code_default(table, key), f"{table}.{key}: the page's default is not the code's"
+
+    assert toml(("original", 224)) == '`["original", 224]`' and toml(None) == "none"
