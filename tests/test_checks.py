@@ -167,7 +167,8 @@ def test_demo_config_checks_parse_and_unknown_keys_are_refused(tmp_path: Path, d
         load_config(config(tmp_path / "bad.toml", dataset, "[checks]\nbogus = 1\n"))
     with pytest.raises(XcnnError, match=r"checks\.faithfulness_sizes"):
         load_config(config(tmp_path / "bad2.toml", dataset, '[checks]\nfaithfulness_sizes = [64]\n'))
-    sized = load_config(config(tmp_path / "ok.toml", dataset, '[checks]\nfaithfulness = true\nfaithfulness_sizes = ["original", 48]\n'))
+    sized = load_config(config(tmp_path / "ok.toml", dataset,
+                               '[checks]\nfaithfulness = true\nfaithfulness_sizes = ["original", 48]\n'))
     assert [s.label for s in sized.faithfulness_sizes()] == ["original", "48"]
     shutil.rmtree(tmp_path, ignore_errors=True)
 
