@@ -11,9 +11,15 @@ import re
 from collections.abc import Collection
 from pathlib import Path
 
-# write_atomic's temporary name, ".<name>.tmp<pid>", and the pattern that finds the ones a
-# killed process left behind (the run store clears them when it opens a run folder).
-TEMP_GLOB = ".*.tmp*"
+# write_atomic's temporary name, ".<name>.tmp<pid>": the run store clears the ones a killed
+# process left behind, and only those (a user's ".notes.tmpl" is not one).
+_TEMP_NAME = re.compile(r"\.(.+)\.tmp[0-9]+")
+
+
+def temporary_for(name: str) -> str | None:
+    """The file name a write_atomic temporary named ``name`` stood for, or None if it is not one."""
+    match = _TEMP_NAME.fullmatch(name)
+    return match.group(1) if match else None
 
 
 # A name made from data is kept as it is only when it is already a safe, short, lowercase name

@@ -20,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
     )
     p.add_argument("config", type=Path, help="experiment config (.toml), e.g. configs/demo.toml")
-    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="folder for records, exports, pictures")
+    # text, not Path: Path("") is the current folder, and an empty --out must be refused
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for records, exports, pictures: a new "
+                   "or empty folder, or a run's to resume (a folder of other files is refused)")
     p.add_argument("--save-maps", action="store_true", help="also keep every map as float16 .npz under RUN_DIR/maps/ "
                    "(default: off)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end (xcnn report RUN_DIR makes "
@@ -36,19 +38,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from xcnn.errors import XcnnError
     from xcnn.experiment import load_config, run
     from xcnn.experiment.layout import FAILURES_FILE
 
+    if not args.out.strip():
+        raise XcnnError("--out is empty; name the run folder, e.g. --out runs/demo")
+    out = Path(args.out)
     config = load_config(args.config)
     if args.ray is not None:
         config = dataclasses.replace(config, backend="ray", address=None if args.ray == "local" else args.ray)
-    summary = run(config, args.out, save_maps=args.save_maps, retry_killed=args.retry_killed)
+    summary = run(config, out, save_maps=args.save_maps, retry_killed=args.retry_killed)
     if not args.no_report:
         from xcnn.report import write_report
 
-        write_report(args.out)
+        try:
+            write_report(out)
+        except XcnnError:
+            if summary.records_total or not summary.failed:
+                raise
+            # every unit failed: no record to report, and failures.jsonl (named below) says why
+            log.warning("no report: not one unit has records")
     if summary.failed:
-        log.warning("%d of %d units failed for data reasons; see %s", summary.failed, summary.units_total,
-                    args.out / FAILURES_FILE)
+        every = "all" if summary.failed == summary.units_total else f"{summary.failed} of"
+        log.warning("%s %d units failed for data reasons; see %s", every, summary.units_total, out / FAILURES_FILE)
         return 3
     return 0

@@ -23,7 +23,7 @@ from xcnn.errors import XcnnError
 from xcnn.experiment.config import Config
 from xcnn.experiment.layout import FILTERED_FILE
 from xcnn.experiment.plan import Batch, all_batches, missing, plan
-from xcnn.experiment.store import RunStore, UnitKey
+from xcnn.experiment.store import DEMO_DIR, RunStore, UnitKey
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ KILLED = "killed twice while running"
 @dataclass
 class Summary:
     records: int = 0  # records written by this call
+    records_total: int = 0  # records in RUN_DIR/records.jsonl after this call, this config's or not
     check_rows: int = 0  # rows of checks.jsonl written by this call
     units_done_before: int = 0
     units_total: int = 0
@@ -57,6 +58,9 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
 
     start = time.perf_counter()
     run_dir = Path(run_dir)
+    if config.backend == "local" and config.address is not None:
+        log.warning("run.address %r is ignored: the backend is local (this machine alone); set run.backend = "
+                    "\"ray\" or pass --ray %s to use that cluster", config.address, config.address)
     _check_data_paths(config)
     device = resolve_device(config.device) if config.backend == "local" else None
     with RunStore(run_dir) as store:
@@ -101,6 +105,7 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
             with Progress(summary, todo) as bar:
                 backend.execute(config, batches, store, bar, device=device, save_maps=save_maps)
         summary.check_rows = store.check_rows
+        summary.records_total = len(store.records.done)
         summary.filtered = len(store.filtered_units.intersection(k for k, _, _ in units))
         summary.seconds = time.perf_counter() - start
         _log_summary(summary)
@@ -129,7 +134,7 @@ def _dataset(config: Config, run_dir: Path) -> DataSource:
     if config.demo:
         from xcnn.data import demo
 
-        ann_file, image_dir = demo.build(Path(config.demo_dir) if config.demo_dir else run_dir / "demo-data")
+        ann_file, image_dir = demo.build(Path(config.demo_dir) if config.demo_dir else run_dir / DEMO_DIR)
         return DataSource("coco", {"ann_file": str(ann_file), "image_dir": str(image_dir)})
     paths = {k: getattr(config, k) for k in FORMATS[config.format] if getattr(config, k) is not None}
     return DataSource(config.format, paths)

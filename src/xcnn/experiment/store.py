@@ -23,8 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from xcnn.errors import XcnnError
-from xcnn.experiment.layout import CHECKS_FILE, CONFIG_FILE, FAILURES_FILE, FILTERED_FILE, LOCK_FILE, RECORDS_FILE, STARTED_FILE
-from xcnn.files import TEMP_GLOB, write_atomic
+from xcnn.experiment.layout import (
+    CHECKS_CSV,
+    CHECKS_FILE,
+    CONFIG_FILE,
+    EXP_FILE,
+    FAILURES_FILE,
+    FILTERED_FILE,
+    LOCK_FILE,
+    MAPS_DIR,
+    PICTURES_DIR,
+    RECORDS_CSV,
+    RECORDS_FILE,
+    STARTED_FILE,
+)
+from xcnn.files import temporary_for, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +150,10 @@ class JsonlStore:
             if not (isinstance(part, list) and len(part) == 2 and all(type(v) is int for v in part)
                     and part[0] == len(pending) and part[1] >= 1 and (not pending or part[1] == size)):
                 raise self._damaged(number)
+            fault = record_fault(rec)
+            if fault is not None:
+                raise XcnnError(f"{self.path}: line {number}: {fault}, which no run writes (the file was edited or "
+                                "damaged); restore it, or start a new RUN_DIR")
             size = part[1]
             pending.append(rec)
             if len(pending) == size:
@@ -163,6 +180,23 @@ class JsonlStore:
                     yield number, None, offset
                     return
                 yield number, rec, offset
+
+
+def record_fault(rec: dict[str, Any]) -> str | None:
+    """What makes a record impossible, or None: P = E / E_celk lies in [0, 1]. A null P (an
+    all-zero map, or an overflowing one) is a record as the worker writes it."""
+    p = rec.get("P")
+    if p is None:
+        return None
+    if type(p) not in (int, float):
+        return f"P is not a number ({p!r})"
+    if not 0.0 <= p <= 1.0:
+        return f"P {p} outside [0, 1]"
+    e, total = rec.get("E", False), rec.get("E_celk", False)
+    if type(e) in (int, float) and type(total) in (int, float):  # null: an infinite energy; absent: nothing to check
+        if not total > 0 or not math.isclose(e / total, p, rel_tol=1e-9, abs_tol=1e-12):
+            return f"P {p} disagrees with E / E_celk = {e} / {total}"
+    return None
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -290,6 +324,7 @@ class RunStore:
         self.starts: Counter[UnitKey] = Counter()
 
     def __enter__(self) -> RunStore:
+        check_run_folder(self.dir)  # before anything is written or deleted
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
@@ -421,8 +456,53 @@ class RunStore:
         return path
 
 
+# --- what a run folder is -------------------------------------------------------------------
+
+DEMO_DIR = "demo-data"  # the demo set, built into the run folder unless the config names a cache
+# What a run leaves before its config.json exists (killed while it loaded the data or the models).
+_EARLY = {LOCK_FILE, RECORDS_FILE, STARTED_FILE, FAILURES_FILE, CHECKS_FILE, FILTERED_FILE, DEMO_DIR}
+# The run's files that write_atomic writes, at the top of the folder and in the folders it fills.
+_WRITTEN = {CONFIG_FILE, FAILURES_FILE, STARTED_FILE, EXP_FILE, RECORDS_CSV, CHECKS_CSV}
+_FILLED = (PICTURES_DIR, MAPS_DIR, DEMO_DIR)
+
+
+def check_run_folder(run_dir: Path) -> None:
+    """Refuse, before anything is written, a folder that is not a run: xcnn writes and deletes
+    files in a run folder, and a user's folder must keep every file it holds. A run is a folder
+    that does not exist yet, an empty one, one with xcnn's config.json, or one holding only what
+    a run killed before writing its config.json leaves (resumed, not refused forever)."""
+    for path in (run_dir, *run_dir.parents):  # the first part of the path that exists
+        if path.exists():
+            if not path.is_dir():
+                raise XcnnError(f"{path} is a file; --out takes a folder (a new one, or a run's)")
+            break
+    if not run_dir.is_dir():
+        return
+    config = run_dir / CONFIG_FILE
+    if config.exists():
+        body = read_json(config)
+        if body is not None and ("identity" in body or "xcnn" in body):
+            return
+        raise XcnnError(f"{run_dir} is not an xcnn run folder (its {CONFIG_FILE} was not written by xcnn); "
+                        "choose a new or empty folder for --out")
+    for entry in sorted(run_dir.iterdir()):
+        early = entry.name in _EARLY or temporary_for(entry.name) in (_EARLY | _WRITTEN)
+        if not early:
+            raise XcnnError(f"{run_dir} is not an xcnn run folder and not empty (it holds {entry.name}); choose a "
+                            "new or empty folder for --out")
+        if entry.name in (RECORDS_FILE, CHECKS_FILE, FILTERED_FILE) and entry.is_file() and entry.stat().st_size:
+            raise XcnnError(f"{run_dir} holds {entry.name} but no {CONFIG_FILE}; choose another --out")
+
+
 def _clean_temporaries(run_dir: Path) -> None:
-    """Temporary files left by a run killed (or a disk that filled) mid-write."""
-    for tmp in run_dir.rglob(TEMP_GLOB):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
+    """Temporary files left by a run killed (or a disk that filled) mid-write: only the names
+    write_atomic gives the run's own files, and only in the folders the run writes."""
+    for entry in run_dir.iterdir():
+        if temporary_for(entry.name) in _WRITTEN and entry.is_file():
+            entry.unlink(missing_ok=True)
+    for name in _FILLED:
+        for folder, _, names in os.walk(run_dir / name):  # symbolic links to folders are not followed
+            for file in names:
+                path = Path(folder) / file
+                if temporary_for(file) is not None and path.is_file() and not path.is_symlink():
+                    path.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xcnn.errors import XcnnError
 from xcnn.experiment.layout import RECORDS_FILE
 from xcnn.files import slug
 from xcnn.report import figures, files, grids, html, stats, tables
@@ -40,6 +41,7 @@ def write_report(run_dir: Path, images: list | None) -> Path:
     df = tables.load_records(run_dir)
     chosen = grids.choose_images(df, images)  # a wrong --images fails here, before anything is written
     info = run_info(run_dir, df, from_jsonl=(run_dir / RECORDS_FILE).is_file())
+    _check_replaceable(run_dir / REPORT)
     _clear_stale(run_dir)
     tmp = run_dir / f"{REPORT}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -53,6 +55,19 @@ def write_report(run_dir: Path, images: list | None) -> Path:
     index = run_dir / REPORT / "index.html"
     log.info("report written to %s", index)
     return index
+
+
+def _check_replaceable(report: Path) -> None:
+    """Refuse to replace a report/ that xcnn did not write: it may hold a user's files."""
+    if not os.path.lexists(report):
+        return
+    try:
+        with open(report / "index.html", "rb") as f:
+            ours = b"<title>xcnn report" in f.read(4096)
+    except OSError:
+        ours = False
+    if not ours or report.is_symlink():
+        raise XcnnError(f"{report} exists and is not an xcnn report; move it away, then make the report again")
 
 
 def _alive(pid: int) -> bool:
