@@ -2,13 +2,18 @@
 of its checks (when RUN_DIR/checks.jsonl exists): checks.csv, one row per measured number.
 
 Both are rewritten whole and atomically from ``records.jsonl``, sorted by a key that depends on
-the records alone, so the same records always give byte-identical files.
+the records alone, so the same records always give byte-identical files. They hold the methods
+(and baselines) the run's current config asks for; records of methods a config asked for before
+stay in ``records.jsonl``, and are left out of the exports (see ``current_records``).
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
 import math
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,8 @@ from xcnn.experiment.layout import CHECKS_CSV, CHECKS_FILE, CONFIG_FILE, EXP_FIL
 from xcnn.experiment.store import JsonlStore, check_key
 from xcnn.files import write_atomic
 from xcnn.methods.registry import ALL_METHODS, BASELINE_NAMES
+
+log = logging.getLogger(__name__)
 
 # The contract's fields (docs/ARCHITECTURE.md "Records"), then ours.
 FIELDS = (
@@ -48,10 +55,47 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(JsonlStore(run_dir / RECORDS_FILE).read(), key=sort_key)
 
 
+def wanted_methods(run_dir: str | Path) -> frozenset[str] | None:
+    """The methods RUN_DIR/config.json's config asks for, with the baselines when its [checks]
+    baselines is on (or not said, as in older runs); None when the file does not say."""
+    try:
+        body = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    config = body.get("config") if isinstance(body, dict) else None
+    methods = config.get("methods") if isinstance(config, dict) else None
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        return None
+    checks = config.get("checks") if isinstance(config, dict) else None
+    baselines = checks.get("baselines", True) if isinstance(checks, dict) else True
+    return frozenset(methods) | (frozenset(BASELINE_NAMES) if baselines is not False else frozenset())
+
+
+def keep_wanted(rows: Iterable[dict[str, Any]], wanted: frozenset[str] | None) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """(the rows of wanted methods, the others counted by method); every row when wanted is None."""
+    kept: list[dict[str, Any]] = []
+    left: Counter[str] = Counter()
+    for row in rows:
+        if wanted is None or row.get("method") in wanted:
+            kept.append(row)
+        else:
+            left[str(row.get("method"))] += 1
+    return kept, left
+
+
+def current_records(run_dir: str | Path) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """The sorted records of the methods the current config asks for (what the exports and the
+    report show), and the records left out, counted by method."""
+    return keep_wanted(read_records(run_dir), wanted_methods(run_dir))
+
+
 def write_exports(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write RUN_DIR/exp.json and RUN_DIR/records.csv; returns their paths."""
+    """Write RUN_DIR/exp.json and RUN_DIR/records.csv (and checks.csv); returns their paths."""
     run_dir = Path(run_dir)
-    records = read_records(run_dir)
+    records, left = current_records(run_dir)
+    if left:
+        log.info("%d records of methods the config no longer asks for (%s) stay in %s and are left out of the "
+                 "exports", sum(left.values()), ", ".join(sorted(left)), run_dir / RECORDS_FILE)
     grouped: dict[str, list[dict[str, Any]]] = {g: [] for g in GROUPS}
     for rec in records:
         grouped.setdefault(rec["group"], []).append({k: _clean(rec.get(k)) for k in FIELDS})
@@ -60,7 +104,8 @@ def write_exports(run_dir: str | Path) -> tuple[Path, Path]:
     csv = run_dir / RECORDS_CSV
     write_atomic(csv, _csv(records).encode("utf-8"))
     if (run_dir / CHECKS_FILE).is_file():
-        write_atomic(run_dir / CHECKS_CSV, _csv(read_checks(run_dir), CHECK_FIELDS).encode("utf-8"))
+        checks, _ = keep_wanted(read_checks(run_dir), wanted_methods(run_dir))
+        write_atomic(run_dir / CHECKS_CSV, _csv(checks, CHECK_FIELDS).encode("utf-8"))
     return exp, csv
 
 

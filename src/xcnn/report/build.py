@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 
 from xcnn.errors import XcnnError
-from xcnn.experiment.layout import RECORDS_FILE
+from xcnn.experiment.layout import FAILURES_FILE, RECORDS_FILE
 from xcnn.files import slug
-from xcnn.report import figures, files, grids, html, stats, tables
-from xcnn.report.run_info import RunInfo, run_info
+from xcnn.report import figures, files, grids, html, progress, stats, tables
+from xcnn.report.run_info import RunInfo, read_config, reasons, run_info
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,20 @@ _SPLITS = [
 
 
 def write_report(run_dir: Path, images: list | None) -> Path:
-    df = tables.load_records(run_dir)
-    chosen = grids.choose_images(df, images)  # a wrong --images fails here, before anything is written
-    info = run_info(run_dir, df, from_jsonl=(run_dir / RECORDS_FILE).is_file())
+    df, left_out = tables.load_run(run_dir)
+    body = read_config(run_dir)  # a damaged config.json fails here, before anything is written
+    failed = progress.failure_reasons(run_dir)
+    if df is None and not failed:
+        raise tables.no_records(run_dir, left_out)
+    if df is None and images:
+        raise XcnnError(f"--images: every unit of {run_dir} failed, so there is no image to show; leave --images out")
+    chosen = [] if df is None else grids.choose_images(df, images)  # a wrong --images fails here
+    info = run_info(run_dir, df, body, left_out, from_jsonl=(run_dir / RECORDS_FILE).is_file())
+    if df is None:  # every unit failed: a page that says so and why, instead of no report
+        every = (f"every unit failed: {progress.units(sum(failed.values()))}, not one record ({reasons(failed, 3)}). "
+                 f"Each failed unit is listed with its reason in {FAILURES_FILE}.")
+        log.warning("%s: %s", run_dir, every)
+        info.status.insert(0, every)
     _check_replaceable(run_dir / REPORT)
     _clear_stale(run_dir)
     tmp = run_dir / f"{REPORT}.tmp-{os.getpid()}"
@@ -103,8 +114,13 @@ def _swap(new: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _build(run_dir: Path, out: Path, df: pd.DataFrame, chosen: list, info: RunInfo) -> None:
+def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info: RunInfo) -> None:
     run_files = files.copy_run_files(run_dir, out)
+    if df is None:
+        failures = run_dir / FAILURES_FILE
+        shutil.copyfile(failures, out / FAILURES_FILE)  # the page links it: report/ stays self-contained
+        html.write_failed_index(out, info, progress.failure_reasons(run_dir), {**run_files, FAILURES_FILE: out / FAILURES_FILE})
+        return
     views = tables.views(df)
     if "top5" not in views:
         info.facts.append(("Target in top 5", tables.views_note(df)))
@@ -125,9 +141,9 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame, chosen: list, info: RunIn
         view_sections[1:1] = _paired_sections(frame, out, view, label, suffix)
         sections += view_sections
         figs += figures.write_figures(frame, summaries, out / "figures", view, label.lower())
-    from xcnn.experiment.export import read_checks
+    from xcnn.experiment.export import keep_wanted, read_checks, wanted_methods
 
-    checks = pd.DataFrame(read_checks(run_dir))
+    checks = pd.DataFrame(keep_wanted(read_checks(run_dir), wanted_methods(run_dir))[0])
     figs += figures.write_check_figures(checks, out / "figures")
     numbers = tables.method_card(views["all"], checks)
     card = tables.card_for_display(numbers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -12,6 +13,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from xcnn.experiment.layout import FAILURES_FILE
 from xcnn.methods import registry
 from xcnn.report.figures import Figure, heat_stops, method_color
 from xcnn.report.files import RUN_FILES
@@ -202,8 +204,9 @@ def _header(page: Page, base: Path) -> str:
         switch = (f'<p class="switch">Tables and figures for: {labels}<span class="caption"> — "target in top '
                   f'{TOP_K}": only records whose explained class the model ranks among its {TOP_K} best '
                   "(baselines on the same photos).</span></p>")
+    status = "".join(f'<p class="warn status">{_e(s)}</p>' for s in info.status)
     return f"""<header>
-<h1>Which saliency method points at the object? <span class="run">{_e(info.name)}</span></h1>
+<h1>Which saliency method points at the object? <span class="run">{_e(info.name)}</span></h1>{status}
 <p class="lead"><b>P</b> (energy concentration) is the share of a saliency map's energy — its squared values —
 that lies inside the object's dilated mask: <span class="formula">P = E / E<sub>celk</sub> =
 &Sigma; (I&middot;M)&sup2; / &Sigma; I&sup2;</span>. A map that ignores the photo scores the mask's area share
@@ -247,7 +250,7 @@ def write_index(report_dir: Path, page: Page) -> Path:
         ("lift-asc", "lift, lowest first"), ("chance-asc", "chance, smallest object first"),
         ("chance-desc", "chance, largest object first"), ("id", "image id")))
     page_html = _PAGE.format(
-        title=_e(f"xcnn report — {page.info.name}"),
+        title=_title(page.info),
         css=_CSS + _view_css(views),
         js=_JS,
         radios=radios,
@@ -264,6 +267,33 @@ def write_index(report_dir: Path, page: Page) -> Path:
     )
     path = report_dir / "index.html"
     path.write_text(page_html, encoding="utf-8")
+    return path
+
+
+def _title(info: RunInfo) -> str:
+    """The tab says it too: "(unfinished)", "(still running)", "(every unit failed)"."""
+    state = f" ({info.status[0].split(':')[0].lower()})" if info.status else ""
+    return _e(f"xcnn report — {info.name}{state}")
+
+
+def write_failed_index(report_dir: Path, info: RunInfo, failed: Counter[str], run_files: dict[str, Path]) -> Path:
+    """The page of a run whose every unit failed: its header and the failures by reason
+    (`run_files` holds failures.jsonl, copied into report/)."""
+    page = Page(info=info, df=pd.DataFrame(), views=[], card_table=None, tables=[], figures=[], grids=[], cards=[],
+                run_files=run_files)
+    shown = 50  # distinct reasons listed; failures.jsonl has them all
+    rows = "".join(f"<tr><td class=\"num\">{n}</td><td class=\"wrap\">{_e(reason)}</td></tr>"
+                   for reason, n in failed.most_common(shown))
+    more = f"<p class=\"caption\">And {len(failed) - shown} other reasons.</p>" if len(failed) > shown else ""
+    link = _href(run_files[FAILURES_FILE], report_dir)
+    body = (f'<h2 id="failures">Failed units</h2><p>Each failed unit (CNN, size, photo, category) is listed with '
+            f'its reason in <a href="{link}">{FAILURES_FILE}</a>. Fix what the reasons name, then run the same '
+            "'xcnn run' command again: it retries failed units.</p>"
+            f'<div class="scroll"><table><thead><tr><th class="num">Units</th><th>Reason</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></div>{more}")
+    text = _FAILED_PAGE.format(title=_title(info), css=_CSS, header=_header(page, report_dir), body=body)
+    path = report_dir / "index.html"
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -290,6 +320,7 @@ h2{font-size:23px;margin:32px 0 10px;border-bottom:2px solid var(--line)}h3{font
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:1px 14px;margin:6px 0;font-size:14px}
 dl.facts dt{color:var(--muted)}dl.facts dd{margin:0}
 .warn{background:#fff4d6;border-left:4px solid #e0a800;padding:4px 10px;font-size:14px}
+.warn.status{font-size:16px;font-weight:600;border-left-color:#c0392b;background:#fde8e4}
 .files{font-size:14px;margin:4px 0}pre{font-size:12px;background:var(--bg);padding:8px;overflow-x:auto}
 .bar{display:inline-block;width:120px;height:12px;vertical-align:-1px;border:1px solid #999;margin:0 3px}
 .bar.grey{background:linear-gradient(to right,#000,#fff)}
@@ -350,6 +381,15 @@ document.addEventListener('DOMContentLoaded',function(){
   }
   document.querySelectorAll('.controls select').forEach(function(s){s.addEventListener('change',apply);});
 });
+"""
+
+_FAILED_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{title}</title><style>{css}</style></head>
+<body><main>
+{header}
+{body}
+</main></body></html>
 """
 
 _PAGE = """<!DOCTYPE html>

@@ -1,16 +1,18 @@
 """Records loader, display names, views (all / target in top 5) and the summary tables."""
 from __future__ import annotations
 
+import html
 import math
 import re
-from typing import Any
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from xcnn.errors import XcnnError
-from xcnn.experiment.export import read_records
+from xcnn.experiment.export import current_records
 from xcnn.experiment.layout import RECORDS_CSV, RECORDS_FILE
 from xcnn.methods import registry
 from xcnn.report.stats import cluster_bootstrap_ci, versus_baseline
@@ -104,15 +106,27 @@ def order_ids(ids: pd.Series) -> list:
 # --- loading ------------------------------------------------------------------------------------
 
 def load_records(run_dir: Path) -> pd.DataFrame:
-    """Records of a run as a DataFrame (records.jsonl preferred, records.csv as fallback)."""
+    """Records of a run as a DataFrame (records.jsonl preferred, records.csv as fallback); only
+    the methods the run's config asks for (see load_run)."""
+    df, left = load_run(run_dir)
+    if df is None:
+        raise no_records(run_dir, left)
+    return df
+
+
+def load_run(run_dir: Path) -> tuple[pd.DataFrame | None, Counter[str]]:
+    """(the records as a DataFrame, or None when the run holds none; the records of records.jsonl
+    left out because their method is no longer in the config, counted by method)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise XcnnError(f"run folder {run_dir} does not exist; give the folder that 'xcnn run' wrote")
     jsonl, csv = run_dir / RECORDS_FILE, run_dir / RECORDS_CSV
+    left: Counter[str] = Counter()
     if jsonl.is_file():
         source = jsonl
         # The store's own reader: whole write groups only, a torn tail left out, damage refused.
-        df = pd.DataFrame(read_records(run_dir))
+        records, left = current_records(run_dir)
+        df = pd.DataFrame(records)
     elif csv.is_file():
         source = csv
         try:
@@ -124,11 +138,20 @@ def load_records(run_dir: Path) -> pd.DataFrame:
     else:
         raise XcnnError(f"no {RECORDS_FILE} or {RECORDS_CSV} in {run_dir}; run 'xcnn run' into that folder first")
     if df.empty:
-        raise XcnnError(f"{source} holds no records; run 'xcnn run' into {run_dir} first")
+        return None, left
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise XcnnError(f"{source} lacks the column(s) {', '.join(missing)}; it was not written by 'xcnn run'")
-    return _clean(df, source)
+    return _clean(df, source), left
+
+
+def no_records(run_dir: Path, left: Counter[str]) -> XcnnError:
+    """The error of a run with no record to show."""
+    source = run_dir / (RECORDS_FILE if (run_dir / RECORDS_FILE).is_file() else RECORDS_CSV)
+    if left:
+        return XcnnError(f"{source} holds no records of the methods config.json asks for (only "
+                         f"{', '.join(sorted(left))}); rerun 'xcnn run' with the config into {run_dir}")
+    return XcnnError(f"{source} holds no records; run 'xcnn run' into {run_dir} first")
 
 
 def _clean(df: pd.DataFrame, source: Path) -> pd.DataFrame:
@@ -476,7 +499,10 @@ def format_cells(table: pd.DataFrame, digits: int = 3) -> list[list[str]]:
 
 def to_markdown(table: pd.DataFrame, caption: str = "", digits: int = 3) -> str:
     def esc(text: str) -> str:
-        return text.replace("|", "\\|")
+        # Names come from the data (categories, photos): markdown viewers render raw HTML, a pipe
+        # would split the cell and a line break would end the row.
+        text = html.escape(text, quote=False)
+        return " ".join(text.splitlines()).replace("|", "\\|")
 
     head = "| " + " | ".join(esc(str(c)) for c in table.columns) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---" for c in table.columns) + "|"
