@@ -15,8 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="tables, figures, image grids and index.html of a finished run",
-                       description=__doc__)
+    p = sub.add_parser("report", help="tables, figures, image grids and index.html of a run (a killed or still "
+                       "running one says so first)", description=__doc__)
     _arguments(p)
 
 
