@@ -23,7 +23,7 @@ def test_every_argument_has_help_naming_its_default() -> None:
                                          "xcnn report"}
     for parser in parsers:
         for action in parser._actions:
-            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
                 continue
             where = f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
             text = parser._get_formatter()._expand_help(action) if action.help else ""  # %(default)s filled in

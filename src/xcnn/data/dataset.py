@@ -191,8 +191,8 @@ class Dataset(ABC):
                 chosen += 1
             if chosen < per_category:
                 short.append(f"{name} {chosen}")
-        if short:
-            log.warning("fewer usable images than the %d asked per category: %s", per_category, ", ".join(short))
+        if short:  # the data, not a fault (a run logs it in its selection line too)
+            log.debug("fewer usable images than the %d asked per category: %s", per_category, ", ".join(short))
         self.skipped_photos = tuple(passed)
         return samples, dict(Counter(s.reason for s in passed))
 

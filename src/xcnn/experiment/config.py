@@ -10,7 +10,7 @@ Layout (every key but ``data.categories`` and ``[[models]]`` has a default)::
     # root = "VOC2012"           # voc (+ split = "val"); folder: the folder holding masks.csv
     # box_dir = "val_xml"        # imagenet-boxes: image_dir + box_dir (one XML per photo)
     categories = ["traffic light", "dog"]
-    images_per_category = 30
+    images_per_category = 30     # or "all": every usable photo
     seed = 0
     min_area = 0.01              # smallest object area, as a fraction of the image
     targets = "imagenet"         # the class explained: "imagenet" (COCO -> ImageNet table), "label"
@@ -160,7 +160,7 @@ class Config:
     root: str | None = None  # voc, folder
     split: str | None = None  # voc (None: "val")
     box_dir: str | None = None  # imagenet-boxes
-    images_per_category: int = 30
+    images_per_category: int | None = 30  # None: every usable photo (images_per_category = "all")
     seed: int = 0
     min_area: float = 0.01
     targets: str = "imagenet"  # "imagenet", "label" or "map" (then target_map)
@@ -321,7 +321,9 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         _check_categories(cats, fail)  # other formats name their own categories: checked on selection
     kw["categories"] = tuple(cats)
 
-    if "images_per_category" in data:
+    if data.get("images_per_category") == "all":
+        kw["images_per_category"] = None
+    elif "images_per_category" in data:
         kw["images_per_category"] = _positive_int(data["images_per_category"], "data.images_per_category", fail)
     if "seed" in data:
         kw["seed"] = _seed(data["seed"], "data.seed", fail)

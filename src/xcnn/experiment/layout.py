@@ -11,6 +11,7 @@ FAILURES_FILE = "failures.jsonl"
 STARTED_FILE = "started.jsonl"
 CHECKS_FILE = "checks.jsonl"
 FILTERED_FILE = "filtered.jsonl"  # units left out by run.max_target_rank: done, with no records
+SKIPPED_FILE = "skipped.jsonl"  # photos the selection passed over, each with its reason (rewritten by every call)
 LOCK_FILE = ".lock"
 
 # The exports, rewritten whole from the JSON-lines files (xcnn.experiment.export).

@@ -20,14 +20,16 @@ from typing import Any
 from xcnn.data.folder import CSV_NAME
 from xcnn.data.formats import DataSource
 from xcnn.errors import XcnnError
+from xcnn.files import write_atomic
 from xcnn.experiment.config import Config
-from xcnn.experiment.layout import FILTERED_FILE
+from xcnn.experiment.layout import FILTERED_FILE, SKIPPED_FILE
 from xcnn.experiment.plan import Batch, all_batches, missing, plan
 from xcnn.experiment.store import DEMO_DIR, RunStore, UnitKey
 
 log = logging.getLogger(__name__)
 
 KILLED = "killed twice while running"
+ALL_PHOTOS = 2**62  # images_per_category = "all": more than any dataset holds
 
 
 @dataclass
@@ -68,16 +70,20 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
         store.check_identity(config.identity(_digest(data)), config.source)
         _preflight(config)  # before the data: a missing model fails in seconds
         samples, skipped = _select(config, data)
+        write_atomic(run_dir / SKIPPED_FILE, data.open().skipped_jsonl())
         import torch
 
+        # every unit with its batch (record units, baselines, check batches), done or not
+        units = [(b.key(x), x, b) for b in all_batches(config, samples) for x in b.samples]
+        # record_units: what a report of a killed run counts its "N of M units done" against
         body = {"identity": config.identity(_digest(data)), "config": config.to_dict(), "source": config.source,
-                "xcnn": __version__, "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "xcnn": __version__, "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "record_units": sum(1 for _, _, b in units if b.check is None)}
         store.write_config(body)
+        log.info(config.checks.describe(config.faithfulness_sizes(), config.check_size()))
 
         if retry_killed:
             store.forget_starts()
-        # every unit with its batch (record units, baselines, check batches), done or not
-        units = [(b.key(x), x, b) for b in all_batches(config, samples) for x in b.samples]
 
         def complete(batch: Batch, sample: Any) -> bool:
             return not missing(config, batch, sample, store.records.done, store.checks.done)
@@ -94,8 +100,8 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
         closed = store.failed
         summary.units_done_before = sum(1 for k, x, b in units if k in closed or k in filtered or complete(b, x))
         batches = plan(config, samples, store.records.done, closed, store.checks.done, filtered)
-        log.info("%d (photo, category) pairs from %d photos; %d units, %d already done, %d batches to run",
-                 len(samples), summary.photos, summary.units_total, summary.units_done_before, len(batches))
+        log.info("%d units, %d already done, %d batches to run", summary.units_total, summary.units_done_before,
+                 len(batches))
         if batches:
             if config.backend == "ray":
                 from xcnn.experiment.backends import ray as backend
@@ -147,14 +153,21 @@ def _digest(data: DataSource) -> str:
 
 
 def _select(config: Config, data: DataSource) -> tuple[list[Any], dict[str, int]]:
-    samples, skipped = data.open().select(list(config.categories), config.images_per_category, config.seed,
+    wanted = config.images_per_category or ALL_PHOTOS
+    samples, skipped = data.open().select(list(config.categories), wanted, config.seed,
                                           config.min_area, max_pixels=config.max_pixels)
     if not samples:
         raise XcnnError(
             f"no usable image for {', '.join(config.categories)} in {data.where} "
             f"(skipped: {dict(skipped) or 'none found'}); check the categories and data.min_area"
         )
-    log.info("%d images selected (%s per category); skipped: %s", len(samples), config.images_per_category,
+    per = Counter(s.category for s in samples)
+    short = {c: per[c] for c in config.categories if per[c] < wanted} if config.images_per_category else {}
+    # A set smaller than asked is the data, not a fault: the demo asks 2 of categories that have 1.
+    log.info("selected %d (photo, category) pairs from %d photos, %s per category%s; skipped: %s",
+             len(samples), len({str(s.image_id) for s in samples}),
+             f"up to {wanted}" if config.images_per_category else "every usable photo",
+             f" (fewer usable: {', '.join(f'{c} {n}' for c, n in short.items())})" if short else "",
              dict(skipped) or "none")
     return samples, skipped
 

@@ -35,6 +35,7 @@ from xcnn.experiment.layout import (
     PICTURES_DIR,
     RECORDS_CSV,
     RECORDS_FILE,
+    SKIPPED_FILE,
     STARTED_FILE,
 )
 from xcnn.files import temporary_for, write_atomic
@@ -462,7 +463,7 @@ DEMO_DIR = "demo-data"  # the demo set, built into the run folder unless the con
 # What a run leaves before its config.json exists (killed while it loaded the data or the models).
 _EARLY = {LOCK_FILE, RECORDS_FILE, STARTED_FILE, FAILURES_FILE, CHECKS_FILE, FILTERED_FILE, DEMO_DIR}
 # The run's files that write_atomic writes, at the top of the folder and in the folders it fills.
-_WRITTEN = {CONFIG_FILE, FAILURES_FILE, STARTED_FILE, EXP_FILE, RECORDS_CSV, CHECKS_CSV}
+_WRITTEN = {CONFIG_FILE, FAILURES_FILE, STARTED_FILE, SKIPPED_FILE, EXP_FILE, RECORDS_CSV, CHECKS_CSV}
 _FILLED = (PICTURES_DIR, MAPS_DIR, DEMO_DIR)
 
 
