@@ -32,7 +32,7 @@ def test_factory_without_classes_is_refused_in_one_line() -> None:
 
 
 @pytest.mark.parametrize("name, message", [
-    ("python:tests.tiny_net:scripted", "no rectifier call is visible"),
+    ("python:tests.tiny_net:opaque", "no rectifier call is visible"),
     ("python:tests.tiny_net:spatial", "must return B×classes logits"),
     ("python:tests.tiny_net:nothing", "has no nothing"),
     ("python:tests.no_such_module:build", "cannot import"),
@@ -45,12 +45,12 @@ def test_refusals_are_one_line(name: str, message: str) -> None:
 
 
 def test_refusal_comes_before_any_work(tmp_path: Path) -> None:
-    """The run's preflight loads each model: a scripted one stops the run before a record."""
+    """The run's preflight loads each model: one whose ReLUs no hook sees (as in a scripted one) stops the run before a record."""
     from xcnn.experiment import run
 
     cfg = tmp_path / "c.toml"
     cfg.write_text('[data]\ndemo = true\ncategories = ["cat"]\nimages_per_category = 1\n\n'
-                   '[[models]]\nname = "python:tests.tiny_net:scripted"\nclasses = ["cat", "dog", "bird"]\n\n'
+                   '[[models]]\nname = "python:tests.tiny_net:opaque"\nclasses = ["cat", "dog", "bird"]\n\n'
                    '[run]\nsizes = [32]\nmethods = ["gradient"]\n')
     with pytest.raises(XcnnError, match="no rectifier call is visible"):
         run(load_config(cfg), tmp_path / "run")

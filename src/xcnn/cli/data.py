@@ -14,6 +14,8 @@ SHORT = 3  # exit code: fewer usable images than asked, for data reasons (2: a u
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from xcnn.data.images import DEFAULT_MAX_PIXELS  # no torch: `xcnn report` runs without it
+
     p = sub.add_parser("data", help="download a COCO subset or build the offline demo set", description=__doc__)
     kinds = p.add_subparsers(dest="data_command", required=True, title="kinds", metavar="KIND")
 
@@ -31,8 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     coco.add_argument("--seed", type=int, default=0, help="selection seed (default: %(default)s)")
     coco.add_argument("--min-area", type=float, default=0.01,
                       help="skip images whose object covers less than this fraction (default: %(default)s)")
-    coco.add_argument("--max-pixels", type=int, default=None,
-                      help="skip images with more pixels than this (default: xcnn.data.DEFAULT_MAX_PIXELS)")
+    coco.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                      help="skip images with more pixels than this (default: %(default)s)")
     coco.add_argument("--base-url", default=None,
                       help="server root instead of http://images.cocodataset.org (or set $XCNN_COCO_BASE_URL)")
     coco.set_defaults(func=_coco)
