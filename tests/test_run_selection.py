@@ -55,3 +55,24 @@ def test_a_shortfall_is_logged_once_at_info(tmp_path: Path, caplog: pytest.LogCa
     lines = [r for r in caplog.records if "fewer usable" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO and "cat 1, dog 1" in lines[0].getMessage()
     assert "checks: none" in caplog.text
+
+
+def documented_record_fields() -> set[str]:
+    """The field column of docs/ARCHITECTURE.md's records table ("a, b" rows name several)."""
+    text = (Path(__file__).resolve().parents[1] / "docs/ARCHITECTURE.md").read_text(encoding="utf-8")
+    table = text.split("## Records", 1)[1].split("\n## ", 1)[0]
+    fields: set[str] = set()
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and cells[0] not in ("field", "---"):
+            fields |= {f.strip() for f in cells[0].split(",")}
+    return fields
+
+
+def test_the_records_table_of_the_docs_lists_every_field(tmp_path: Path) -> None:
+    _folder(tmp_path / "data", [("p1.png", "cat"), ("p2.png", "dog")])
+    cfg = _config(tmp_path, "1").read_text().replace('["gradient"]', '["gradient", "integrated_gradients"]')
+    (tmp_path / "c.toml").write_text(cfg + "ig_steps = 2\n")
+    run(load_config(tmp_path / "c.toml"), tmp_path / "run")
+    keys = set().union(*(json.loads(line) for line in (tmp_path / "run/records.jsonl").read_text().splitlines()))
+    assert keys == documented_record_fields()
