@@ -129,7 +129,7 @@ def test_xcnn_run_reports_itself_finished_and_an_interrupted_rerun_unfinished(
     assert main(["run", str(more), "--out", str(out)]) == 130
     assert report_main([str(out)]) == 0
     head = _head((out / "report" / "index.html").read_text())
-    assert re.search(r"unfinished: 0 (of \d+ )?units done", head)  # no unit has both methods yet
+    assert re.search(r"unfinished: 0 of 2 units done", head)  # no unit has both methods yet; 2 planned (config.json)
 
 
 # --- 9. a run whose every unit failed ---------------------------------------------------------------
