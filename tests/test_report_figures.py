@@ -1,4 +1,4 @@
-"""Report figures (PNG/EPS/SVG) and image grids built from hand-made RUN_DIRs."""
+"""Report figures (PNG/SVG, EPS on request) and image grids built from hand-made RUN_DIRs."""
 from __future__ import annotations
 
 import re
@@ -24,7 +24,7 @@ def run(tmp_path_factory):
                  methods=MANY_METHODS, baselines=BASELINES)
     df = tables.views(tables.load_records(run_dir))["all"]
     summaries = tables.summaries(df, n_resamples=200)
-    figs = figures.write_figures(df, summaries, run_dir / "report" / "figures")
+    figs = figures.write_figures(df, summaries, run_dir / "report" / "figures", eps=True)
     return run_dir, df, summaries, figs
 
 

@@ -482,7 +482,7 @@ def test_win_rate_counts_photos_won_against_the_best_baseline() -> None:
     versus = stats.versus_baseline(tables.matched(df), ["gradient", "gradcam"], "centre").set_index("method A")
     assert card.loc["gradient", tables.WIN] == pytest.approx(100 * versus.loc["gradient", "A wins"])
     shown = tables.card_for_display(tables.method_card(df)).set_index("Method")
-    assert shown[tables.WIN_CELL].tolist() == ["75 % of 4", "67 % of 3", "—", "—", "—"]
+    assert shown[tables.WIN_CELL].tolist() == ["3 of 4", "2 of 3", "—", "—", "—"]
     assert "Kind" not in shown.columns and tables.WIN not in shown.columns
     assert "Centre (baseline)" in tables.win_caption("centre")
 
@@ -500,7 +500,7 @@ def test_card_markdown_has_two_decimals_and_full_headers(tmp_path: Path) -> None
     files = tables.write_table(tables.card_for_display(card), tmp_path, "card", "caption", digits=2,
                                csv_table=tables.table_for_display(card))
     md = files["md"].read_text()
-    assert "| Gradient | grey | Simonyan et al. 2013 | 4 | 4 | 0.57 | 2.30 | 75 % of 4 |" in md
+    assert "| Gradient | grey | Simonyan et al. 2013 | 4 | 4 | 0.57 | 2.30 | 3 of 4 |" in md
     back = pd.read_csv(files["csv"])  # the CSV keeps the win rate as numbers
     assert back.loc[0, tables.WIN] == pytest.approx(75.0) and back.loc[0, tables.WIN_PHOTOS] == 4
     assert "Lift: Mean lift" in tables.card_headers_caption(["Method", "Mean lift"])

@@ -1,4 +1,4 @@
-"""`xcnn report RUN_DIR [--images ID,ID]`: tables, figures, image grids and index.html in RUN_DIR/report/.
+"""`xcnn report RUN_DIR [--images ID,ID] [--eps]`: tables, figures, image grids and index.html in RUN_DIR/report/.
 
 Torch-free: it also runs as `python -m xcnn.cli.report RUN_DIR` where torch is not installed.
 """
@@ -24,6 +24,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="folder written by 'xcnn run'")
     p.add_argument("--images", default=None, metavar="ID,ID",
                    help="image ids for the grids (ID or ID:category, comma-separated); default: informative ones")
+    p.add_argument("--eps", action="store_true", help="also write every figure as EPS (default: PNG and SVG only)")
     p.set_defaults(func=_run)
 
 
@@ -56,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     from xcnn.report import write_report
 
     images = parse_images(args.images)  # checked before anything is read or written
-    index = write_report(args.run_dir, images=images)
+    index = write_report(args.run_dir, images=images, eps=args.eps)
     print(index)
     return 0
 

@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: off)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end (xcnn report RUN_DIR makes "
                    "it later; default: write it)")
+    p.add_argument("--eps", action="store_true", help="the report's figures also as EPS (default: PNG and SVG only)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run on Ray: no ADDRESS starts a local Ray, 'auto' or HOST:PORT joins a cluster "
                    "(default: [run] backend of the config, else this machine alone)")
@@ -53,7 +54,7 @@ def _run(args: argparse.Namespace) -> int:
         from xcnn.report import write_report
 
         try:
-            write_report(out)
+            write_report(out, eps=args.eps)
         except XcnnError:
             if summary.records_total or not summary.failed:
                 raise

@@ -37,7 +37,7 @@ _SPLITS = [
 ]
 
 
-def write_report(run_dir: Path, images: list | None) -> Path:
+def write_report(run_dir: Path, images: list | None, eps: bool = False) -> Path:
     df, left_out = tables.load_run(run_dir)
     body = read_config(run_dir)  # a damaged config.json fails here, before anything is written
     failed = progress.failure_reasons(run_dir)
@@ -58,7 +58,7 @@ def write_report(run_dir: Path, images: list | None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _build(run_dir, tmp, df, chosen, info)
+        _build(run_dir, tmp, df, chosen, info, images, eps)
         _swap(tmp, run_dir / REPORT)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -114,7 +114,8 @@ def _swap(new: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info: RunInfo) -> None:
+def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info: RunInfo, images: list | None,
+           eps: bool) -> None:
     run_files = files.copy_run_files(run_dir, out)
     if df is None:
         failures = run_dir / FAILURES_FILE
@@ -134,24 +135,29 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
         for key, name, title in _SPLITS:
             shown = tables.table_for_display(summaries[key])
             caption = f"Records: {label.lower()}. {SUMMARY_NOTE}"
+            if key == "method":
+                caption = f"The measure and layout of {tables.thesis('Table 7.1')}, on this run's records. {caption}"
             written = tables.write_table(shown, out / "tables", name + suffix, f"{title} ({label.lower()}). {caption}")
             # The splits are long: folded on the page, so Table 7.1 and the tests come first.
             view_sections.append(html.TableSection(f"{title} — {label.lower()}", caption, shown, written,
                                                    folded=key != "method", view=view))
         view_sections[1:1] = _paired_sections(frame, out, view, label, suffix)
         sections += view_sections
-        figs += figures.write_figures(frame, summaries, out / "figures", view, label.lower())
+        figs += figures.write_figures(frame, summaries, out / "figures", view, label.lower(), eps)
     from xcnn.experiment.export import keep_wanted, read_checks, wanted_methods
 
     checks = pd.DataFrame(keep_wanted(read_checks(run_dir), wanted_methods(run_dir))[0])
-    figs += figures.write_check_figures(checks, out / "figures")
+    figs += figures.write_check_figures(checks, out / "figures", eps)
+    log.info("wrote %d figures to %s", len(figs), run_dir / REPORT / "figures")  # where they will be
     numbers = tables.method_card(views["all"], checks)
     card = tables.card_for_display(numbers)
     best = tables.best_baseline(views["all"])
+    checked = "; then the means of the validity checks the run made" if not tables.check_summary(checks).empty else ""
     card_caption = " ".join(part for part in (
         "Per method and baseline, over all records: how its pictures are drawn, its paper, the records and photos "
-        "with a finite P, mean P and lift; then the means of the validity checks the run made.",
-        tables.win_caption(best) if best is not None else "", tables.FLAGS_CAPTION) if part)
+        f"with a finite P, mean P and lift{checked}.",
+        tables.win_caption(best) if best is not None else "",
+        tables.flags_caption(list(card.columns), "edges" in set(views["all"]["method"]))) if part)
     # Two decimals: the card is a summary to read at a glance; the CSV keeps full precision and
     # the win rate as two numbers.
     card_files = tables.write_table(card, out / "tables", "method_card", f"Method card. {card_caption}", digits=2,
@@ -163,7 +169,7 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
     grid_list = grids.write_grids(df, run_dir, out / "grids", chosen)
     cards = _gallery(run_dir, out, df)
     page = html.Page(info=info, df=df, views=list(views), card_table=card_section, tables=sections, figures=figs,
-                     grids=grid_list, cards=cards, run_files=run_files)
+                     grids=grid_list, cards=cards, run_files=run_files, grid_note=grids.choice_note(df, images))
     html.write_index(out, page)
 
 
@@ -195,7 +201,8 @@ def _paired_sections(frame: pd.DataFrame, out: Path, view: str, label: str, suff
 
 
 def _gallery(run_dir: Path, out: Path, df: pd.DataFrame) -> list[html.Card]:
-    """Cards in P order, their pictures placed inside report/ (relative links, self-contained)."""
+    """Cards in P order, their pictures placed inside report/ as small WebP previews (relative
+    links, self-contained)."""
     ordered = df.assign(_p=df["P"].fillna(-1)).sort_values(["_p", "method"], ascending=[False, True], kind="stable")
     photos: dict[tuple, Path | None] = {}
     cards = []
@@ -203,14 +210,14 @@ def _gallery(run_dir: Path, out: Path, df: pd.DataFrame) -> list[html.Card]:
         key = (rec["id"], rec["class"], rec["size"])
         if key not in photos:
             photo = files.inside(run_dir, rec["image_png"])
-            dest = out / "photos" / slug(str(rec["size"])) / (slug(f"{rec['id']}_{rec['class']}") + ".jpg")
+            dest = out / "photos" / slug(str(rec["size"])) / (slug(f"{rec['id']}_{rec['class']}") + ".webp")
             ok = photo is not None and files.outlined_photo(photo, files.inside(run_dir, rec["mask_png"]), dest)
             photos[key] = dest if ok else None
         picture = files.inside(run_dir, rec["map_png"])
         placed = None
         if picture is not None:
-            placed = out / "maps" / picture.relative_to(run_dir.resolve())
-            if not placed.exists():
-                files.place(picture, placed)
+            placed = (out / "maps" / picture.relative_to(run_dir.resolve())).with_suffix(".webp")
+            if not placed.exists() and not files.preview(picture, placed):
+                placed = None
         cards.append(html.Card(rec, photos[key], placed))
     return cards

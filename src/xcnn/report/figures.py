@@ -1,4 +1,4 @@
-"""Figures as PNG/EPS/SVG, for each view of the records (write_figures): mean P per method
+"""Figures as PNG and SVG (and EPS on request), for each view of the records (write_figures): mean P per method
 (thesis Fig. 7.6), per CNN and size (Fig. 7.7, 7.9), per size (with more than one), per category,
 the distribution of P − chance, and mean P against mean lift. Once per run (write_check_figures),
 when the run made them: the randomisation checks' similarity curves and the mean deletion and
@@ -10,6 +10,7 @@ and panels compare at a glance.
 """
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from xcnn.methods import registry  # noqa: E402
 from xcnn.report.stats import N_RESAMPLES, SEED, cluster_bootstrap_ci  # noqa: E402
 from xcnn.report.tables import (  # noqa: E402
-    cnn_label, is_baseline, method_label, order_methods, order_sizes, size_label,
+    cnn_label, is_baseline, method_label, order_methods, order_sizes, size_label, thesis,
 )
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ PALETTE: dict[str, str] = {
 _EXTRA = ["#88CCEE", "#6699CC", "#997700", "#EE99AA", "#004488"]
 _BASELINE_EXTRA = "#B0B0B0"
 HATCH = "///"
-FORMATS = ("png", "eps", "svg")
+FORMATS = ("png", "svg")  # EPS on request (`xcnn report --eps`): it adds a third of the figures' size
+EPS = "eps"
 CHANCE_NOTE = "Dashed tick: mean chance level (area share of the dilated mask)."
 BAR_NOTE = ("Bars: mean P; whiskers: 95 % cluster-bootstrap interval over photos; n = records / photos. "
             "Grey hatched bars: model-free baselines. " + CHANCE_NOTE)
@@ -95,14 +98,29 @@ class Figure:
         return next(p for p in self.files if p.suffix == f".{fmt}")
 
 
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
+def _save(fig: plt.Figure, out_dir: Path, name: str, eps: bool = False) -> list[Path]:
     paths = []
-    for fmt in FORMATS:
+    for fmt in (*FORMATS, EPS) if eps else FORMATS:
         path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, format=fmt)  # constrained layout already fits every label in
+        if fmt == "png":
+            _palette_png(fig, path)
+        else:
+            fig.savefig(path, format=fmt)  # constrained layout already fits every label in
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def _palette_png(fig: plt.Figure, path: Path) -> None:
+    """The PNG with a palette of 256 colours: a plot has a few dozen and their anti-aliased edges,
+    so it looks the same at a third of the size (the demo's figures: 3.7 MB as RGBA, 1 MB so)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    buffer.seek(0)
+    with Image.open(buffer) as im:
+        rgba = im.convert("RGBA")
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    flat.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(path, "PNG", optimize=True)
 
 
 def _positions(methods: list[str]) -> dict[str, float]:
@@ -291,21 +309,22 @@ def p_vs_lift(points: pd.DataFrame, title: str) -> plt.Figure:
 
 
 def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path, view: str = "all",
-                  view_label: str = "all records") -> list[Figure]:
-    """Every figure of one view into `out_dir`; `tables` are `tables.summaries` of the same records."""
+                  view_label: str = "all records", eps: bool = False) -> list[Figure]:
+    """Every figure of one view into `out_dir` (PNG and SVG, and EPS if `eps`); `tables` are
+    `tables.summaries` of the same records."""
     out_dir.mkdir(parents=True, exist_ok=True)
     suffix = "" if view == "all" else f"_{view}"
     figures: list[Figure] = []
 
     def add(fig: plt.Figure, name: str, title: str, caption: str) -> None:
         wide = bool(fig.get_size_inches()[0] > 12)
-        files = _save(fig, out_dir, name + suffix)
+        files = _save(fig, out_dir, name + suffix, eps)
         figures.append(Figure(name + suffix, title, f"{caption} Records: {view_label}.", view, files, wide))
 
     with plt.rc_context(RC):
         t = tables["method"]
         add(bars(t, [("", t)], 1, f"Mean P per method — {view_label}"), "mean_p_by_method",
-            "Mean P per method", "Mean energy concentration P per method (thesis Fig. 7.6).")
+            "Mean P per method", f"Mean energy concentration P per method (as {thesis('Fig. 7.6')}).")
         t = tables["CNN_size"]
         sizes, cnns = order_sizes(set(t["size"])), sorted(set(t["CNN"]))
         facets = [(f"{cnn_label(c)} · {size_label(s)}", t[(t["size"] == s) & (t["CNN"] == c)])
@@ -313,7 +332,7 @@ def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Pa
         ncols = len(cnns) if len(cnns) > 1 else len(sizes)  # one CNN: its sizes side by side
         add(bars(t, facets, ncols, f"Mean P per CNN and input size — {view_label}"), "mean_p_by_cnn",
             "Mean P per CNN and input size", "Mean P per method for each CNN (columns) and input size (rows), "
-            "on one shared axis (thesis Fig. 7.7 / 7.9). Baselines use the photos each CNN was scored on.")
+            f"on one shared axis (as {thesis('Figs. 7.7 and 7.9')}). Baselines use the photos each CNN was scored on.")
         t = tables["size"]
         if t["size"].nunique() > 1:
             add(bars(t, _split(t, "size", order_sizes(set(t["size"])), size_label), 4,
@@ -328,7 +347,6 @@ def write_figures(df: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Pa
         add(p_vs_lift(p_lift_points(df), f"P against lift — {view_label}"), "p_vs_lift", "P against lift",
             "Mean P against mean lift (P / chance) per method, with 95 % cluster-bootstrap intervals over photos; "
             "hollow grey squares: baselines.")
-    log.info("wrote %d figures to %s", len(figures), out_dir)
     return figures
 
 
@@ -343,7 +361,7 @@ def registry_names() -> list[str]:
     return registry.order([*registry.ALL_METHODS, *registry.BASELINE_NAMES])
 
 
-def write_check_figures(checks: pd.DataFrame, out_dir: Path) -> list[Figure]:
+def write_check_figures(checks: pd.DataFrame, out_dir: Path, eps: bool = False) -> list[Figure]:
     """The validity checks' curves, one line per method: similarity to the trained model's map
     along the randomisation cascade (as Adebayo et al. 2018, Fig. 2), and the mean deletion and
     insertion curves (Petsiuk et al. 2018). Nothing when the run made no such checks."""
@@ -367,7 +385,7 @@ def write_check_figures(checks: pd.DataFrame, out_dir: Path) -> list[Figure]:
             figures.append(Figure("randomisation", "Model randomisation",
                                   "Similarity of each method's map to the trained model's map as the model's layers "
                                   "are re-initialised from the output down; a map that stays high does not reflect "
-                                  "the weights.", "all", _save(fig, out_dir, "randomisation"), True))
+                                  "the weights.", "all", _save(fig, out_dir, "randomisation", eps), True))
         curves = checks[(checks["measure"] == "prob")] if not checks.empty else checks
         if not curves.empty:
             fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), layout="constrained", sharey=True)
@@ -384,7 +402,7 @@ def write_check_figures(checks: pd.DataFrame, out_dir: Path) -> list[Figure]:
             figures.append(Figure("deletion_insertion", "Deletion and insertion curves",
                                   "Mean target probability as the map's most salient pixels are removed (left) or put "
                                   "back into a blurred photo (right); the areas under them are in the method card.",
-                                  "all", _save(fig, out_dir, "deletion_insertion"), True))
+                                  "all", _save(fig, out_dir, "deletion_insertion", eps), True))
     return figures
 
 

@@ -1,5 +1,6 @@
-"""Image grids (thesis Fig. 7.8): rows = methods, columns = CNNs, one grid per chosen (image,
-category) and size; the first column holds the photo, its mask and the model-free baselines.
+"""Image grids (as Fig. 7.8 of the thesis): rows = methods, columns = CNNs, one grid per chosen
+(image, category) and size; the first column holds the photo, its mask and the model-free
+baselines. Written as WebP: a grid is mostly photos, and as PNG the demo's eight took 19 MB.
 
 Built only from the pictures the run wrote (image_png and map_png are JPEGs, mask_png a PNG,
 whatever the field names say); nothing is recomputed.
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ImageChoice = int | str | tuple[int | str, str]
 DEFAULT_COUNT = 4
+GRID_QUALITY = 80  # WebP: a seventh of the PNG's size, the labels still crisp
 
 
 @dataclass
@@ -47,9 +49,19 @@ class Grid:
 MAX_CHANCE = 0.5  # a default grid's object (dilated) covers at most half the photo: else every map "hits" it
 
 
-def _default_pairs(df: pd.DataFrame) -> list[tuple[int | str, str]]:
+# The default choice's tiers, strictest first, with the words that tell the reader which one chose.
+_TIERS = (
+    f"whose target every CNN ranks in its top {TOP_K} and whose dilated object covers at most half of the photo",
+    f"whose target every CNN ranks in its top {TOP_K} (no such photo has an object covering at most half of it)",
+    f"whose dilated object covers at most half of the photo (no photo's target is in every CNN's top {TOP_K})",
+    f"of any kind (none has its target in every CNN's top {TOP_K} and an object covering at most half of it)",
+)
+
+
+def _default_pairs(df: pd.DataFrame) -> tuple[list[tuple[int | str, str]], str]:
     """Informative pairs first: the target in every CNN's top 5 and an object that leaves room
-    around it; one per category, then more of the same kind up to DEFAULT_COUNT."""
+    around it; one per category, then more of the same kind up to DEFAULT_COUNT. Also the words
+    of the tier that chose them."""
     methods = df[~df["method"].map(is_baseline)]
     if methods.empty:
         methods = df
@@ -57,8 +69,10 @@ def _default_pairs(df: pd.DataFrame) -> list[tuple[int | str, str]]:
     rank_ok = ~(stats["rank"] > TOP_K)  # an unknown rank does not rule a photo out
     chance_ok = ~(stats["chance"] > MAX_CHANCE)
     anything = pd.Series(True, index=stats.index)
-    for tier in (rank_ok & chance_ok, rank_ok, chance_ok, anything):
-        pairs = _by_id(list(stats.index[tier.to_numpy()]))
+    pairs: list[tuple[int | str, str]] = []
+    words = _TIERS[-1]
+    for tier, said in zip((rank_ok & chance_ok, rank_ok, chance_ok, anything), _TIERS):
+        pairs, words = _by_id(list(stats.index[tier.to_numpy()])), said
         if pairs:
             break
     firsts: dict[str, tuple[int | str, str]] = {}
@@ -66,7 +80,24 @@ def _default_pairs(df: pd.DataFrame) -> list[tuple[int | str, str]]:
         firsts.setdefault(p[1], p)
     chosen = _by_id(list(firsts.values()))[:DEFAULT_COUNT]
     chosen += [p for p in pairs if p not in chosen][:DEFAULT_COUNT - len(chosen)]
-    return chosen
+    return chosen, words
+
+
+def choice_note(df: pd.DataFrame, images: list[ImageChoice] | None) -> str:
+    """Why the grids show the photos they show, in a sentence for the page."""
+    if images is not None:
+        return ("These are the photos asked for with --images (an id alone: each of its categories), at every "
+                "input size.")
+    _, words = _default_pairs(df)
+    return (f"Which photos: with no --images, up to {DEFAULT_COUNT} (photo, category) pairs {words} — a larger "
+            "object is hit by almost any map, and a target the model does not see tells little — taking the "
+            "lowest photo id of each category first, then more of the same kind; each at every input size. "
+            "Show others with 'xcnn report RUN_DIR --images ID,ID:category'.")
+
+
+def target_text(target: str, rank: float) -> str:
+    """The line above a CNN's column: its target and the model's rank of it ("rank 1": its top class)."""
+    return f"target: {target[:22]}" + (f" (rank {int(rank)})" if math.isfinite(rank) else "")
 
 
 def _by_id(pairs: list[tuple[int | str, str]]) -> list[tuple[int | str, str]]:
@@ -79,7 +110,7 @@ def choose_images(df: pd.DataFrame, images: list[ImageChoice] | None) -> list[tu
     alone means all its categories). Ids are compared as text, so 139 finds photo 139 whatever
     the records' id type."""
     if images is None:
-        return _default_pairs(df)
+        return _default_pairs(df)[0]
     pairs = _by_id(list(set(zip(df["id"], df["class"]))))
     chosen: list[tuple[int | str, str]] = []
     for item in images:
@@ -178,8 +209,8 @@ def _grid(run_dir: Path, rows: pd.DataFrame, image_id: int | str, category: str,
                 rank = rec.get("target_rank", math.nan)
                 ax.set_title(cnn_label(cnn), fontsize=12, fontweight="bold", pad=16)
                 if isinstance(target, str) and target:  # small and short: neighbouring columns must not touch
-                    ax.text(0.5, 1.02, f"target: {target[:22]}" + (f" (#{int(rank)})" if math.isfinite(rank) else ""),
-                            transform=ax.transAxes, ha="center", va="bottom", fontsize=9, color="#444444")
+                    ax.text(0.5, 1.02, target_text(target, rank), transform=ax.transAxes, ha="center", va="bottom",
+                            fontsize=9, color="#444444")
             if c == 1:
                 ax.set_ylabel(method_label(method), fontsize=13, fontweight="bold")
     if photo is not None:
@@ -197,12 +228,12 @@ def _grid(run_dir: Path, rows: pd.DataFrame, image_id: int | str, category: str,
         _map_cell(axes[r, 0], run_dir, rec, mask)
         axes[r, 0].set_title(method_label(method), fontsize=12, color="#555555", fontstyle="italic")
     fig.suptitle(f"Image {image_id} — {category} — {size_label(size)}", fontsize=16, fontweight="bold")
-    fig.savefig(path, format="png", dpi=100)
+    fig.savefig(path, format="webp", dpi=100, pil_kwargs={"quality": GRID_QUALITY})
     plt.close(fig)
 
 
 def write_grids(df: pd.DataFrame, run_dir: Path, out_dir: Path, chosen: list[tuple[int | str, str]]) -> list[Grid]:
-    """One PNG grid per chosen (image, category) (see choose_images) and size."""
+    """One WebP grid per chosen (image, category) (see choose_images) and size."""
     out_dir.mkdir(parents=True, exist_ok=True)
     grids: list[Grid] = []
     jobs = [(i, c, s) for i, c in chosen
@@ -210,7 +241,7 @@ def write_grids(df: pd.DataFrame, run_dir: Path, out_dir: Path, chosen: list[tup
     with plt.rc_context(RC):
         for image_id, category, size in tqdm(jobs, desc="image grids", unit="grid", disable=len(jobs) < 4):
             rows = df[(df["id"] == image_id) & (df["class"] == category) & (df["size"] == size)]
-            path = out_dir / f"grid_{unit_stem(str(image_id), str(category))}_{slug(str(size))}.png"
+            path = out_dir / f"grid_{unit_stem(str(image_id), str(category))}_{slug(str(size))}.webp"
             _grid(run_dir, rows, image_id, category, size, path)
             grids.append(Grid(image_id, category, size, path))
     return grids

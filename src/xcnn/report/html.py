@@ -1,6 +1,8 @@
-"""index.html: one self-contained page (inline CSS, a little inline JS for the gallery's sort and
-filters, pictures by relative path inside report/) that explains itself: what P is, the run,
-how pictures are drawn, the method card, tables, figures, grids and a gallery of every map."""
+"""index.html: one self-contained page (inline CSS, a little inline JS for the gallery's sort,
+filters and pages, pictures by relative path inside report/) that explains itself: what P is, the
+run, how pictures are drawn, the method card, tables, figures, grids and a gallery of every map,
+PAGE_SIZE cards at a time (the filters and the sort act on every card, then the pages divide what
+matches)."""
 from __future__ import annotations
 
 import logging
@@ -20,11 +22,13 @@ from xcnn.report.files import RUN_FILES
 from xcnn.report.grids import Grid
 from xcnn.report.run_info import RunInfo
 from xcnn.report.tables import (
-    TOP_K, VIEWS, cnn_label, format_cells, is_baseline, method_label, order_ids, order_methods, order_sizes,
+    THESIS, TOP_K, VIEWS, cnn_label, format_cells, is_baseline, method_label, order_ids, order_methods, order_sizes,
     size_label,
 )
 
 log = logging.getLogger(__name__)
+
+PAGE_SIZE = 60  # gallery cards on screen at once: the demo's 750 made a page 88,000 px tall
 
 
 @dataclass
@@ -60,6 +64,7 @@ class Page:
     grids: list[Grid]
     cards: list[Card]
     run_files: dict[str, Path] = field(default_factory=dict)
+    grid_note: str = ""  # why the grids show the photos they show
 
 
 def _e(value: object) -> str:
@@ -207,10 +212,12 @@ def _header(page: Page, base: Path) -> str:
     status = "".join(f'<p class="warn status">{_e(s)}</p>' for s in info.status)
     return f"""<header>
 <h1>Which saliency method points at the object? <span class="run">{_e(info.name)}</span></h1>{status}
-<p class="lead"><b>P</b> (energy concentration) is the share of a saliency map's energy — its squared values —
-that lies inside the object's dilated mask: <span class="formula">P = E / E<sub>celk</sub> =
-&Sigma; (I&middot;M)&sup2; / &Sigma; I&sup2;</span>. A map that ignores the photo scores the mask's area share
-(the <i>chance</i> level); <i>lift</i> = P / chance.</p>
+<p class="lead"><b>P</b> (energy concentration, the measure of {_e(THESIS)}) is the share of a saliency map's
+energy — its squared values — that lies inside the object's dilated mask: <span class="formula">
+P = E / E<sub>celk</sub> = &Sigma; (I&middot;M)&sup2; / &Sigma; I&sup2;</span>, where I is the map, M the dilated mask
+(1 inside, 0 outside), E the energy inside the mask and E<sub>celk</sub> the map's total energy (<i>celk</i>:
+Czech <i>celková</i>, "total", as the thesis writes it). A map that ignores the photo scores the mask's area
+share (the <i>chance</i> level); <i>lift</i> = P / chance.</p>
 <dl class="facts">{facts}</dl>{notes}
 <p class="files">Files: {files_html}</p>{config}
 <p class="caption">How the maps are pictured: <b>grey</b> maps show the channel-summed magnitude |map|, clipped at
@@ -260,10 +267,13 @@ def write_index(report_dir: Path, page: Page) -> Path:
         tables="".join(_table_html(t, report_dir, views) for t in page.tables),
         figures="".join(_figure_html(f, report_dir, views) for f in page.figures),
         grids="".join(_grid_html(g, report_dir) for g in page.grids) or "<p>No grids.</p>",
+        grid_note=_e(f"{GRID_NOTE} {page.grid_note}".strip()),
+        gallery_note=_e(GALLERY_NOTE.format(n=len(cards), page=PAGE_SIZE)),
         filters=filters,
         sort_options=sort_options,
         n_cards=len(cards),
         cards="".join(cards),
+        pager=_PAGER.format(pages=max(1, -(-len(cards) // PAGE_SIZE))),
     )
     path = report_dir / "index.html"
     path.write_text(page_html, encoding="utf-8")
@@ -348,7 +358,9 @@ figcaption{font-size:13px;color:var(--muted)}
 .grids{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
 .controls{position:sticky;top:0;background:#fff;padding:8px 0;z-index:2;border-bottom:1px solid var(--line)}
 .controls label{margin-right:12px}select{font-size:14px}
-.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px;margin-top:12px}
+.paging{margin-top:4px}.pager{white-space:nowrap;margin-left:8px}.pager button{font-size:14px}
+.pager-bottom{margin:14px 0;text-align:center}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px;margin-top:12px}
 .card{border:1px solid var(--line);border-top:5px solid;border-radius:4px;padding:6px;background:#fff}
 .card.baseline{background:#f4f4f4}
 .card .pics{display:grid;grid-template-columns:1fr 1fr;gap:4px}
@@ -358,28 +370,57 @@ figcaption{font-size:13px;color:var(--muted)}
 .missing{padding:30px 0;text-align:center;color:#999;background:var(--bg);font-size:12px}
 """
 
-# Sort and filter for the gallery only; the page works without it (cards in P order).
+GRID_NOTE = ("Rows: methods; columns: CNNs; first column: the photo, its dilated mask and the model-free "
+             "baselines. The yellow line is the dilated object mask; P under each map. Above each CNN's column: the "
+             "class its maps explain (the target) and the model's rank of it among all its classes by score "
+             "(rank 1: the model's top prediction).")
+GALLERY_NOTE = ("Every map of the run, one card each: the photo with the dilated mask's outline, and the map (a "
+                "preview; the full-size pictures are in the run folder's pictures/). Target: the class explained; "
+                "rank: the model's rank of it among its classes (1 = its top prediction); prob.: the model's "
+                "probability of it. The sort and the filters act on all {n} maps; {page} are shown per page.")
+_PAGER = ('<span class="pager" hidden><button type="button" data-page="prev">&larr; previous</button> '
+          '<span class="page-of">page 1 of {pages}</span> '
+          '<button type="button" data-page="next">next &rarr;</button></span>')
+
+# Sort, filter and pages for the gallery only. Without scripts every card shows, in P order.
 _JS = """
 document.addEventListener('DOMContentLoaded',function(){
-  var box=document.getElementById('gallery'),cards=Array.prototype.slice.call(box.children);
+  var box=document.getElementById('gallery');if(!box)return;
+  var cards=Array.prototype.slice.call(box.children),matching=cards,page=0,per=""" + str(PAGE_SIZE) + """;
   function num(c,k){var v=c.dataset[k];return v===''?NaN:+v;}
+  function each(sel,f){Array.prototype.forEach.call(document.querySelectorAll(sel),f);}
+  function show(){
+    var pages=Math.max(1,Math.ceil(matching.length/per));page=Math.min(Math.max(page,0),pages-1);
+    var on=matching.slice(page*per,(page+1)*per);
+    cards.forEach(function(c){c.style.display='none';});
+    on.forEach(function(c){c.style.display='';});
+    each('.page-of',function(e){e.textContent='page '+(page+1)+' of '+pages;});
+    each('[data-page=prev]',function(b){b.disabled=page===0;});
+    each('[data-page=next]',function(b){b.disabled=page>=pages-1;});
+  }
   function apply(){
-    var f={};document.querySelectorAll('select[data-filter]').forEach(function(s){f[s.dataset.filter]=s.value;});
-    var parts=document.getElementById('sort').value.split('-'),key=parts[0],sign=parts[1]==='asc'?1:-1,shown=0;
+    var f={};each('select[data-filter]',function(s){f[s.dataset.filter]=s.value;});
+    var parts=document.getElementById('sort').value.split('-'),key=parts[0],sign=parts[1]==='asc'?1:-1;
     cards.sort(function(a,b){
       if(key==='id')return num(a,'n')-num(b,'n')||num(b,'p')-num(a,'p');
       var x=num(a,key),y=num(b,key);  // a missing value goes last either way
       if(isNaN(x)||isNaN(y))return isNaN(x)-isNaN(y);
       return sign*(x-y)||num(a,'n')-num(b,'n');});
-    cards.forEach(function(c){
-      var ok=Object.keys(f).every(function(k){
+    matching=cards.filter(function(c){
+      box.appendChild(c);
+      return Object.keys(f).every(function(k){
         if(!f[k])return true;
         if(k==='rank')return num(c,'rank')<=""" + str(TOP_K) + """||c.classList.contains('baseline');
-        return c.dataset[k]===f[k];});
-      c.style.display=ok?'':'none';shown+=ok;box.appendChild(c);});
-    document.getElementById('shown').textContent=shown;
+        return c.dataset[k]===f[k];});});
+    document.getElementById('shown').textContent=matching.length;
+    page=0;show();
   }
-  document.querySelectorAll('.controls select').forEach(function(s){s.addEventListener('change',apply);});
+  each('.controls select',function(s){s.addEventListener('change',apply);});
+  each('.pager',function(p){p.hidden=false;});
+  each('[data-page]',function(b){b.addEventListener('click',function(){
+    page+=b.dataset.page==='next'?1:-1;show();
+    if(b.closest('.pager-bottom'))document.getElementById('gallery-section').scrollIntoView();});});
+  apply();
 });
 """
 
@@ -407,13 +448,15 @@ class dependence, faithfulness) add their columns here; see tables.method_card. 
 <h2 id="tables">Tables</h2>{tables}
 <h2 id="figures">Figures</h2><div class="plots">{figures}</div>
 <h2 id="grids">Image grids</h2>
-<p class="caption">Rows: methods; columns: CNNs; first column: the photo, its dilated mask and the model-free
-baselines. The yellow line is the dilated object mask; P under each map.</p>
+<p class="caption">{grid_note}</p>
 <div class="grids">{grids}</div>
 <h2 id="gallery-section">Gallery</h2>
+<p class="caption">{gallery_note}</p>
 <div class="controls"><label>Sort <select id="sort">{sort_options}</select></label>{filters}
-<span class="caption"><span id="shown">{n_cards}</span> of {n_cards} maps</span></div>
+<div class="paging"><span class="caption"><span id="shown">{n_cards}</span> of {n_cards} maps match</span>
+{pager}</div></div>
 <div class="gallery" id="gallery">{cards}</div>
+<div class="pager-bottom">{pager}</div>
 </main>
 </body></html>
 """

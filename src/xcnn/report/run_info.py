@@ -118,7 +118,8 @@ def _dataset(config: dict[str, Any]) -> str | None:
 
 
 def _models(df: pd.DataFrame, config: dict[str, Any]) -> str | None:
-    """Each CNN with the Grad-CAM layer the records name (the one used), else the config's."""
+    """Each CNN with the Grad-CAM layer the records name (the one used, field gradcam_layer), else
+    the config's ("auto" said in words: the records of this version do not name the layer chosen)."""
     specs = {m.get("name"): m for m in config.get("models") or []}
     cnns = sorted(set(df.loc[~df["method"].map(is_baseline), "CNN"]))
     parts = []
@@ -134,6 +135,9 @@ def _models(df: pd.DataFrame, config: dict[str, Any]) -> str | None:
                     break
         layer = layer or specs.get(cnn, {}).get("gradcam_layer")
         weights = specs.get(cnn, {}).get("weights")
+        if layer == "auto":  # the engine chose it; runs that do not record its name cannot say which
+            layer = ("chosen automatically: the last 4-D feature map before global pooling; this run's records "
+                     "do not name it")
         text = cnn_label(cnn) + (f" (Grad-CAM layer {layer})" if layer else "")
         parts.append(text + (f", weights {Path(str(weights)).name}" if weights else ""))
     return "; ".join(parts) or None

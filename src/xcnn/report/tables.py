@@ -28,6 +28,17 @@ NAN_CAPTION = (
     "Records whose P is NaN (an all-zero map or a failed record) are counted in the column "
     "'NaN (reason)' and left out of every other column."
 )
+# The work whose experiment the report reproduces, named in full wherever a table or figure
+# number of it is given (as README.md names it).
+THESIS = ('the thesis "Explainable Convolutional Neural Networks" (master\'s thesis, Brno University of '
+          "Technology, 2021)")
+
+
+def thesis(where: str) -> str:
+    """'Table 7.1 of the thesis "…" (…)': a table or figure of the thesis, cited."""
+    return f"{where} of {THESIS}"
+
+
 # Optional per-record measurements, shown per method in the method card when records carry them.
 CARD_FIELDS = {
     "deletion_auc": "Deletion AUC (lower is better)",
@@ -323,18 +334,42 @@ def summaries(df: pd.DataFrame, seed: int = 0, n_resamples: int = 2000) -> dict[
 # Plain-words flags of the method card, and the thresholds the page states.
 FLAG_INPUT = 0.9  # input dependence (Spearman) at or above: the map does not depend on the photo
 FLAG_RANDOM = 0.5  # similarity after full randomisation at or above: insensitive to the weights
-FLAGS_CAPTION = (f"Flags: input dependence ≥ {FLAG_INPUT} \"does not depend on the photo\"; similarity after full "
-                 f"model randomisation ≥ {FLAG_RANDOM} \"insensitive to the model's weights\"; mean P not above "
-                 "the edges baseline's \"no better than an edge detector\". Similarities are Spearman correlations "
-                 "of per-pixel energy (RUN_DIR/checks.csv has SSIM too). "
-                 "Deletion / insertion: pixels are removed from the photo (or put back into a blurred copy) "
-                 "in the map's order, and the area under the target's probability is taken; a faithful map "
-                 "makes deletion fall fast and insertion rise fast. "
-                 "Randomisation: the model's layers are re-initialised from the output down and the map "
-                 "recomputed; a map that stays similar does not reflect what the model learnt. "
-                 "Input dependence: the map of another photo explained for the same class; near 1, the map "
-                 "ignores the photo. Class dependence: the same photo explained for another class; near 1, "
-                 "the map ignores the class (expected of Guided Backprop and Eigen-CAM).")
+# The card's caption explains only what the card shows: a check the run did not make, or a flag
+# it cannot raise, is not described.
+_CHECK_WORDS = {
+    "Deletion AUC (lower is better)": "Deletion / insertion: pixels are removed from the photo (or put back into a "
+    "blurred copy) in the map's order, and the area under the target's probability is taken; a faithful map makes "
+    "deletion fall fast and insertion rise fast.",
+    "Similarity after full randomisation": "Randomisation: the model's layers are re-initialised from the output "
+    "down and the map recomputed; a map that stays similar does not reflect what the model learnt.",
+    "Input dependence": "Input dependence: the map of another photo explained for the same class; near 1, the map "
+    "ignores the photo.",
+    "Class dependence": "Class dependence: the same photo explained for another class; near 1, the map ignores the "
+    "class (expected of Guided Backprop and Eigen-CAM).",
+}
+_SIMILARITIES = ("Similarity after full randomisation", "Input dependence", "Class dependence")
+
+
+def flags_caption(columns: list[str], edges: bool) -> str:
+    """What the card's flags and check columns mean, for the columns it has (`edges`: the run has
+    the edges baseline, the yardstick of the third flag)."""
+    flags = []
+    if "Input dependence" in columns:
+        flags.append(f"input dependence ≥ {FLAG_INPUT} \"does not depend on the photo\"")
+    if "Similarity after full randomisation" in columns:
+        flags.append(f"similarity after full model randomisation ≥ {FLAG_RANDOM} \"insensitive to the model's "
+                     "weights\"")
+    if edges:
+        flags.append("mean P not above the edges baseline's \"no better than an edge detector\"")
+    parts = [f"Flags: {'; '.join(flags)}." if flags else ""]
+    if any(c in columns for c in _SIMILARITIES):
+        parts.append("Similarities are Spearman correlations of per-pixel energy (RUN_DIR/checks.csv has SSIM too).")
+    deletion = "Deletion AUC (lower is better)"
+    parts += [words for column, words in _CHECK_WORDS.items()
+              if column in columns or (column == deletion and "Insertion AUC (higher is better)" in columns)]
+    return " ".join(p for p in parts if p)
+
+
 CHECK_COLUMNS = {
     ("deletion", "auc"): "Deletion AUC (lower is better)",
     ("insertion", "auc"): "Insertion AUC (higher is better)",
@@ -380,8 +415,8 @@ def win_caption(best: str) -> str:
     """The card's sentence defining the win rate, naming the best baseline."""
     return (f"Wins over the best baseline ({method_label(best)}, the one with the highest mean P, as in the paired "
             "tests): the share of photos on which the method's mean P, over the records both have (same photo, "
-            "category and size, both P finite), is above the baseline's; a tie counts half; 'of n': the photos "
-            "compared; —: a baseline.")
+            "category and size, both P finite), is above the baseline's, as 'photos won of photos compared'; a tie "
+            "counts half; —: a baseline.")
 
 
 def _win_rates(df: pd.DataFrame, best: str) -> pd.DataFrame:
@@ -451,16 +486,23 @@ def table_for_display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def card_for_display(card: pd.DataFrame) -> pd.DataFrame:
-    """The method card in words, its two win-rate numbers as one cell ("75 % of 4"; — for a
-    baseline, which is not compared with itself; – for a method with no photo to pair). No
+    """The method card in words, its two win-rate numbers as one cell ("3 of 4": photos won of
+    photos compared, a tie counting half; — for a baseline, which is not compared with itself; –
+    for a method with no photo to pair). No
     "Kind" column: a baseline's name already says "(baseline)", and the card must stay narrow."""
     out = table_for_display(card)
     if WIN in out.columns:
-        cells = ["—" if kind == "baseline" else "–" if not math.isfinite(win) else f"{win:.0f} % of {int(n)}"
+        cells = ["—" if kind == "baseline" else "–" if not math.isfinite(win) else f"{_photos_won(win, n)} of {int(n)}"
                  for kind, win, n in zip(out["Kind"], out[WIN], out[WIN_PHOTOS])]
         out.insert(list(out.columns).index(WIN), WIN_CELL, cells)
         out = out.drop(columns=[WIN, WIN_PHOTOS])
     return out.drop(columns="Kind")
+
+
+def _photos_won(win: float, n: float) -> str:
+    """The photos won, from the share in percent: whole or a half (a tie counts half)."""
+    won = round(win * n / 100 * 2) / 2
+    return f"{won:g}"
 
 
 # The card's headers on the page, short so that the card fits a 1280 px window; each keeps its
