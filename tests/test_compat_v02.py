@@ -1,6 +1,7 @@
 """The demo's numbers stay those of xcnn 0.2: its records and check rows, committed as
 tests/fixtures/v02/ (made by `xcnn run configs/demo.toml` at 0.2.0), against a run of today's
-code. Every numeric field agrees within 1e-6; timings and picture paths may change."""
+code (the slow demo test of tests/test_run.py). Every numeric field agrees within 1e-6; timings
+and picture paths may change."""
 from __future__ import annotations
 
 import gzip
@@ -8,8 +9,6 @@ import json
 import math
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "v02"
@@ -54,12 +53,8 @@ def test_differences_sees_a_change() -> None:
     assert differences(old, moved) and differences(old, {}) == [f"{next(iter(old))}: missing"]
 
 
-@pytest.mark.slow
-def test_the_demo_gives_0_2s_numbers(tmp_path: Path) -> None:
-    from xcnn.experiment import load_config, run
-
-    out = tmp_path / "run"
-    run(load_config(ROOT / "configs" / "demo.toml"), out)
+def assert_numbers_of_v02(out: Path) -> None:
+    """A demo run in ``out`` (tests/test_run.py makes one) has 0.2's records and check rows."""
     old_records = by_key(read(FIXTURES / "demo_records.jsonl.gz"), RECORD_KEY)
     new_records = by_key(read(out / "records.jsonl"), RECORD_KEY)
     assert len(new_records) == len(old_records) == 750

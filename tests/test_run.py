@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -305,10 +306,17 @@ def test_missing_config_file_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_command_ends_with_exp_json_and_the_report(tmp_path: Path) -> None:
-    """The README's main command, offline, with the real ImageNet weights of the demo models."""
+def test_demo_command_ends_with_exp_json_and_the_report(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The README's main command, offline, with the real ImageNet weights of the demo models: no
+    warning about itself, 0.2's numbers (tests/test_compat_v02.py), a report under 15 MB."""
+    from tests.test_compat_v02 import assert_numbers_of_v02
+
     out = tmp_path / "demo"
-    assert main(["run", str(ROOT / "configs" / "demo.toml"), "--out", str(out)]) == 0
+    with caplog.at_level(logging.INFO):
+        assert main(["run", str(ROOT / "configs" / "demo.toml"), "--out", str(out)]) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert_numbers_of_v02(out)
+    assert sum(f.stat().st_size for f in (out / "report").rglob("*") if f.is_file()) < 15e6
     exp = json.loads((out / "exp.json").read_text())
     records = exp["original"] + exp["resized"]
     assert len(exp["original"]) == len(exp["resized"]) and records
