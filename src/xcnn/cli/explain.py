@@ -5,8 +5,10 @@ import argparse
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -151,26 +153,54 @@ def run(args: argparse.Namespace) -> int:
         grid_figure(photo, pictures, title, args.out / f"{stem}-all.png")
         log.info("wrote %d maps of %s to %s", len(pictures), path.name, args.out)
 
-    if len(photos) == 1:  # one photo: its errors are the command's (one line, exit status 2)
-        explain(photos[0], stems[0])
-        return 0
+    from contextlib import ExitStack
+
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from xcnn.experiment import runner
+
+    # As the run's (xcnn.experiment.runner.Progress): on a terminal, bars on stderr with the log
+    # lines above them, the multi-pass methods' passes on a bar of their own; in a file, whole
+    # lines only (a progress line at most every runner.LOG_EVERY seconds).
+    live = runner.live_terminal()
     failed = 0
-    # As the run's progress bar (xcnn.experiment.runner.Progress): on stderr, log lines above it.
-    with logging_redirect_tqdm():
-        for path, stem in tqdm(list(zip(photos, stems)), unit="photo", desc="xcnn explain",
-                               dynamic_ncols=True):
+    with ExitStack() as stack:
+        if live:
+            stack.enter_context(logging_redirect_tqdm())
+        if len(photos) == 1:  # one photo: its errors are the command's (one line, exit status 2)
+            stack.enter_context(_passes(runner.PassBar(live)))
+            explain(photos[0], stems[0])
+            return 0
+        bar = stack.enter_context(tqdm(total=len(photos), unit="photo", desc="xcnn explain", dynamic_ncols=True,
+                                       disable=not live))
+        done = 0
+        passes = stack.enter_context(_passes(runner.PassBar(live, lambda: f"{done}/{len(photos)} photos", bar)))
+        for path, stem in zip(photos, stems):
             try:
                 explain(path, stem)
             except XcnnError as err:  # a damaged photo, one too small for the model: the others go on
                 log.warning("skipped %s: %s", path, err)
                 failed += 1
+            passes.clear()  # also a loop an error cut short
+            done += 1
+            bar.update()
     if failed:
         log.warning("%d of %d photos failed; see the warnings above", failed, len(photos))
         return 3
     return 0
+
+
+@contextmanager
+def _passes(bar: Any) -> Iterator[Any]:
+    """``bar`` (an xcnn.experiment.runner.PassBar) told the passes of the block, closed after it."""
+    from xcnn.methods.passes import reporting
+
+    try:
+        with reporting(bar):
+            yield bar
+    finally:
+        bar.close()
 
 
 def find_photos(paths: Sequence[Path]) -> list[Path]:

@@ -37,6 +37,7 @@ from xcnn.experiment.store import UnitKey
 from xcnn.experiment.targets import check_model, classes_for
 from xcnn.files import slug, unit_stem
 from xcnn.methods import registry
+from xcnn.methods.passes import Tally
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +196,15 @@ class Worker:
                         rows[i].append(self._row(samples[i], batch, m, test, step, measure, sim[measure][i], steps))
 
         if batch.check == "randomisation":
+            # one group of modules a step, fewer steps when fewer modules own parameters
+            tally = Tally("randomisation steps", min(c.randomisation_steps, len(sanity.parameterised_modules(lm.model))))
             for step, _, model in sanity.cascade(lm.model, x[:1], c.randomisation_steps, c.seed):
                 rex = Explainer(model, target_layer=batch.model.gradcam_layer)
                 compare("randomisation", step, c.randomisation_steps,
                         self._maps(rex, x, targets, batch.methods, keys))
+                tally.add()
         else:
+            tally = Tally("dependence checks", 2)
             if len(samples) >= 2:
                 j = sanity.cyclic_partners(len(samples))
                 # photo j's map for photo i's target, against photo i's own map
@@ -207,10 +212,12 @@ class Worker:
                                                         [keys[k] for k in j]))
             else:
                 log.info("%s: input dependence needs 2 photos, got %d; skipped", batch.model.name, len(samples))
+            tally.add()
             own = [classes_for(self.config.targets, self.config.target_map, s.category, lm.categories, lm.wnids)
                    for s in samples]
             other = torch.tensor([sanity.other_class(len(lm.categories), set(o), c.seed, k) for o, k in zip(own, keys)])
             compare("class", None, None, self._maps(ex, x, other, batch.methods, keys))
+            tally.add()
         return {batch.key(samples[i]): r for i, r in rows.items()}
 
     def _maps(self, ex: Any, x: torch.Tensor, targets: torch.Tensor, methods: Sequence[str],

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from xcnn.errors import XcnnError
 from xcnn.methods.context import Context, to_heat
+from xcnn.methods.passes import Tally
 from xcnn.methods.sampling import chunk_items, even_chunks, footprint, plain_torch
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def channel_weights(ctx: Context, activation: torch.Tensor) -> torch.Tensor:
     log.debug("scorecam: %d forwards for %d masks, chunks of %d", items, batch * channels, size)
     # Left-out channels score -inf: softmax gives them weight 0 and shares among the rest.
     scores = torch.full((batch, channels), float("-inf"), dtype=x.dtype, device=x.device)
+    tally = Tally("scorecam passes", items)
     for start in range(0, items, size):
         b, k = image[start:start + size], channel[start:start + size]
         mask = _upsample(activation[b, k][:, None], ctx.size)
@@ -71,6 +73,7 @@ def channel_weights(ctx: Context, activation: torch.Tensor) -> torch.Tensor:
             inputs = torch.cat([inputs, x.new_zeros((1, *x.shape[1:]))])
         logits = model(inputs)
         scores[b, k] = logits[: len(b)].gather(1, targets[b][:, None])[:, 0]
+        tally.add(len(inputs))
     if items > masked:
         scores = torch.where(constant, logits[-1, targets][:, None], scores)
     return torch.softmax(scores, dim=1)

@@ -28,6 +28,7 @@ from torch.overrides import _len_torch_function_stack, _pop_mode, _push_mode
 
 from xcnn.errors import XcnnError
 from xcnn.methods.context import Context
+from xcnn.methods.passes import Tally
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +147,13 @@ def integrated_gradients(ctx: Context) -> torch.Tensor:
         size = even_chunks(items, chunk_items(footprint(ctx.model, x).grad_bytes, ctx.options.memory_mb))
         log.debug("integrated_gradients: %d items in chunks of %d", items, size)
         total = torch.zeros_like(x)
+        tally = Tally("integrated_gradients passes", items)
         for start in range(0, items, size):
             i, s = image[start:start + size], step[start:start + size]
             # Captum's x′ + α(x − x′) with x′ = 0: the same floats, +0.0 (not −0.0) at α = 0.
             grad, logits = _input_grad(ctx.model, 0.0 + alphas[s].view(-1, 1, 1, 1) * (x[i] - 0.0), targets[i])
             total.index_add_(0, i, grad * steps[s].view(-1, 1, 1, 1))
+            tally.add(len(i))
     attribution = x * total
 
     at_baseline = logits[-1, targets]
@@ -186,6 +189,7 @@ def smoothgrad(ctx: Context) -> torch.Tensor:
         size = even_chunks(len(items), chunk_items(footprint(ctx.model, x).grad_bytes, ctx.options.memory_mb))
         log.debug("smoothgrad: %d items in chunks of %d", len(items), size)
         total = torch.zeros_like(x)
+        tally = Tally("smoothgrad passes", len(items))
         for start in range(0, len(items), size):
             chunk = items[start:start + size]
             # Noise is drawn in float32 on the CPU, one generator per (photo, sample), and sent
@@ -198,6 +202,7 @@ def smoothgrad(ctx: Context) -> torch.Tensor:
             noise = noise.to(device, x.dtype, non_blocking=pinned)
             noisy = x[i] + noise * sigma[i].view(-1, 1, 1, 1)
             total.index_add_(0, i, _input_grad(ctx.model, noisy, targets[i])[0])
+            tally.add(len(chunk))
     return total / n
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xcnn.errors import XcnnError
+from xcnn.methods.passes import Tally
 from xcnn.metrics.localisation import ArrayLike, _as_numpy
 
 if TYPE_CHECKING:
@@ -148,9 +149,10 @@ def deletion_insertion(
     x = images.detach().contiguous()  # a permuted (channels-last) photo would make mixed-layout batches: slow
     blurred = blur(x, blur_sigma)
     curves = np.empty((len(unique), 2, steps + 1), dtype=np.float64)
+    tally = Tally("deletion/insertion passes", 3 * b + 2 * len(unique) * (steps - 1))
     with torch.no_grad(), _eval_mode(model):
         ends = _probabilities(model, torch.cat([x, torch.zeros_like(x), blurred]), target.repeat(3),
-                              curves_per_pass * (steps + 1))
+                              curves_per_pass * (steps + 1), tally)
         photo, deleted, start = ends[:b], ends[b:2 * b], ends[2 * b:]
         for j, (i, _) in enumerate(unique):
             curves[j, 0, 0], curves[j, 0, -1] = photo[i], deleted[i]
@@ -169,7 +171,7 @@ def deletion_insertion(
             for group in _chunks(inner_points(), curves_per_pass):
                 prob = _probabilities(model, torch.cat([inputs for _, _, inputs in group]),
                                       torch.cat([target[unique[j][0]].repeat(steps - 1) for j, _, _ in group]),
-                                      len(group) * (steps - 1))
+                                      len(group) * (steps - 1), tally)
                 for g, (j, which, _) in enumerate(group):
                     curves[j, which, 1:-1] = prob[g * (steps - 1):(g + 1) * (steps - 1)]
 
@@ -182,7 +184,8 @@ def deletion_insertion(
     return out if named else out[""]
 
 
-def _probabilities(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, per_pass: int) -> np.ndarray:
+def _probabilities(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, per_pass: int,
+                   tally: Tally) -> np.ndarray:
     """The target's softmax probability for each input, ``per_pass`` inputs per forward pass."""
     import torch
 
@@ -198,6 +201,7 @@ def _probabilities(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
             raise XcnnError(f"the model must return B×classes logits, got shape {tuple(logits.shape)}")
         prob = torch.softmax(logits.float(), dim=1)
         out.append(prob.gather(1, targets[start:start + per_pass, None].to(prob.device))[:, 0].double().cpu().numpy())
+        tally.add(len(batch))
     return np.concatenate(out)
 
 
