@@ -2,9 +2,13 @@
 of its checks (when RUN_DIR/checks.jsonl exists): checks.csv, one row per measured number.
 
 Both are rewritten whole and atomically from ``records.jsonl``, sorted by a key that depends on
-the records alone, so the same records always give byte-identical files. They hold the methods
+the records (and the run's order of methods) alone, so the same records always give
+byte-identical files. They hold the methods
 (and baselines) the run's current config asks for; records of methods a config asked for before
-stay in ``records.jsonl``, and are left out of the exports (see ``current_records``).
+stay in ``records.jsonl``, and are left out of the exports (see ``current_records``). Methods are
+ordered, and baselines known, by the run's own descriptions (``descriptions.of_run``): a plugin's
+methods exist only in the process that ran them. records.csv has a column for every record field
+of the run's metrics and methods beyond FIELDS, after them.
 """
 from __future__ import annotations
 
@@ -18,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from xcnn.errors import XcnnError
+from xcnn.experiment import descriptions
 from xcnn.experiment.layout import CHECKS_CSV, CHECKS_FILE, CONFIG_FILE, EXP_FILE, RECORDS_CSV, RECORDS_FILE
 from xcnn.experiment.store import JsonlStore, check_key
 from xcnn.files import write_atomic
-from xcnn.methods.registry import ALL_METHODS, BASELINE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +37,17 @@ FIELDS = (
     "image_png", "mask_png", "map_png",
     "target_prob", "ms", "rectifiers", "completeness", "xcnn", "target_rule",
 )
-_ORDER = {m: i for i, m in enumerate((*ALL_METHODS, *BASELINE_NAMES))}
 GROUPS = ("original", "resized")
 CHECK_FIELDS = ("id", "class", "CNN", "size", "method", "test", "step", "measure", "value", "steps", "seed", "xcnn")
 _TESTS = {t: i for i, t in enumerate(("deletion", "insertion", "randomisation", "input", "class"))}
 
 
-def sort_key(rec: dict[str, Any]) -> tuple[Any, ...]:
-    method = _ORDER.get(rec["method"], len(_ORDER))
+def sort_key(rec: dict[str, Any], described: descriptions.Described | None = None) -> tuple[Any, ...]:
+    """Records by CNN, category, photo, size and method (in the run's registry order)."""
+    method = (described or descriptions.builtin()).rank(rec["method"])
     photo = rec["id"]  # COCO ids are numbers, other formats name photos by path
     photo_key = (0, photo, "") if isinstance(photo, int) else (1, 0, str(photo))
-    return (rec["CNN"], rec["class"], photo_key, rec["size"], method, rec["method"])
+    return (rec["CNN"], rec["class"], photo_key, rec["size"], method)
 
 
 def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -52,7 +56,8 @@ def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise XcnnError(f"{run_dir}: no {CONFIG_FILE}; is this a folder made by `xcnn run`?")
-    return sorted(JsonlStore(run_dir / RECORDS_FILE).read(), key=sort_key)
+    described = descriptions.of_run(run_dir)
+    return sorted(JsonlStore(run_dir / RECORDS_FILE).read(), key=lambda rec: sort_key(rec, described))
 
 
 def wanted_methods(run_dir: str | Path) -> frozenset[str] | None:
@@ -68,7 +73,8 @@ def wanted_methods(run_dir: str | Path) -> frozenset[str] | None:
         return None
     checks = config.get("checks") if isinstance(config, dict) else None
     baselines = checks.get("baselines", True) if isinstance(checks, dict) else True
-    return frozenset(methods) | (frozenset(BASELINE_NAMES) if baselines is not False else frozenset())
+    known = descriptions.of_run(run_dir).baselines
+    return frozenset(methods) | (frozenset(known) if baselines is not False else frozenset())
 
 
 def keep_wanted(rows: Iterable[dict[str, Any]], wanted: frozenset[str] | None) -> tuple[list[dict[str, Any]], Counter[str]]:
@@ -102,23 +108,32 @@ def write_exports(run_dir: str | Path) -> tuple[Path, Path]:
     exp = run_dir / EXP_FILE
     write_atomic(exp, (json.dumps(grouped, indent=1, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"))
     csv = run_dir / RECORDS_CSV
-    write_atomic(csv, _csv(records).encode("utf-8"))
+    write_atomic(csv, _csv(records, record_fields(records, descriptions.of_run(run_dir))).encode("utf-8"))
     if (run_dir / CHECKS_FILE).is_file():
         checks, _ = keep_wanted(read_checks(run_dir), wanted_methods(run_dir))
         write_atomic(run_dir / CHECKS_CSV, _csv(checks, CHECK_FIELDS).encode("utf-8"))
     return exp, csv
 
 
+def record_fields(records: list[dict[str, Any]], described: descriptions.Described) -> tuple[str, ...]:
+    """FIELDS, then each field of the run's metrics and methods that some record holds (a record
+    written before a metric existed holds none: its cell stays empty)."""
+    present = {k for rec in records for k in rec}
+    return FIELDS + tuple(f for f in described.record_fields() if f in present and f not in FIELDS)
+
+
 def read_checks(run_dir: str | Path) -> list[dict[str, Any]]:
     """The rows of ``RUN_DIR/checks.jsonl`` (none if it does not exist), sorted by a key of the
     rows alone. Rows made with other check parameters (steps, seed) stay in the file; filter on
     the ``steps`` and ``seed`` columns to pick one setting."""
+    described = descriptions.of_run(run_dir)
+
     def key(row: dict[str, Any]) -> tuple[Any, ...]:
         photo = row["id"]
         photo_key = (0, photo, "") if isinstance(photo, int) else (1, 0, str(photo))
         step = -1 if row["step"] is None else row["step"]
-        return (row["CNN"], row["class"], photo_key, row["size"], _ORDER.get(row["method"], len(_ORDER)),
-                row["method"], _TESTS.get(row["test"], len(_TESTS)), row["test"], str(row.get("steps")),
+        return (row["CNN"], row["class"], photo_key, row["size"], described.rank(row["method"]),
+                _TESTS.get(row["test"], len(_TESTS)), row["test"], str(row.get("steps")),
                 str(row.get("seed")), row["measure"], step)
 
     return sorted(JsonlStore(Path(run_dir) / CHECKS_FILE, key=check_key).read(), key=key)

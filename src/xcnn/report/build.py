@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from xcnn.errors import XcnnError
+from xcnn.experiment import descriptions
 from xcnn.experiment.layout import FAILURES_FILE, RECORDS_FILE
 from xcnn.files import slug
 from xcnn.report import figures, files, grids, html, progress, stats, tables
@@ -38,8 +39,14 @@ _SPLITS = [
 
 
 def write_report(run_dir: Path, images: list | None, eps: bool = False) -> Path:
-    df, left_out = tables.load_run(run_dir)
+    """The report of RUN_DIR, its methods and metrics in the words of the run's own descriptions."""
     body = read_config(run_dir)  # a damaged config.json fails here, before anything is written
+    with tables.describing(descriptions.of_run(run_dir)):
+        return _write_report(run_dir, body, images, eps)
+
+
+def _write_report(run_dir: Path, body: dict, images: list | None, eps: bool) -> Path:
+    df, left_out = tables.load_run(run_dir)
     failed = progress.failure_reasons(run_dir)
     if df is None and not failed:
         raise tables.no_records(run_dir, left_out)
@@ -134,7 +141,7 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
         view_sections = []
         for key, name, title in _SPLITS:
             shown = tables.table_for_display(summaries[key])
-            caption = f"Records: {label.lower()}. {SUMMARY_NOTE}"
+            caption = f"Records: {label.lower()}. {SUMMARY_NOTE} {tables.metrics_caption(list(shown.columns))}".strip()
             if key == "method":
                 caption = f"The measure and layout of {tables.thesis('Table 7.1')}, on this run's records. {caption}"
             written = tables.write_table(shown, out / "tables", name + suffix, f"{title} ({label.lower()}). {caption}")
@@ -157,6 +164,7 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
         "Per method and baseline, over all records: how its pictures are drawn, its paper, the records and photos "
         f"with a finite P, mean P and lift{checked}.",
         tables.win_caption(best) if best is not None else "",
+        tables.metrics_caption(list(card.columns)),
         tables.flags_caption(list(card.columns), "edges" in set(views["all"]["method"]))) if part)
     # Two decimals: the card is a summary to read at a glance; the CSV keeps full precision and
     # the win rate as two numbers.

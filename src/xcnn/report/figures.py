@@ -25,10 +25,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from xcnn.methods import registry  # noqa: E402
 from xcnn.report.stats import N_RESAMPLES, SEED, cluster_bootstrap_ci  # noqa: E402
 from xcnn.report.tables import (  # noqa: E402
-    cnn_label, is_baseline, method_label, order_methods, order_sizes, size_label, thesis,
+    cnn_label, described, is_baseline, method_label, order_methods, order_sizes, size_label, thesis,
 )
 
 log = logging.getLogger(__name__)
@@ -357,8 +356,8 @@ def heat_stops(n: int = 11) -> list[str]:
 
 
 def registry_names() -> list[str]:
-    """Every method and baseline the registry knows, in its order (for palette checks)."""
-    return registry.order([*registry.ALL_METHODS, *registry.BASELINE_NAMES])
+    """Every method and baseline the run describes (0.2's outside a report), in registry order."""
+    return order_methods(set(described().methods))
 
 
 def write_check_figures(checks: pd.DataFrame, out_dir: Path, eps: bool = False) -> list[Figure]:
@@ -373,7 +372,7 @@ def write_check_figures(checks: pd.DataFrame, out_dir: Path, eps: bool = False) 
             fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), layout="constrained", sharey=True)
             for ax, measure in zip(axes, ("spearman", "ssim")):
                 part = rand[rand["measure"] == measure]
-                for method in registry.order(set(part["method"])):
+                for method in order_methods(set(part["method"])):
                     curve = part[part["method"] == method].groupby("step")["value"].mean()
                     steps = [0, *curve.index.astype(int)]
                     ax.plot(steps, [1.0, *curve.to_numpy()], marker="o", color=method_color(method),
@@ -391,7 +390,7 @@ def write_check_figures(checks: pd.DataFrame, out_dir: Path, eps: bool = False) 
             fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), layout="constrained", sharey=True)
             for ax, test in zip(axes, ("deletion", "insertion")):
                 part = curves[curves["test"] == test]
-                for method in registry.order(set(part["method"])):
+                for method in order_methods(set(part["method"])):
                     mean = part[part["method"] == method].groupby("step")["value"].mean()
                     ax.plot(mean.index / max(mean.index.max(), 1), mean.to_numpy(), color=method_color(method),
                             label=method_label(method))

@@ -24,7 +24,6 @@ from tqdm import tqdm  # noqa: E402
 
 from xcnn.errors import XcnnError  # noqa: E402
 from xcnn.files import slug, unit_stem  # noqa: E402
-from xcnn.render import shrink  # noqa: E402
 from xcnn.report.files import draw_outline, inside  # noqa: E402
 from xcnn.report.figures import RC, method_color  # noqa: E402
 from xcnn.report.tables import (  # noqa: E402
@@ -36,6 +35,9 @@ log = logging.getLogger(__name__)
 ImageChoice = int | str | tuple[int | str, str]
 DEFAULT_COUNT = 4
 GRID_QUALITY = 80  # WebP: a seventh of the PNG's size, the labels still crisp
+# Longest side of a cell: the run keeps its pictures at this size (render.PICTURE_SIDE, equal by
+# test; render is not imported, as it asks the registry, which imports torch).
+CELL_SIDE = 320
 
 
 @dataclass
@@ -137,7 +139,11 @@ def _load(run_dir: Path, rel: str, grey: bool = False) -> np.ndarray | None:
         with Image.open(path) as opened:
             im = opened.convert("L" if grey else "RGB")
         # no cell is drawn larger than a run keeps its pictures: larger ones would only slow the grid and grow it
-        return np.asarray(shrink(im, Image.Resampling.NEAREST if grey else Image.Resampling.BILINEAR))
+        if max(im.size) > CELL_SIDE:
+            scale = CELL_SIDE / max(im.size)
+            size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+            im = im.resize(size, Image.Resampling.NEAREST if grey else Image.Resampling.BILINEAR)
+        return np.asarray(im)
     except (OSError, UnidentifiedImageError):
         log.warning("picture %s is missing or unreadable; its grid cell stays empty", path)
         return None

@@ -16,14 +16,13 @@ from urllib.parse import quote
 import pandas as pd
 
 from xcnn.experiment.layout import FAILURES_FILE
-from xcnn.methods import registry
 from xcnn.report.figures import Figure, heat_stops, method_color
 from xcnn.report.files import RUN_FILES
 from xcnn.report.grids import Grid
 from xcnn.report.run_info import RunInfo
 from xcnn.report.tables import (
-    THESIS, TOP_K, VIEWS, cnn_label, format_cells, is_baseline, method_label, order_ids, order_methods, order_sizes,
-    size_label,
+    THESIS, TOP_K, VIEWS, cnn_label, described, format_cells, is_baseline, method_label, order_ids, order_methods,
+    order_sizes, size_label,
 )
 
 log = logging.getLogger(__name__)
@@ -79,10 +78,6 @@ def _view_class(view: str, views: list[str]) -> str:
     return f" v-{view}" if len(views) > 1 else ""
 
 
-# The words of every baseline: a table row whose method (or method A) is one is a baseline row.
-_BASELINE_LABELS = frozenset(method_label(m) for m in registry.BASELINE_NAMES)
-
-
 def _table_html(section: TableSection, base: Path, views: list[str]) -> str:
     t = section.table
     numeric = [pd.api.types.is_numeric_dtype(t[c]) for c in t.columns]
@@ -94,9 +89,11 @@ def _table_html(section: TableSection, base: Path, views: list[str]) -> str:
     # Splits (first column CNN/Size/Category) name their group once, on its first row.
     grouped = t.columns[0] not in ("Method", "Method A")
     rows, previous, previous_base = [], None, False
+    # The words of every baseline: a row whose method (or method A) is one is a baseline row.
+    baseline_labels = {method_label(m) for m in described().baselines}
     for name, row in zip(names, format_cells(t, section.digits)):
         first = grouped and row[0] != previous
-        is_base = name in _BASELINE_LABELS
+        is_base = name in baseline_labels
         classes = ["first" if first else "", "baseline" if is_base else "",
                    "group-start" if is_base and not previous_base and not first else ""]
         cells = ["" if grouped and i == 0 and not first else v for i, v in enumerate(row)]

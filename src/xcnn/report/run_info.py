@@ -69,7 +69,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 # What each value read from config.json must be (None, or a key left out, means "not said").
 _TEXT, _NUMBER, _COUNT, _FLAG = "text", "a finite number ≥ 0", "a whole number ≥ 0", "true or false"
 _TABLE, _TABLES, _TEXTS = "an object", "a list of objects", "a list of texts"
-_BODY_TYPES = {"config": _TABLE, "source": _TEXT, "hash": _TEXT, "xcnn": _TEXT, "torch": _TEXT, "record_units": _COUNT,
+_BODY_TYPES = {"config": _TABLE, "registry": _TABLE, "source": _TEXT, "hash": _TEXT, "xcnn": _TEXT, "torch": _TEXT,
+               "record_units": _COUNT,
                **{k: _TEXT for k in (*_DATE_KEYS, "finished")}, **{k: _NUMBER for k in _RUN_TIME_KEYS}}
 _CONFIG_TYPES = {"demo": _FLAG, "ann_file": _TEXT, "image_dir": _TEXT, "models": _TABLES, "max_target_rank": _COUNT,
                  "growth": _NUMBER, "methods": _TEXTS, "categories": _TEXTS, "sizes": _TEXTS, "checks": _TABLE}

@@ -1,10 +1,18 @@
-"""Records loader, display names, views (all / target in top 5) and the summary tables."""
+"""Records loader, display names, views (all / target in top 5) and the summary tables.
+
+Methods' words, order and pictures, and the metrics beyond 0.2's, come from the descriptions of
+the run being reported (``describing``; 0.2's built-ins otherwise), never from the registry: it
+imports torch, and knows only the plugins of this process.
+"""
 from __future__ import annotations
 
 import html
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from xcnn.errors import XcnnError
+from xcnn.experiment import descriptions
+from xcnn.experiment.descriptions import Described, MetricInfo
 from xcnn.experiment.export import current_records
 from xcnn.experiment.layout import RECORDS_CSV, RECORDS_FILE
-from xcnn.methods import registry
 from xcnn.report.stats import cluster_bootstrap_ci, versus_baseline
 
 KEY = ["id", "class", "CNN", "size", "method"]
@@ -49,25 +58,62 @@ CARD_FIELDS = {
 
 # --- names --------------------------------------------------------------------------------------
 
+_DESCRIBED: ContextVar[Described | None] = ContextVar("described", default=None)
+
+
+@contextmanager
+def describing(run: Described) -> Iterator[Described]:
+    """Report with these descriptions (a run's config.json "registry") inside the block."""
+    token = _DESCRIBED.set(run)
+    try:
+        yield run
+    finally:
+        _DESCRIBED.reset(token)
+
+
+def described() -> Described:
+    """The descriptions of the run being reported; 0.2's built-ins outside ``describing``."""
+    return _DESCRIBED.get() or descriptions.builtin()
+
+
 def method_label(method: str) -> str:
-    return registry.label(method)
+    return described().label(method)
 
 
 def is_baseline(method: str) -> bool:
-    return registry.is_baseline(method)
+    return described().is_baseline(method)
 
 
 def order_methods(methods: list[str] | set[str]) -> list[str]:
     """Registry order: methods, then baselines, then unknown names (sorted)."""
-    return registry.order(methods)
+    return described().order(methods)
 
 
 def draw_of(method: str) -> str:
     """"grey" or "heat": how the run pictured the method's maps ("grey" for unknown methods)."""
-    try:
-        return registry.get(method).draw
-    except XcnnError:
-        return "grey"
+    return described().method(method).draw
+
+
+def metric_column(metric: MetricInfo) -> str:
+    """The table column of a metric beyond 0.2's: "Mean <label>", ↑ / ↓ as its score direction
+    (and its name, should its label repeat a column of 0.2's)."""
+    column = f"Mean {metric.label} {metric.arrow}".strip()
+    return f"{column} ({metric.name})" if column in _TAKEN else column
+
+
+def shown_metrics(df: pd.DataFrame) -> list[MetricInfo]:
+    """The metrics beyond 0.2's five that some record of ``df`` holds a finite value of."""
+    return [m for m in described().plugin_metrics()
+            if m.name in df.columns and np.isfinite(df[m.name].to_numpy(dtype=float)).any()]
+
+
+def metrics_caption(columns: list[str]) -> str:
+    """What the shown metric columns are: the metric, its paper, its direction."""
+    words = {True: "higher is better", False: "lower is better", None: "a description, neither better nor worse"}
+    return " ".join(f"{metric_column(m)}: the mean of the per-map metric {m.name} ("
+                    + (f"{m.paper}; " if m.paper else "") + f"{words[m.higher_is_better]}) over the records with "
+                    "a finite value."
+                    for m in described().plugin_metrics() if metric_column(m) in columns)
 
 
 _CNN_NAMES = {
@@ -177,6 +223,9 @@ def _clean(df: pd.DataFrame, source: Path) -> pd.DataFrame:
     for col in ("P", "E", "E_celk", "chance", "lift", "rma", "target_rank", "target_prob", *CARD_FIELDS):
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for metric in described().plugin_metrics():  # a plugin's values: numbers or flags, null before it existed
+        if metric.name in df.columns:
+            df[metric.name] = df[metric.name].map(_number).astype(float)
     for col in ("chance", "rma", "target_rank", "target_prob"):
         if col not in df.columns:
             df[col] = np.nan
@@ -189,6 +238,16 @@ def _clean(df: pd.DataFrame, source: Path) -> pd.DataFrame:
     for col in ("note", "image_png", "mask_png", "map_png", "target_name", "xcnn"):
         df[col] = df[col].fillna("").astype(str) if col in df.columns else ""
     return df.reset_index(drop=True)
+
+
+def _number(value: Any) -> float:
+    """A plugin metric's value as a number: flags as 1 / 0 (also as CSV text), anything else NaN."""
+    if isinstance(value, str):
+        value = {"True": 1.0, "False": 0.0}.get(value, value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 # --- views --------------------------------------------------------------------------------------
@@ -269,7 +328,7 @@ def _mean_finite(values: pd.Series) -> float:
     return float(v.mean()) if len(v) else math.nan
 
 
-def _summarise(group: pd.DataFrame, seed: int, n_resamples: int) -> dict:
+def _summarise(group: pd.DataFrame, seed: int, n_resamples: int, metrics: list[MetricInfo]) -> dict:
     valid = group[np.isfinite(group["P"].to_numpy())]
     p = valid["P"].to_numpy(dtype=float)
     lo, hi = cluster_bootstrap_ci(p, valid["id"].to_numpy(), n_resamples=n_resamples, seed=seed)
@@ -285,6 +344,7 @@ def _summarise(group: pd.DataFrame, seed: int, n_resamples: int) -> dict:
         "Mean lift": _mean_finite(valid["lift"]),
         "Pointing (%)": _mean_finite(valid["pointing_hit"]) * 100,
         "RMA": _mean_finite(valid["rma"]),
+        **{metric_column(m): _mean_finite(valid[m.name]) for m in metrics},
         "NaN (reason)": _nan_cell(group.loc[~np.isfinite(group["P"].to_numpy()), "note"]),
     }
 
@@ -299,7 +359,8 @@ def summary_table(
     df: pd.DataFrame, by: str | list[str] | None = None, seed: int = 0, n_resamples: int = 2000
 ) -> pd.DataFrame:
     """Per method (and per value of the `by` column(s)): records, photos, sum, mean, median,
-    cluster-bootstrap interval over photos, chance, lift, pointing game, RMA, NaN count.
+    cluster-bootstrap interval over photos, chance, lift, pointing game, RMA, the mean of each
+    metric beyond these that the records hold (``shown_metrics``), NaN count.
 
     Keeps the internal names in columns `method` (and `by`) for figures; `table_for_display`
     turns them into words. Split by CNN, baselines appear under every CNN (see `matched`).
@@ -308,10 +369,11 @@ def summary_table(
     if "CNN" in groups:
         df = matched(df)
     keys = [*groups, "method"]
+    metrics = shown_metrics(df)
     rows = []
     for values, group in df.groupby(keys, sort=False):
         values = values if isinstance(values, tuple) else (values,)
-        rows.append({**dict(zip(keys, values)), **_summarise(group, seed, n_resamples)})
+        rows.append({**dict(zip(keys, values)), **_summarise(group, seed, n_resamples, metrics)})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -405,6 +467,11 @@ def _flags(row: dict[Any, Any], edges_p: float) -> str:
     return "; ".join(flags)
 
 
+# Columns of the summaries and the card that a plugin metric's column must not repeat.
+_TAKEN = frozenset(("Records", "Photos", "Sum of P", "Mean P", "Median P", "95 % CI low", "95 % CI high",
+                    "Mean chance", "Mean lift", "Pointing (%)", "RMA", "NaN (reason)", "Picture", "Reference",
+                    "Flags", *CARD_FIELDS.values(), *CHECK_COLUMNS.values()))
+
 # The method card's win rate against the best baseline: numbers in the CSV, one cell on the page.
 WIN = "Wins over the best baseline (%)"
 WIN_PHOTOS = "Photos paired with the best baseline"
@@ -430,8 +497,9 @@ def _win_rates(df: pd.DataFrame, best: str) -> pd.DataFrame:
 def method_card(df: pd.DataFrame, checks: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per method and baseline: how its pictures are drawn, its paper, records, photos,
     mean P and lift, the win rate over the best baseline (when the run has baselines), the mean of
-    every optional measurement (CARD_FIELDS) the records carry, the validity checks' means
-    (check_summary) and plain-words flags for methods."""
+    every metric beyond 0.2's (``shown_metrics``) and of every optional measurement (CARD_FIELDS)
+    the records carry, the validity checks' means (check_summary) and plain-words flags for
+    methods."""
     card = _card(df)
     best = best_baseline(df)
     if best is not None:
@@ -450,14 +518,12 @@ def method_card(df: pd.DataFrame, checks: pd.DataFrame | None = None) -> pd.Data
 
 def _card(df: pd.DataFrame) -> pd.DataFrame:
     extras = [f for f in CARD_FIELDS if f in df.columns and np.isfinite(df[f].to_numpy(dtype=float)).any()]
+    metrics = shown_metrics(df)
     rows = []
     for method in order_methods(set(df["method"])):
         part = df[df["method"] == method]
         valid = part[np.isfinite(part["P"].to_numpy())]
-        try:
-            reference = registry.get(method).reference
-        except XcnnError:
-            reference = ""
+        reference = described().method(method).reference
         row = {
             "method": method,
             "Kind": "baseline" if is_baseline(method) else "method",
@@ -467,6 +533,7 @@ def _card(df: pd.DataFrame) -> pd.DataFrame:
             "Photos": valid["id"].nunique(),
             "Mean P": _mean_finite(valid["P"]),
             "Mean lift": _mean_finite(valid["lift"]),
+            **{metric_column(m): _mean_finite(valid[m.name]) for m in metrics},
         }
         rows.append({**row, **{CARD_FIELDS[f]: _mean_finite(part[f]) for f in extras}})
     return pd.DataFrame(rows)
