@@ -19,11 +19,11 @@ def documented() -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     table = None
     for line in PAGE.read_text(encoding="utf-8").splitlines():
-        heading = re.match(r"## `\[\[?(\w+)\]\]?`", line)
+        heading = re.match(r"## `\[\[?(\w+)(?:\.NAME)?\]\]?`|## (Top level)", line)
         if heading:
-            table = heading.group(1)
+            table = heading.group(1) or "top"
             out[table] = {}
-        row = re.match(r"\| `(\w+)` \| (.+?) \|", line)
+        row = re.match(r"\| `([\w.]+)` \| (.+?) \|", line)
         if row and table:
             out[table][row.group(1)] = row.group(2)
     return out
@@ -60,10 +60,23 @@ def code_default(table: str, key: str) -> str:
 
 def test_every_key_is_documented_with_its_code_default() -> None:
     page = documented()
-    assert set(page) == set(config._SECTIONS)
+    assert set(page) == {*config._SECTIONS, "top"}
+    assert set(page["top"]) == config._TOP_KEYS and page["top"]["plugins"] == "`[]`"
     for table, keys in config._SECTIONS.items():
+        if table in ("methods", "metrics"):
+            continue  # the registry's, below
         assert set(page[table]) == keys, f"[{table}] keys on the page differ from the code's"
         for key in keys:
             assert page[table][key] == code_default(table, key), f"{table}.{key}: the page's default is not the code's"
 
     assert toml(("original", 224)) == '`["original", 224]`' and toml(None) == "none"
+
+
+def test_every_methods_parameter_and_metric_is_documented() -> None:
+    from xcnn import registry
+
+    page = documented()
+    params = {f"{name}.{f.name}": toml(f.default) for name, m in registry.methods().items()
+              if m.params is not None and m.builtin for f in dataclasses.fields(m.params)}
+    assert page["methods"] == params
+    assert page["metrics"] == {name: "`true`" for name, m in registry.metrics().items() if m.origin.startswith("xcnn.")}

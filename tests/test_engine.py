@@ -307,5 +307,5 @@ def test_extra_pass_methods_get_options_and_keys_through_the_engine() -> None:
     assert set(both.milliseconds) == set(ALL_METHODS)
     torch.testing.assert_close(both.smoothgrad[1:], alone.smoothgrad, atol=1e-6, rtol=1e-4)
     assert not torch.allclose(alone.smoothgrad, other_key.smoothgrad)
-    assert both.extras["ig_completeness"].shape == (2,)
+    assert both.extras["integrated_gradients.completeness"].shape == (2,)
     assert not torch.allclose(both.scorecam, one_channel.scorecam)

@@ -110,6 +110,7 @@ TESTED = {  # example -> the test that runs it
     "train2017 or val2017": "test_data_coco_help_examples",
     '"traffic light,zebra"': "test_data_coco_help_examples",
     "configs/demo.toml": "test_run_help_example",
+    "smoothgrad.samples=50": "test_param_help_example",
 }
 
 
@@ -167,3 +168,16 @@ def test_explain_a_photo_with_a_long_name(tmp_path: Path) -> None:
                  "--out", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 3 and all(len(n.encode()) < 150 for n in names)
+
+
+def test_param_help_example() -> None:
+    """--param smoothgrad.samples=50 sets that parameter (the same as --smoothgrad-samples 50)."""
+    from xcnn.cli.explain import method_params
+
+    parser = build_parser()
+    for extra in (["--param", "smoothgrad.samples=50"], ["--smoothgrad-samples", "50"]):
+        args = parser.parse_args(["explain", "p.png", *extra])
+        params = method_params(args, ["smoothgrad", "gradient"])
+        assert params["smoothgrad"].samples == 50 and params["smoothgrad"].sigma == 0.15 and "gradient" not in params
+    with pytest.raises(XcnnError, match="unknown parameter of smoothgrad; did you mean 'samples'"):
+        method_params(parser.parse_args(["explain", "p.png", "--param", "smoothgrad.sample=5"]), ["smoothgrad"])

@@ -64,7 +64,7 @@ def documented_record_fields() -> set[str]:
     fields: set[str] = set()
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if line.startswith("|") and cells[0] not in ("field", "---"):
+        if line.startswith("|") and cells[0] not in ("field", "---") and not cells[0].startswith("*"):
             fields |= {f.strip() for f in cells[0].split(",")}
     return fields
 

@@ -5,9 +5,11 @@ import importlib
 from typing import Any
 
 from xcnn.errors import XcnnError
-from xcnn.methods.registry import ALL_METHODS, DEFAULT_METHODS, Options
+from xcnn.methods.registry import Options
+from xcnn.registry import DEFAULT_METHODS, MetricContext, load_plugins, method, metric
 
-__all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "Explainer", "Maps", "Options", "XcnnError"]
+__all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "Context", "Explainer", "Maps", "MetricContext", "Options",
+           "XcnnError", "load_plugins", "method", "metric"]
 __version__ = "0.2.0"
 
 
@@ -22,6 +24,14 @@ def __getattr__(name: str) -> Any:
         from xcnn import engine
 
         return getattr(engine, name)
+    if name == "Context":
+        from xcnn.methods.context import Context
+
+        return Context
+    if name == "ALL_METHODS":  # every registered method, plugins' included: asked, not frozen at import
+        from xcnn import registry
+
+        return registry.method_names()
     if name in _SUBPACKAGES:
         return importlib.import_module(f"xcnn.{name}")  # also sets it on this module: asked once
     raise AttributeError(f"module 'xcnn' has no attribute {name!r}")

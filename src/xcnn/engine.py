@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,14 +29,16 @@ import torch
 from torch import nn
 
 from xcnn.errors import XcnnError, did_you_mean
-from xcnn.methods import registry
+from xcnn import registry
 from xcnn.methods.context import Context
-from xcnn.methods.registry import DEFAULT_METHODS, Options
+from xcnn.methods.registry import Options, deprecated_options
+from xcnn.registry import DEFAULT_METHODS
 from xcnn.rules import RectifierRules, Rule
 
 log = logging.getLogger(__name__)
 
 METHODS: tuple[str, ...] = DEFAULT_METHODS  # the thesis's five (old name, kept for imports)
+DEFAULT_MEMORY_MB = 4096  # what the extra-pass methods may use at once (fits a 24 GB machine)
 
 Targets = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
 
@@ -94,11 +96,11 @@ class Maps:
         return self.__dict__.get("computed", {}).get(name)
 
     def __dir__(self) -> list[str]:
-        return sorted(set(super().__dir__()) | set(registry.ALL_METHODS))
+        return sorted(set(super().__dir__()) | set(registry.method_names()))
 
     def methods(self) -> list[str]:
         """The computed methods, in registry order."""
-        return [m for m in registry.ALL_METHODS if m in self.computed]
+        return [m for m in registry.method_names() if m in self.computed]
 
 
 class Explainer:
@@ -140,26 +142,32 @@ class Explainer:
         targets: Targets = None,
         methods: Sequence[str] = DEFAULT_METHODS,
         *,
-        options: Options | None = None,
+        params: Mapping[str, Any] | None = None,
+        memory_mb: int = DEFAULT_MEMORY_MB,
         keys: Sequence[str] | None = None,
+        options: Options | None = None,
     ) -> Maps:
         """The asked maps for ``images`` (B×3×H×W, normalised as the model expects).
 
         ``targets``: an int, B ints, a LongTensor[B], None (the top-1 class), or a callable
         ``logits -> LongTensor[B]`` evaluated after the forward pass (so choosing the target
         from the prediction costs no second forward pass). ``methods``: registry names.
-        ``options``: parameters of the methods that have any (default ``Options()``).
-        ``keys``: one string per image (default its index in the batch) seeding per-photo
-        randomness, so a photo gets the same map in any batch.
+        ``params``: {method: its parameter dataclass} for the methods that have any (the others
+        get their defaults); ``memory_mb``: working memory the extra-pass methods may use at once
+        (changes speed, never a map). ``keys``: one string per image (default its index in the
+        batch) seeding per-photo randomness, so a photo gets the same map in any batch.
+        ``options``: xcnn 0.2's ``Options`` (deprecated), read as params and memory_mb.
         """
         entries = [registry.get(n) for n in registry.check(methods)]
         if images.dim() != 4 or images.shape[1] != 3:
             raise XcnnError(f"images must be B×3×H×W, got shape {tuple(images.shape)}")
         batch = int(images.shape[0])
         keys = _check_keys(keys, batch)
-        options = Options() if options is None else options
-        if not isinstance(options, Options):
-            raise XcnnError(f"options must be xcnn.methods.registry.Options, got {type(options).__name__}")
+        if options is not None:
+            if not isinstance(options, Options):
+                raise XcnnError(f"options must be xcnn.methods.registry.Options, got {type(options).__name__}")
+            params, memory_mb = deprecated_options(options)
+        own = _method_params(entries, params)
         want_layer = [e.name for e in entries if e.needs_layer]
         if want_layer and self.target_layer is None:
             raise XcnnError(f"{', '.join(want_layer)} need a target layer; pass target_layer='auto' or a module name")
@@ -209,18 +217,22 @@ class Explainer:
                 images=x.detach(),
                 targets=target,
                 logits=logits.detach(),
-                options=options,
                 keys=keys,
                 grads=grads,
                 activation=None if activation is None else activation.detach(),
                 layer_grad=layer_grad,
                 layer=layer,
+                memory_mb=memory_mb,
+                layer_output=lambda replacement, own: grid.from_map(replacement, own),
             )
             del logits, activation, x
+            extras: dict[str, torch.Tensor] = {}
             for e in entries:
-                result = e.function()(ctx)
+                ctx.params, ctx.extras = own[e.name], {}
+                result = e.fn(ctx)
                 _check_map(e, result, ctx)
                 ctx.maps[e.name] = result
+                extras.update({f"{e.name}.{k}": v for k, v in ctx.extras.items()})
                 clock.mark(e.name)
 
         spent = clock.spans()
@@ -239,7 +251,7 @@ class Explainer:
             computed={e.name: ctx.maps[e.name] for e in entries},
             rectifiers=mode.rectifiers,
             kept_activations=dict(mode.kept_activations),
-            extras=dict(ctx.extras),
+            extras=extras,
             milliseconds={e.name: 1000 * spent[e.name] / batch for e in entries},
         )
 
@@ -277,9 +289,26 @@ def _check_map(entry: registry.Method, result: Any, ctx: Context) -> None:
     method's slip at its source, not in the metrics)."""
     channels = 1 if entry.kind == "heat" else 3
     expected = (int(ctx.images.shape[0]), channels, *ctx.size)
-    if not isinstance(result, torch.Tensor) or tuple(result.shape) != expected:
-        got = tuple(result.shape) if isinstance(result, torch.Tensor) else type(result).__name__
-        raise RuntimeError(f"{entry.compute} returned {got}; a {entry.kind} map must be {expected}")
+    if not isinstance(result, torch.Tensor) or tuple(result.shape) != expected or not result.is_floating_point():
+        got = f"{tuple(result.shape)} {result.dtype}" if isinstance(result, torch.Tensor) else type(result).__name__
+        raise XcnnError(f"method {entry.name!r} ({entry.origin}.{getattr(entry.fn, '__qualname__', '?')}) returned "
+                        f"{got}; a {entry.kind} map must be a float tensor of shape {expected}")
+
+
+def _method_params(entries: Sequence[registry.Method], given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Each asked method's parameters: the given ones (checked to be its own dataclass), else its defaults."""
+    given = dict(given or {})
+    unknown = set(given) - set(registry.methods())
+    if unknown:
+        raise XcnnError(f"params for unknown methods {sorted(unknown)}; give {{method name: its parameters}}")
+    out = {}
+    for e in entries:
+        value = given.get(e.name)
+        if value is not None and (e.params is None or not isinstance(value, e.params)):
+            want = e.params.__name__ if e.params else "nothing (it has no parameters)"
+            raise XcnnError(f"params[{e.name!r}] must be {want}, got {type(value).__name__}")
+        out[e.name] = value if value is not None else e.default_params()
+    return out
 
 
 def _method_entry(name: str) -> registry.Method:

@@ -15,13 +15,16 @@ from PIL import Image
 
 from xcnn.errors import XcnnError
 from xcnn.methods import registry
-from xcnn.methods.registry import ALL_METHODS, DEFAULT_METHODS, SINGLE_PASS, Options
+from xcnn.registry import DEFAULT_METHODS
 from xcnn.experiment.config import Size, parse_size
 
 log = logging.getLogger(__name__)
 
-_GROUPS = {"all": ALL_METHODS, "single-pass": SINGLE_PASS, "default": DEFAULT_METHODS}
-_DEFAULTS = Options()
+DEFAULT_MEMORY_MB = 4096  # as the engine's (xcnn.engine), which this module must not import (torch)
+# 0.2's flags, kept: each names one parameter of one built-in method
+_ALIASES = {("integrated_gradients", "steps"): "--ig-steps", ("smoothgrad", "samples"): "--smoothgrad-samples",
+            ("smoothgrad", "sigma"): "--smoothgrad-sigma", ("scorecam", "top_k"): "--scorecam-top-k",
+            ("smoothgrad", "seed"): "--seed"}
 EPILOG = """exit status: 0 every photo explained; 3 some of several photos failed (a warning names each, the
 others are written); 2 a usage or input error (one line on stderr); 1 a bug (a traceback)."""
 
@@ -49,20 +52,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", metavar="NAME", default=None, help="CAM layer (default: the model's own, else auto)")
     p.add_argument("--methods", metavar="NAMES", default="default",
                    help=f"comma-separated method names, or all, single-pass, default (default: default = "
-                        f"{','.join(DEFAULT_METHODS)}); names: {', '.join(ALL_METHODS)}")
-    p.add_argument("--ig-steps", metavar="N", type=_positive_int, default=_DEFAULTS.ig_steps,
-                   help="integrated_gradients: Gauss-Legendre steps from the baseline 0 of the model's input "
-                        "(default: %(default)s)")
-    p.add_argument("--smoothgrad-samples", metavar="N", type=_positive_int, default=_DEFAULTS.smoothgrad_samples,
-                   help="smoothgrad: noisy copies averaged (default: %(default)s)")
-    p.add_argument("--smoothgrad-sigma", metavar="S", type=_non_negative_float, default=_DEFAULTS.smoothgrad_sigma,
-                   help="smoothgrad: noise std as a fraction of the photo's value range (default: %(default)s)")
-    p.add_argument("--scorecam-top-k", metavar="K", type=_positive_int, default=_DEFAULTS.scorecam_top_k,
-                   help="scorecam: use only the k channels of highest mean activation (default: every channel, as the paper)")
-    p.add_argument("--memory-mb", metavar="MB", type=_positive_int, default=_DEFAULTS.memory_mb,
+                        f"{','.join(DEFAULT_METHODS)}); names: {', '.join(_builtin_names())}, and plugins'")
+    _add_param_options(p)
+    p.add_argument("--param", metavar="METHOD.KEY=VALUE", action="append", default=None,
+                   help="a parameter of any method, a plugin's included, e.g. smoothgrad.samples=50 "
+                        "(repeatable; default: each method's own)")
+    p.add_argument("--plugin", metavar="MODULE", action="append", default=None,
+                   help="import a module that registers methods (from the current folder or sys.path; "
+                        "repeatable; default: none)")
+    p.add_argument("--memory-mb", metavar="MB", type=_positive_int, default=DEFAULT_MEMORY_MB,
                    help="working memory the extra-pass methods may use at once; changes speed, never a map "
                         "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="smoothgrad noise seed (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", type=Path, default=Path("explain-out"),
                    help="output folder: PHOTO-METHOD.png per map and PHOTO-all.png; a --target or --size other "
                         "than the default goes into the names as the class index and the size, e.g. PHOTO-t281-s224-METHOD.png "
@@ -84,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
     from xcnn.engine import Explainer
     from xcnn.render import picture
 
+    from xcnn import registry as reg
+
+    reg.load_plugins(args.plugin or [], Path.cwd())
     methods = parse_methods(args.methods)
-    options = Options(ig_steps=args.ig_steps, smoothgrad_samples=args.smoothgrad_samples,
-                      smoothgrad_sigma=args.smoothgrad_sigma, scorecam_top_k=args.scorecam_top_k,
-                      seed=args.seed, memory_mb=args.memory_mb)
+    params = method_params(args, methods)
     from xcnn.experiment.runner import resolve_device
 
     photos = find_photos(args.photos)
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                             f"pass --size {h if h == w else f'{h}x{w}'}")
         x = torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
         try:
-            maps = ex.explain(lm.normalize(x), target, methods=methods, options=options)
+            maps = ex.explain(lm.normalize(x), target, methods=methods, params=params, memory_mb=args.memory_mb)
         except RuntimeError as err:  # e.g. an input smaller than the network's kernels
             first = str(err).strip().splitlines()[0][:200]
             raise XcnnError(f"{lm.name} cannot explain a {photo.shape[0]}×{photo.shape[1]} input ({first}); "
@@ -248,12 +249,87 @@ def output_stems(photos: Sequence[Path]) -> list[str]:
     return stems
 
 
+def _builtin_names() -> tuple[str, ...]:
+    """The built-in methods, for the help; none where torch is missing (`xcnn report` runs there)."""
+    try:
+        from xcnn import registry as reg
+
+        return reg.method_names()
+    except ImportError:
+        return ()
+
+
+def _add_param_options(p: argparse.ArgumentParser) -> None:
+    """One option per parameter of each built-in method, from its parameter dataclass:
+    --integrated-gradients-steps, --smoothgrad-sigma, ... (and 0.2's names where they differ)."""
+    import dataclasses
+
+    try:
+        from xcnn import registry as reg
+
+        entries = [m for m in reg.methods().values() if m.params is not None]
+    except ImportError:
+        return
+    for entry in entries:
+        defaults = entry.default_params()
+        for f in dataclasses.fields(defaults):
+            flag = f"--{entry.name}-{f.name}".replace("_", "-")
+            alias = _ALIASES.get((entry.name, f.name))
+            names = [flag] + ([alias] if alias and alias != flag else [])
+            default = getattr(defaults, f.name)
+            shown = "every one" if default is None else "%(default)s"
+            p.add_argument(*names, dest=f"param:{entry.name}.{f.name}", metavar=f.name.upper(),
+                           type=_number_parser(default), default=default,
+                           help=f"{entry.name}: {f.metadata.get('help', f.name)} (default: {shown})")
+
+
+def _number_parser(default: object) -> type:
+    return float if isinstance(default, float) else int
+
+
+def method_params(args: argparse.Namespace, methods: Sequence[str]) -> dict[str, object]:
+    """The asked methods' parameters from their options and --param, each validated by its dataclass."""
+    from xcnn import registry as reg
+
+    given: dict[str, dict[str, object]] = {}
+    for key, value in vars(args).items():
+        if key.startswith("param:"):
+            method, _, field = key[len("param:"):].partition(".")
+            given.setdefault(method, {})[field] = value
+    for text in args.param or []:
+        name, eq, value = text.partition("=")
+        method, dot, field = name.strip().partition(".")
+        if not (eq and dot and field):
+            raise XcnnError(f"--param {text!r}: write METHOD.KEY=VALUE, e.g. smoothgrad.samples=50")
+        given.setdefault(method, {})[field] = _literal(value.strip())
+    out = {}
+    for method in methods:
+        entry = reg.get(method)
+        table = {k: v for k, v in given.get(method, {}).items() if v is not None}
+        if entry.params is not None or table:
+            out[method] = reg.parse_params(entry, table, f"{method} parameters")
+    return out
+
+
+def _literal(text: str) -> object:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def parse_methods(text: str) -> tuple[str, ...]:
     """'all', 'single-pass', 'default' or comma-separated registry names -> names in registry order."""
+    from xcnn import registry as reg
+
+    groups = {"all": reg.method_names(), "default": DEFAULT_METHODS,
+              "single-pass": tuple(n for n in reg.method_names() if not reg.get(n).extra_passes)}
     names: list[str] = []
     for word in (w.strip() for w in text.split(",")):
         if word:
-            names += _GROUPS.get(word, [word])
+            names += groups.get(word, [word])
     try:
         return registry.check(dict.fromkeys(names))
     except XcnnError as err:

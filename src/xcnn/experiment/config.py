@@ -71,7 +71,7 @@ from typing import Any
 
 from xcnn.data.dataset import file_hash
 from xcnn.data.images import DEFAULT_MAX_PIXELS  # the engine's peak for one such photo fits 24 GB
-from xcnn.errors import XcnnError
+from xcnn.errors import XcnnError, did_you_mean
 from xcnn.methods import registry
 from xcnn.methods.registry import DEFAULT_METHODS, Options
 
@@ -172,7 +172,10 @@ class Config:
     device: str = "auto"
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_target_rank: int | None = None  # None: every unit; K: only units whose target ranks 1..K
-    options: Options = Options()
+    options: Options = Options()  # [run]'s method keys of 0.2 (ig_steps, ...): read into params
+    params: tuple[tuple[str, Any], ...] = ()  # (method, its parameters) for every method that has any
+    metrics_off: tuple[str, ...] = ()  # per-map metrics turned off ([metrics] NAME = false)
+    plugins: tuple[tuple[str, str], ...] = ()  # (module, sha256 of its source): for information only
     checks: Checks = Checks()  # never part of the identity
     backend: str = "local"  # "local" or "ray"; never part of the identity
     address: str | None = None  # Ray: None starts a local cluster, "auto" or "HOST:PORT" joins one
@@ -185,6 +188,18 @@ class Config:
         d.pop("source")
         d["checks"] = {**asdict(self.checks), "faithfulness_sizes": list(self.checks.faithfulness_sizes)}
         return d
+
+    def method_params(self) -> dict[str, Any]:
+        """Every method's parameters (the registry's defaults where the config sets none)."""
+        return dict(self.params)
+
+    def params_identity(self) -> dict[str, Any]:
+        """The parameters of the built-in methods and of the asked ones: what maps depend on."""
+        from xcnn import registry
+
+        known = registry.methods()
+        return {name: registry.params_identity(known[name], p) for name, p in self.params
+                if name in known and (known[name].builtin or name in self.methods)}
 
     def faithfulness_sizes(self) -> tuple[Size, ...]:
         """The run sizes whose method records get deletion and insertion curves."""
@@ -203,7 +218,7 @@ class Config:
             "schema": RECORD_SCHEMA,
             "data": data_digest,
             "growth": self.growth,
-            "options": self.options.identity(),
+            "methods": self.params_identity(),
             "models": {m.name: _model_identity(m) for m in self.models},
         }
         if self.max_target_rank is not None:  # absent = no filter, so older runs keep their identity
@@ -216,6 +231,7 @@ class Config:
 RECORD_SCHEMA = 2  # bump when a record's fields or meaning change: older runs are then refused
 
 _OPTION_KEYS = {"ig_steps", "smoothgrad_samples", "smoothgrad_sigma", "scorecam_top_k", "noise_seed", "memory_mb"}
+_TOP_KEYS = {"plugins"}  # top-level keys that are not tables
 _SECTIONS = {
     "data": {"demo", "format", "ann_file", "image_dir", "root", "split", "box_dir", "categories",
              "images_per_category", "seed", "min_area", "targets"},
@@ -225,13 +241,19 @@ _SECTIONS = {
     "checks": {"baselines", "faithfulness", "faithfulness_sizes", "faithfulness_steps", "randomisation",
                "randomisation_photos", "randomisation_steps", "dependence", "dependence_photos", "seed",
                "faithfulness_photos"},
+    "methods": set(),  # [methods.NAME] tables: each method's parameters (xcnn.registry)
+    "metrics": set(),  # NAME = false turns a per-map metric off
 }
 
 
 def compare_identity(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """What differs between two identities, in words; models only where both have the name
     (adding a model to a run is fine, changing one is not)."""
-    changed = [k for k in ("schema", "data", "growth", "options") if stored.get(k) != current.get(k)]
+    stored = migrate_identity(stored)
+    changed = [k for k in ("schema", "data", "growth") if stored.get(k) != current.get(k)]
+    before = stored.get("methods", {}) if isinstance(stored.get("methods"), dict) else {}
+    changed += [f"parameters of {name}" for name, params in current.get("methods", {}).items()
+                if name in before and before[name] != params]
     if stored.get("targets", "imagenet") != current.get("targets", "imagenet"):
         changed.append("targets")
     # which units have records at all: absent (an older run, or no filter) is None
@@ -240,6 +262,22 @@ def compare_identity(stored: dict[str, Any], current: dict[str, Any]) -> list[st
     models = stored.get("models", {}) if isinstance(stored.get("models"), dict) else {}
     changed += [f"model {name}" for name, spec in current["models"].items() if name in models and models[name] != spec]
     return changed
+
+
+def migrate_identity(stored: dict[str, Any]) -> dict[str, Any]:
+    """An identity written by xcnn 0.2 (one "options" bag of every method's parameters) in
+    today's form ("methods": each method's own), so a 0.2 run folder resumes."""
+    old = stored.get("options")
+    if not isinstance(old, dict) or "methods" in stored:
+        return stored
+    out = {k: v for k, v in stored.items() if k != "options"}
+    out["methods"] = {
+        "scorecam": {"top_k": old.get("scorecam_top_k")},
+        "integrated_gradients": {"steps": old.get("ig_steps")},
+        "smoothgrad": {"samples": old.get("smoothgrad_samples"), "sigma": old.get("smoothgrad_sigma"),
+                       "seed": old.get("seed")},
+    }
+    return out
 
 
 def _model_identity(m: ModelSpec) -> dict[str, Any]:
@@ -283,15 +321,16 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         return XcnnError(f"{where}: {key}: {what}")
 
     for key in raw:
-        if key not in _SECTIONS:
-            raise fail(key, f"unknown section; known: {', '.join(sorted(_SECTIONS))}")
+        if key not in _SECTIONS and key not in _TOP_KEYS:
+            raise fail(key, f"unknown section; known: {', '.join(sorted(set(_SECTIONS) | _TOP_KEYS))}")
+    plugins = _plugins(raw.get("plugins", []), path.parent, fail)  # first: they add methods and metrics
     data = _table(raw.get("data", {}), "data", fail)
     run = _table(raw.get("run", {}), "run", fail)
     _known(data, "data", fail)
     _known(run, "run", fail)
     base = path.parent
 
-    kw: dict[str, Any] = {"source": str(path)}
+    kw: dict[str, Any] = {"source": str(path), "plugins": plugins}
     demo = data.get("demo", False)
     if isinstance(demo, str):
         kw["demo"], kw["demo_dir"] = True, str((base / demo).resolve())
@@ -373,6 +412,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     if "ship_photos" in run:
         kw["ship_photos"] = _typed(run["ship_photos"], bool, "run.ship_photos", fail)
     kw["options"] = _options(run, fail)
+    kw["params"] = _method_params(raw.get("methods", {}), kw["options"], where, fail)
+    kw["metrics_off"] = _metrics_off(raw.get("metrics", {}), fail)
     if "checks" in raw:
         checks = _table(raw["checks"], "checks", fail)
         _known(checks, "checks", fail)
@@ -482,6 +523,63 @@ def _options(run: dict[str, Any], fail: Any) -> Options:
     if "noise_seed" in run:
         kw["seed"] = _seed(run["noise_seed"], "run.noise_seed", fail)
     return Options(**kw)
+
+
+def _plugins(value: Any, base: Path, fail: Any) -> tuple[tuple[str, str], ...]:
+    """``plugins = ["mymethods"]``: modules imported now, from the config's folder first, so their
+    methods and metrics are known before anything else is checked."""
+    from xcnn import registry
+
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise fail("plugins", f'expected a list of module names, e.g. plugins = ["mymethods"], got {value!r}')
+    try:
+        return tuple(registry.load_plugins(value, base).items())
+    except XcnnError as err:
+        raise fail("plugins", str(err)) from None
+
+
+def _method_params(tables: Any, options: Options, where: str, fail: Any) -> tuple[tuple[str, Any], ...]:
+    """Each method's parameters: its [methods.NAME] table over [run]'s 0.2 keys over its defaults."""
+    from xcnn import registry
+
+    tables = _table(tables, "methods", fail)
+    known = registry.methods()
+    for name, table in tables.items():
+        if name not in known or known[name].baseline:
+            hint = did_you_mean(name, registry.method_names()) or f"known: {', '.join(registry.method_names())}"
+            raise fail(f"methods.{name}", f"unknown method; {hint}")
+        _table(table, f"methods.{name}", fail)
+    legacy: dict[str, dict[str, Any]] = {"integrated_gradients": {"steps": options.ig_steps},
+              "smoothgrad": {"samples": options.smoothgrad_samples, "sigma": options.smoothgrad_sigma,
+                             "seed": options.seed},
+              "scorecam": {"top_k": options.scorecam_top_k}}
+    out = []
+    for name, entry in known.items():
+        if entry.params is None:
+            continue
+        given = {k: v for k, v in legacy.get(name, {}).items() if v is not None and v != getattr(entry.params(), k, None)}
+        given.update(tables.get(name, {}))
+        try:
+            out.append((name, registry.parse_params(entry, given, f"methods.{name}")))
+        except XcnnError as err:
+            raise XcnnError(f"{where}: {err}") from None
+    return tuple(out)
+
+
+def _metrics_off(table: Any, fail: Any) -> tuple[str, ...]:
+    """``[metrics] NAME = false``: per-map metrics run on every record unless turned off here."""
+    from xcnn import registry
+
+    table = _table(table, "metrics", fail)
+    known = registry.metrics()
+    off = []
+    for name, value in table.items():
+        if name not in known:
+            hint = did_you_mean(name, list(known)) or f"known: {', '.join(known)}"
+            raise fail(f"metrics.{name}", f"unknown per-map metric; {hint}")
+        if _typed(value, bool, f"metrics.{name}", fail) is False:
+            off.append(name)
+    return tuple(off)
 
 
 def _seed(value: Any, key: str, fail: Any) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 from xcnn.data.folder import CSV_NAME
 from xcnn.data.formats import DataSource
+from xcnn import registry
 from xcnn.errors import XcnnError
 from xcnn.files import write_atomic
 from xcnn.experiment.config import Config
@@ -83,7 +84,10 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
         # record_units: what a report of a killed run counts its "N of M units done" against
         body = {"identity": config.identity(_digest(data)), "config": config.to_dict(), "source": config.source,
                 "xcnn": __version__, "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "record_units": sum(1 for _, _, b in units if b.check is None)}
+                "record_units": sum(1 for _, _, b in units if b.check is None),
+                # how the report (torch-free, without the plugins) names, orders and draws them
+                "registry": registry.describe(config.methods),
+                "plugins": dict(config.plugins)}
         store.write_config(body)
         log.info(config.checks.describe(config.faithfulness_sizes(), config.check_size()))
 
@@ -218,15 +222,14 @@ def resolve_device(name: str) -> Any:
 def _preflight(config: Config) -> None:
     """Load each model once and check its layer, its classes under the target rule and the run's
     sizes, so a bad entry fails before any work (not after the models before it made records)."""
-    from xcnn import Explainer
     from xcnn.experiment.targets import check_model
-    from xcnn.experiment.worker import explainer_options, load_model
+    from xcnn.experiment.worker import load_model
 
     for i, spec in enumerate(config.models):
         try:
             lm = load_model(spec, "cpu")
             check_model(config, lm)
-            Explainer(lm.model, **explainer_options(spec, lm))
+            lm.explainer(spec.gradcam_layer)
         except XcnnError as err:
             raise XcnnError(f"models[{i}] ({spec.name}): {err}") from None
 

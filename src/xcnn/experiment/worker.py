@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from xcnn import metrics
 from xcnn.errors import XcnnError
 from xcnn.experiment.config import RECORD_SCHEMA, Config, ModelSpec, Size
 from xcnn.experiment.layout import MAPS_DIR, PICTURES_DIR
@@ -38,11 +37,12 @@ from xcnn.experiment.targets import check_model, classes_for
 from xcnn.files import slug, unit_stem
 from xcnn.methods import registry
 from xcnn.methods.passes import Tally
+from xcnn.registry import MetricContext
+from xcnn.registry import metrics as registry_metrics
 
 log = logging.getLogger(__name__)
 
 # Per-image numbers a method leaves in the engine's extras, and the record field they go to.
-EXTRA_FIELDS = {"integrated_gradients": {"ig_completeness": "completeness"}}
 # What follows a unit's stem in its map pictures' names: every method the registry knows, not
 # only this run's, so a unit keeps one stem when a later run adds methods.
 _PICTURE_SUFFIXES = (*registry.ALL_METHODS, *registry.BASELINE_NAMES)
@@ -133,7 +133,7 @@ class Worker:
         maps, ms = {}, {}
         for m in batch.methods:
             t0 = time.perf_counter()
-            maps[m] = registry.get(m).function()(photos)
+            maps[m] = registry.get(m).fn(photos)
             ms[m] = (time.perf_counter() - t0) * 1000.0 / len(units)  # per map, as the engine's
         return [(u, {"maps": {m: maps[m][i] for m in batch.methods}, "extras": {}, "ms": ms, "rectifiers": None,
                      "target": None, "target_rank": None, "target_prob": None, "top1": None})
@@ -176,7 +176,6 @@ class Worker:
 
     def _check(self, ex: Any, lm: Any, batch: Batch, outs: list[tuple[_Unit, dict[str, Any]]]) -> dict[UnitKey, list]:
         """A check batch's rows per unit: randomisation, or input and class dependence."""
-        from xcnn import Explainer
         from xcnn.metrics import sanity
 
         c = self.config.checks
@@ -199,7 +198,7 @@ class Worker:
             # one group of modules a step, fewer steps when fewer modules own parameters
             tally = Tally("randomisation steps", min(c.randomisation_steps, len(sanity.parameterised_modules(lm.model))))
             for step, _, model in sanity.cascade(lm.model, x[:1], c.randomisation_steps, c.seed):
-                rex = Explainer(model, target_layer=batch.model.gradcam_layer)
+                rex = lm.explainer(batch.model.gradcam_layer, model=model)  # the records' layer and layout
                 compare("randomisation", step, c.randomisation_steps,
                         self._maps(rex, x, targets, batch.methods, keys))
                 tally.add()
@@ -222,9 +221,7 @@ class Worker:
 
     def _maps(self, ex: Any, x: torch.Tensor, targets: torch.Tensor, methods: Sequence[str],
               keys: list[str]) -> dict[str, np.ndarray]:
-        extra = any(registry.get(m).extra_passes for m in methods)
-        kwargs: dict[str, Any] = {"options": self.config.options, "keys": keys} if extra else {}
-        out = ex.explain(x, targets=targets, methods=list(methods), **kwargs)
+        out = ex.explain(x, targets=targets, methods=list(methods), **engine_kwargs(self.config, methods, keys))
         return {m: out.get(m).detach().float().cpu().numpy() for m in methods}
 
     def close(self) -> None:
@@ -232,17 +229,36 @@ class Worker:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def _metrics(self, method: str, m: np.ndarray, unit: _Unit) -> dict[str, Any]:
+        """Every per-map metric the config keeps on one map, as record fields; P, E, E_celk and
+        chance always (the record's notes and the tables rest on them)."""
+        ctx = MetricContext(method=method, photos=unit.photo[None])
+        out: dict[str, Any] = {}
+        for name, entry in registry_metrics().items():
+            if name in self.config.metrics_off and name not in ("P", "chance"):
+                continue
+            try:
+                value = entry.fn(m[None], unit.mask[None], ctx)
+            except XcnnError:
+                raise
+            except Exception as err:  # a plugin's bug: one line naming it, not a failed unit
+                raise XcnnError(f"metric {name!r} ({entry.origin}) raised {type(err).__name__}: {err}") from None
+            values = value if isinstance(value, dict) else {name: value}
+            for key, v in values.items():
+                number = float(np.asarray(v, dtype=np.float64).reshape(-1)[0])
+                out[key] = (None if math.isnan(number) else number == 1.0) if entry.boolean else number
+            ctx.values.update(out)
+        return out
+
     # --- model ---------------------------------------------------------------------------
 
     def _load(self, spec: ModelSpec) -> tuple[Any, Any]:
         if self._model is not None and self._model[0] == spec:
             return self._model[1], self._model[2]
-        from xcnn import Explainer
-
         self.close()
         lm = load_model(spec, self.device)
         check_model(self.config, lm)
-        ex = Explainer(lm.model, **explainer_options(spec, lm))
+        ex = lm.explainer(spec.gradcam_layer)
         self._model = (spec, lm, ex)
         log.info("%s on %s", spec.name, self.device)
         return lm, ex
@@ -312,7 +328,7 @@ class Worker:
             files[f"{MAPS_DIR}/{slug(batch.model.name)}/{size.label}/{stem}.npz"] = encode_maps(maps, unit.mask)
         records = []
         for method in batch.methods:
-            sc = {k: float(v[0]) for k, v in metrics.scores(maps[method][None], unit.mask[None]).items()}
+            sc = self._metrics(method, maps[method], unit)
             notes = []
             if not sc["E_celk"] > 0:
                 notes.append("all-zero map")
@@ -331,13 +347,7 @@ class Worker:
                 "group": size.group,
                 "height": int(h),
                 "width": int(w),
-                "P": sc["P"],
-                "E": sc["E"],
-                "E_celk": sc["E_celk"],
-                "chance": sc["chance"],
-                "lift": sc["P"] / sc["chance"] if sc["chance"] > 0 else math.nan,
-                "pointing_hit": None if math.isnan(sc["pointing_hit"]) else sc["pointing_hit"] == 1.0,
-                "rma": sc["rma"],
+                **sc,
                 "target": out["target"],
                 "target_name": None if out["target"] is None else names[out["target"]],
                 "target_rank": out["target_rank"],
@@ -347,6 +357,7 @@ class Worker:
                 "top1_name": None if out["top1"] is None else names[out["top1"]],
                 "ms": out["ms"].get(method, math.nan),
                 "rectifiers": out["rectifiers"],
+                "gradcam_layer": out.get("layer") if registry.get(method).needs_layer else None,
                 "note": "; ".join(notes),
                 "image_png": image_png,
                 "mask_png": mask_png,
@@ -354,9 +365,9 @@ class Worker:
                 "xcnn": __version__,
                 "schema": RECORD_SCHEMA,
             }
-            for extra, name in EXTRA_FIELDS.get(method, {}).items():
-                if extra in out["extras"]:
-                    record[name] = out["extras"][extra]
+            for name in registry.get(method).fields:  # the method's own per-image numbers
+                if f"{method}.{name}" in out["extras"]:
+                    record[name] = out["extras"][f"{method}.{name}"]
             records.append(record)
         return UnitResult(key, records, files=files)
 
@@ -397,11 +408,13 @@ def load_model(spec: ModelSpec, device: str | torch.device) -> Any:
         return models.load(spec.name, weights=spec.weights, device=device, **spec.load_options())
 
 
-def explainer_options(spec: ModelSpec, lm: Any) -> dict[str, Any]:
-    """The Explainer's layer for a model: the config's, else the model's own (a token-grid
-    model's last block), with the layout that reads it as a B×C×h×w map."""
-    layer = lm.gradcam_layer if spec.gradcam_layer == "auto" else spec.gradcam_layer
-    return {"target_layer": layer} if lm.layout is None else {"target_layer": layer, "layout": lm.layout}
+def engine_kwargs(config: Config, methods: Sequence[str], keys: list[str]) -> dict[str, Any]:
+    """What the engine takes besides the batch: the methods' parameters and the memory budget for
+    the extra-pass ones, and the photos' keys (SmoothGrad seeds its noise by key)."""
+    if not any(registry.get(m).extra_passes for m in methods):
+        return {}
+    params = {m: p for m, p in config.method_params().items() if m in methods}
+    return {"params": params, "memory_mb": config.options.memory_mb, "keys": keys}
 
 
 def model_input(lm: Any, units: Sequence[Any], device: torch.device) -> torch.Tensor:
@@ -447,15 +460,13 @@ def explain_units(ex: Any, lm: Any, units: list[Any], batch: Batch, config: Conf
         # the whole batch where every unit is kept, so its maps are those of an unfiltered run
         sub = x if len(keep) == len(units) else x[keep]
         chosen = targets if logits is None else targets[keep]
-        # Only the extra-pass methods read options and photo keys (SmoothGrad seeds its noise by key).
-        extra = any(registry.get(m).extra_passes for m in batch.methods)
-        kwargs: dict[str, Any] = ({"options": config.options, "keys": [pair_key(units[i].sample) for i in keep]}
-                                  if extra else {})
-        out = ex.explain(sub, targets=chosen, methods=list(batch.methods), **kwargs)
+        keys = [pair_key(units[i].sample) for i in keep]
+        out = ex.explain(sub, targets=chosen, methods=list(batch.methods), **engine_kwargs(config, batch.methods, keys))
         maps = {m: out.get(m).detach().float().cpu().numpy() for m in batch.methods}
         extras = {k: v.detach().float().cpu().numpy() for k, v in getattr(out, "extras", {}).items()}
         ms = dict(getattr(out, "milliseconds", {}))
         rectifiers = int(out.rectifiers)
+        layer = out.layer
         if logits is None:
             logits, targets = out.logits.detach().float().cpu(), out.targets.detach().cpu()
         del out, sub
@@ -472,6 +483,7 @@ def explain_units(ex: Any, lm: Any, units: list[Any], batch: Batch, config: Conf
             "filtered": j is None,
             "ms": ms,
             "rectifiers": rectifiers,
+            "layer": None if j is None else layer,
             "target": t,
             "target_rule": config.targets,
             "target_rank": _rank(logits[i], t),

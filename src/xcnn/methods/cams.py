@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from xcnn.methods.context import Context, to_heat
+from xcnn.registry import method
 
 _SPATIAL = (2, 3)
 
@@ -82,10 +83,13 @@ def _layer(ctx: Context) -> tuple[torch.Tensor, torch.Tensor]:
     return ctx.activation, ctx.layer_grad
 
 
+@method("gradcam", label="Grad-CAM", kind="heat", rules=("gradient",), needs_layer=True, reference="Selvaraju et al. 2017")
 def gradcam(ctx: Context) -> torch.Tensor:
     return to_heat(gradcam_layer(*_layer(ctx)), ctx.size)
 
 
+@method("guided_gradcam", label="Guided Grad-CAM", kind="signed", rules=("gradient", "guided"), needs_layer=True,
+        reference="Selvaraju et al. 2017")
 def guided_gradcam(ctx: Context) -> torch.Tensor:
     """Guided Backprop ⊙ Grad-CAM (Selvaraju et al. 2017); reuses Grad-CAM's map when it was asked too."""
     cam = ctx.maps.get("gradcam")
@@ -94,22 +98,28 @@ def guided_gradcam(ctx: Context) -> torch.Tensor:
     return ctx.grads["guided"] * cam
 
 
+@method("gradcam_pp", label="Grad-CAM++", kind="heat", rules=("gradient",), needs_layer=True,
+        reference="Chattopadhay et al. 2018")
 def gradcam_pp(ctx: Context) -> torch.Tensor:
     return to_heat(gradcam_pp_layer(*_layer(ctx)), ctx.size)
 
 
+@method("xgradcam", label="XGrad-CAM", kind="heat", rules=("gradient",), needs_layer=True, reference="Fu et al. 2020")
 def xgradcam(ctx: Context) -> torch.Tensor:
     return to_heat(xgradcam_layer(*_layer(ctx)), ctx.size)
 
 
+@method("layercam", label="LayerCAM", kind="heat", rules=("gradient",), needs_layer=True, reference="Jiang et al. 2021")
 def layercam(ctx: Context) -> torch.Tensor:
     return to_heat(layercam_layer(*_layer(ctx)), ctx.size)
 
 
+@method("hirescam", label="HiResCAM", kind="heat", rules=("gradient",), needs_layer=True, reference="Draelos & Carin 2020")
 def hirescam(ctx: Context) -> torch.Tensor:
     return to_heat(hirescam_layer(*_layer(ctx)), ctx.size)
 
 
+@method("eigencam", label="Eigen-CAM", kind="heat", needs_layer=True, reference="Muhammad & Yeasin 2020")
 def eigencam(ctx: Context) -> torch.Tensor:
     """Class-agnostic: needs the activations only, no backward pass."""
     if ctx.activation is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,30 +25,33 @@ from xcnn.methods.registry import Options
 
 class Attribution:
     """The map of one registry method. ``target_layer`` is read only by methods that need a layer
-    (the CAMs); ``options`` holds the parameters of the extra-pass methods."""
+    (the CAMs); ``params`` are the method's parameters (its dataclass; default its defaults),
+    ``memory_mb`` what its extra passes may use; ``options`` is xcnn 0.2's (deprecated)."""
 
     method = ""
 
     def __init__(self, model: nn.Module, method: str, target_layer: str | None = "auto",
-                 *, options: Options | None = None) -> None:
+                 *, params: Any = None, memory_mb: int = 4096, options: Options | None = None) -> None:
         (self.method,) = registry.check([method])
-        self.options = options
+        self.params, self.memory_mb, self.options = params, memory_mb, options
         needs_layer = registry.get(self.method).needs_layer
         self.explainer = Explainer(model, target_layer=target_layer if needs_layer else None)
 
     def attribute(self, inputs: torch.Tensor, target: Targets = None, *,
                   keys: Sequence[str] | None = None) -> torch.Tensor:
         """B×3×H×W (signed methods) or B×1×H×W in [0, 1] (heat methods) for B×3×H×W ``inputs``."""
-        maps = self.explainer.explain(inputs, target, methods=[self.method], options=self.options, keys=keys)
+        params = None if self.params is None else {self.method: self.params}
+        maps = self.explainer.explain(inputs, target, methods=[self.method], params=params, memory_mb=self.memory_mb,
+                                      keys=keys, options=self.options)
         return maps.get(self.method)
 
 
 class _Named(Attribution):
     """Base of the generated classes: the method is fixed by the class."""
 
-    def __init__(self, model: nn.Module, target_layer: str | None = "auto", *,
-                 options: Options | None = None) -> None:
-        super().__init__(model, type(self).method, target_layer, options=options)
+    def __init__(self, model: nn.Module, target_layer: str | None = "auto", *, params: Any = None,
+                 memory_mb: int = 4096, options: Options | None = None) -> None:
+        super().__init__(model, type(self).method, target_layer, params=params, memory_mb=memory_mb, options=options)
 
 
 def class_name(method: str) -> str:

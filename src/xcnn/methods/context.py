@@ -6,34 +6,90 @@ function returns the method's B×C×H×W map and may leave per-image numbers in 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xcnn.methods.registry import Options
+P = TypeVar("P")
 
 
 @dataclass
 class Context:
+    """What a method's compute function reads (``@xcnn.method``): the batch, the shared forward and
+    backward passes, its own parameters, and ``run`` / ``run_with_layer`` to run the model again."""
+
     model: nn.Module  # in eval mode for the whole call
     images: torch.Tensor  # B×3×H×W in the model's input space, detached
     targets: torch.Tensor  # LongTensor[B]
     logits: torch.Tensor  # B×classes from the shared forward pass, detached
-    options: Options
     keys: Sequence[str]  # one per image; seeds per-photo randomness so batching never changes a map
     grads: dict[str, torch.Tensor] = field(default_factory=dict)  # ∂y_c/∂x by rule: gradient, deconvnet, guided
     activation: torch.Tensor | None = None  # target-layer activations A, B×K×h×w, detached
     layer_grad: torch.Tensor | None = None  # ∂y_c/∂A (gradient rule), B×K×h×w
     layer: str | None = None  # target layer name
     maps: dict[str, torch.Tensor] = field(default_factory=dict)  # maps computed so far in this call
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-image numbers, e.g. "ig_completeness"
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # the running method's per-image numbers
+    params: Any = None  # the running method's parameters (its registry entry's dataclass), or None
+    memory_mb: int = 4096  # working memory a method that runs the model may use at once
+    # (replacement as activation reads it, the layer's own output) -> what the layer returns instead:
+    # its layout (tokens, NHWC) again; set by the engine for run_with_layer
+    layer_output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    options: Any = None  # xcnn 0.2's Options (deprecated): read by params_of, sets memory_mb
+
+    def __post_init__(self) -> None:
+        if self.options is not None:
+            self.memory_mb = self.options.memory_mb
+
+    def params_of(self, cls: type[P], method: str) -> P:
+        """The running method's parameters: ``params`` when it is a ``cls``, else what a 0.2
+        ``options`` bag sets, else ``cls()``'s defaults."""
+        if isinstance(self.params, cls):
+            return self.params
+        if self.options is not None:
+            value = self.options.params().get(method)
+            if isinstance(value, cls):
+                return value
+        return cls()
 
     @property
     def size(self) -> tuple[int, int]:
         return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    def run(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The model's logits for N inputs (N×3×H×W in its input space), without gradients and
+        without the engine's rectifier rules, in chunks that fit ``memory_mb``."""
+        from xcnn.methods.sampling import chunk_items, footprint, plain_torch
+
+        with plain_torch(), torch.no_grad():
+            most = chunk_items(footprint(self.model, self.images).infer_bytes, self.memory_mb)
+            return torch.cat([self.model(inputs[i:i + most]) for i in range(0, len(inputs), most)])
+
+    def run_with_layer(self, replaced: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The logits when the target layer's output is replaced: row n runs photo ``image[n]``
+        with the layer giving ``replaced[n]`` (N×K×h×w, as ``activation`` reads) instead of its own
+        activations. What Ablation-CAM and its kin need; no gradients, chunked to ``memory_mb``."""
+        from xcnn.methods.sampling import chunk_items, footprint, plain_torch
+
+        if self.layer is None or self.activation is None:
+            raise RuntimeError("run_with_layer needs the target layer: register the method with needs_layer=True")
+        module = dict(self.model.named_modules())[self.layer]
+        convert = self.layer_output or (lambda replacement, own: replacement)
+        current: list[torch.Tensor] = []
+        handle = module.register_forward_hook(lambda _m, _i, own: convert(current[0], own))
+        try:
+            with plain_torch(), torch.no_grad():
+                most = chunk_items(footprint(self.model, self.images).infer_bytes, self.memory_mb)
+                out = []
+                for i in range(0, len(image), most):
+                    current[:] = [replaced[i:i + most]]
+                    out.append(self.model(self.images[image[i:i + most]]))
+                return torch.cat(out)
+        finally:
+            handle.remove()
 
 
 def to_heat(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

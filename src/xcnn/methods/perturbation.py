@@ -6,7 +6,7 @@ channel and image with 1e-8 added to the span; s_k = y_c(x ⊙ M_k), the pre-sof
 w = softmax_k(s); L = relu(Σ_k w_k A_k), then upsampled and scaled like Grad-CAM.
 
 Cost: one no-grad forward per (image, channel), all images' channels in one list of items run in
-chunks sized to ``options.memory_mb``. A channel whose upsampled map is constant has an all-zero
+chunks sized to ``ctx.memory_mb``. A channel whose upsampled map is constant has an all-zero
 mask, so x ⊙ M_k is the all-zero image for every such channel of every image: they share one
 item, batched with the others.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +23,27 @@ from xcnn.errors import XcnnError
 from xcnn.methods.context import Context, to_heat
 from xcnn.methods.passes import Tally
 from xcnn.methods.sampling import chunk_items, even_chunks, footprint, plain_torch
+from xcnn.registry import method
 
 log = logging.getLogger(__name__)
 
 _EPS = 1e-8  # added to each mask's span, as pytorch-grad-cam does
 
 
+@dataclass(frozen=True)
+class ScoreCAMParams:
+    top_k: int | None = field(default=None, metadata={
+        "help": "score only each image's k channels of highest mean activation (none: every channel, as the paper)"})
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and (isinstance(self.top_k, bool) or int(self.top_k) != self.top_k
+                                       or self.top_k < 1):
+            raise ValueError(f"scorecam top_k must be a whole number >= 1, or left out for every channel; "
+                             f"got {self.top_k!r}")
+
+
+@method("scorecam", label="Score-CAM", kind="heat", needs_layer=True, extra_passes=True, params=ScoreCAMParams,
+        reference="Wang et al. 2020")
 def scorecam(ctx: Context) -> torch.Tensor:
     """Score-CAM, B×1×H×W in [0, 1]."""
     return to_heat(channel_cam(ctx), ctx.size)
@@ -45,13 +61,14 @@ def channel_cam(ctx: Context) -> torch.Tensor:
 
 def channel_weights(ctx: Context, activation: torch.Tensor) -> torch.Tensor:
     """w = softmax over the scored channels of s_k = y_c(x ⊙ M_k), B×K; channels left out by
-    ``options.scorecam_top_k`` get weight 0."""
+    ``top_k`` get weight 0."""
     model, x, targets = ctx.model, ctx.images, ctx.targets
     batch, channels = activation.shape[:2]
-    most = chunk_items(footprint(model, x).infer_bytes, ctx.options.memory_mb)
+    most = chunk_items(footprint(model, x).infer_bytes, ctx.memory_mb)
     map_bytes = 2 * ctx.size[0] * ctx.size[1] * x.element_size()  # an upsampled map and its temporary
-    lo, hi = _mask_ranges(activation, ctx.size, chunk_items(map_bytes, ctx.options.memory_mb))
-    scored = _scored_channels(activation, ctx.options.scorecam_top_k)
+    lo, hi = _mask_ranges(activation, ctx.size, chunk_items(map_bytes, ctx.memory_mb))
+    params = ctx.params_of(ScoreCAMParams, "scorecam")
+    scored = _scored_channels(activation, params.top_k)
 
     # Counting the items is the call's only host sync.
     image, channel = torch.nonzero(scored & (hi > lo), as_tuple=True)

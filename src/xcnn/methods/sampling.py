@@ -1,7 +1,7 @@
 """Integrated Gradients and SmoothGrad: true input gradients at many points around each photo.
 
 Both evaluate ∂y_c/∂x at n points per image. The points of every image of the batch are laid
-out as one list of items and run through the model in chunks sized to ``options.memory_mb``,
+out as one list of items and run through the model in chunks sized to ``ctx.memory_mb``,
 so a chunk mixes images and steps (or samples) and no image is ever run alone.
 
 The gradients are the model's own (plain autograd, input only, no weight gradients): any torch
@@ -18,7 +18,7 @@ import logging
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
@@ -29,6 +29,7 @@ from torch.overrides import _len_torch_function_stack, _pop_mode, _push_mode
 from xcnn.errors import XcnnError
 from xcnn.methods.context import Context
 from xcnn.methods.passes import Tally
+from xcnn.registry import method
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,12 @@ def even_chunks(items: int, most: int) -> int:
     return -(-items // max(passes, 1))
 
 
+def _positive(value: int, name: str) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights of the n-point Gauss–Legendre rule on [0, 1], as Captum's
     "gausslegendre" builds them (float64; Captum casts both to float32)."""
@@ -125,11 +132,22 @@ def gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     return 0.5 * (1 + nodes), 0.5 * weights
 
 
+@dataclass(frozen=True)
+class IntegratedGradientsParams:
+    steps: int = field(default=50, metadata={"help": "Gauss-Legendre steps from the baseline 0 of the model's input"})
+
+    def __post_init__(self) -> None:
+        _positive(self.steps, "integrated_gradients steps")
+
+
+@method("integrated_gradients", label="Integrated Gradients", kind="signed", extra_passes=True,
+        params=IntegratedGradientsParams, fields=("completeness",), reference="Sundararajan et al. 2017")
 def integrated_gradients(ctx: Context) -> torch.Tensor:
-    """IG with baseline 0: x ⊙ Σ_i w_i ∂y_c/∂x(α_i x), n = ``options.ig_steps`` Gauss–Legendre
-    nodes. B×3×H×W, signed. Leaves |Σ IG − (y_c(x) − y_c(0))| / |y_c(x) − y_c(0)| per image in
-    ``ctx.extras["ig_completeness"]`` (NaN where y_c(x) = y_c(0))."""
-    n = _positive(ctx.options.ig_steps, "ig_steps")
+    """IG with baseline 0: x ⊙ Σ_i w_i ∂y_c/∂x(α_i x), n = ``steps`` Gauss–Legendre nodes.
+    B×3×H×W, signed. Leaves |Σ IG − (y_c(x) − y_c(0))| / |y_c(x) − y_c(0)| per image in
+    ``ctx.extras["completeness"]`` (NaN where y_c(x) = y_c(0))."""
+    params = ctx.params_of(IntegratedGradientsParams, "integrated_gradients")
+    n = _positive(params.steps, "integrated_gradients steps")
     x, targets = ctx.images, ctx.targets
     batch, device = x.shape[0], x.device
     nodes, weights = gauss_legendre(n)
@@ -144,7 +162,7 @@ def integrated_gradients(ctx: Context) -> torch.Tensor:
     step = torch.arange(n + 1, device=device).repeat_interleave(batch)[:items]
 
     with plain_torch():
-        size = even_chunks(items, chunk_items(footprint(ctx.model, x).grad_bytes, ctx.options.memory_mb))
+        size = even_chunks(items, chunk_items(footprint(ctx.model, x).grad_bytes, ctx.memory_mb))
         log.debug("integrated_gradients: %d items in chunks of %d", items, size)
         total = torch.zeros_like(x)
         tally = Tally("integrated_gradients passes", items)
@@ -159,7 +177,7 @@ def integrated_gradients(ctx: Context) -> torch.Tensor:
     at_baseline = logits[-1, targets]
     gap = ctx.logits.gather(1, targets[:, None])[:, 0] - at_baseline
     error = (attribution.sum(dim=(1, 2, 3)) - gap).abs() / gap.abs()
-    ctx.extras["ig_completeness"] = torch.where(gap != 0, error, torch.full_like(error, float("nan")))
+    ctx.extras["completeness"] = torch.where(gap != 0, error, torch.full_like(error, float("nan")))
     return attribution
 
 
@@ -170,23 +188,40 @@ def noise_seed(seed: int, key: str, sample: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1  # 63 bits: any torch.Generator takes it
 
 
+@dataclass(frozen=True)
+class SmoothGradParams:
+    samples: int = field(default=25, metadata={"help": "noisy copies averaged"})
+    sigma: float = field(default=0.15, metadata={"help": "noise std as a fraction of the photo's value range"})
+    # sample s of photo key comes from a generator seeded by (seed, key, s): no batch changes a map
+    seed: int = field(default=0, metadata={"help": "noise seed"})
+
+    def __post_init__(self) -> None:
+        _positive(self.samples, "smoothgrad samples")
+        if not 0 <= self.sigma <= 10:
+            raise ValueError(f"smoothgrad sigma must be in [0, 10] (a fraction of the photo's value range), "
+                             f"got {self.sigma!r}")
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or not 0 <= self.seed < 2**63:
+            raise ValueError(f"smoothgrad seed must be a whole number >= 0, got {self.seed!r}")
+
+
+@method("smoothgrad", label="SmoothGrad", kind="signed", extra_passes=True, params=SmoothGradParams,
+        reference="Smilkov et al. 2017")
 def smoothgrad(ctx: Context) -> torch.Tensor:
-    """Mean of ∂y_c/∂x over n = ``options.smoothgrad_samples`` copies x + ε, ε ~ N(0, σ²),
-    σ = ``options.smoothgrad_sigma`` · (max x − min x) per image. B×3×H×W, signed."""
-    n = _positive(ctx.options.smoothgrad_samples, "smoothgrad_samples")
-    if ctx.options.smoothgrad_sigma < 0:
-        raise XcnnError(f"smoothgrad_sigma must be ≥ 0, got {ctx.options.smoothgrad_sigma}")
+    """Mean of ∂y_c/∂x over n = ``samples`` copies x + ε, ε ~ N(0, σ²), σ = ``sigma`` ·
+    (max x − min x) per image. B×3×H×W, signed."""
+    params = ctx.params_of(SmoothGradParams, "smoothgrad")
+    n = _positive(params.samples, "smoothgrad samples")
     if len(ctx.keys) != ctx.images.shape[0]:
         raise XcnnError(f"smoothgrad needs one key per image, got {len(ctx.keys)} for {ctx.images.shape[0]}")
     x, targets = ctx.images, ctx.targets
     batch, device = x.shape[0], x.device
-    sigma = ctx.options.smoothgrad_sigma * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
+    sigma = params.sigma * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
     items = [(b, s) for s in range(n) for b in range(batch)]
     image = torch.tensor([b for b, _ in items], device=device)
     pinned = device.type == "cuda"
 
     with plain_torch():
-        size = even_chunks(len(items), chunk_items(footprint(ctx.model, x).grad_bytes, ctx.options.memory_mb))
+        size = even_chunks(len(items), chunk_items(footprint(ctx.model, x).grad_bytes, ctx.memory_mb))
         log.debug("smoothgrad: %d items in chunks of %d", len(items), size)
         total = torch.zeros_like(x)
         tally = Tally("smoothgrad passes", len(items))
@@ -196,7 +231,7 @@ def smoothgrad(ctx: Context) -> torch.Tensor:
             # over in one copy: the same numbers on every device, dtype and batch.
             noise = torch.empty((len(chunk), *x.shape[1:]), pin_memory=pinned)
             for row, (b, s) in enumerate(chunk):
-                generator = torch.Generator().manual_seed(noise_seed(ctx.options.seed, ctx.keys[b], s))
+                generator = torch.Generator().manual_seed(noise_seed(params.seed, ctx.keys[b], s))
                 noise[row] = torch.randn(x.shape[1:], generator=generator)
             i = image[start:start + size]
             noise = noise.to(device, x.dtype, non_blocking=pinned)
@@ -214,8 +249,3 @@ def _input_grad(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> tup
         (grad,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), x)
     return grad, logits.detach()
 
-
-def _positive(value: int, name: str) -> int:
-    if int(value) != value or value < 1:
-        raise XcnnError(f"{name} must be a positive whole number, got {value!r}")
-    return int(value)

@@ -2,8 +2,8 @@
 
 Each baseline is ``f(photos) -> maps``: ``photos`` is B×H×W×3 uint8 RGB (the photo at the
 model's input size, before normalisation), the result B×1×H×W float32 in [0, 1] (the
-registry's "heat" kind). They are registered as ``uniform``, ``centre`` and ``edges`` with
-compute paths ``xcnn.metrics.baselines:<name>``.
+registry's "heat" kind). They are registered (``baseline=True``) as ``uniform``, ``centre`` and
+``edges``.
 
 - ``uniform``: all ones; its energy concentration equals the mask's area fraction (chance).
 - ``centre``: an isotropic Gaussian centred at ((H−1)/2, (W−1)/2) with σ = ¼ of the shorter
@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from xcnn.errors import XcnnError
 from xcnn.metrics.localisation import ArrayLike, _as_numpy
+from xcnn.registry import method
 
 LUMA_601 = (0.299, 0.587, 0.114)
 
@@ -29,12 +30,14 @@ def _photos(photos: ArrayLike) -> np.ndarray:
     return p
 
 
+@method("uniform", label="Uniform (baseline)", kind="heat", baseline=True)
 def uniform(photos: ArrayLike) -> np.ndarray:
     """All ones, B×1×H×W float32: P equals the mask's area fraction exactly."""
     b, h, w, _ = _photos(photos).shape
     return np.ones((b, 1, h, w), dtype=np.float32)
 
 
+@method("centre", label="Centre (baseline)", kind="heat", baseline=True)
 def centre(photos: ArrayLike) -> np.ndarray:
     """exp(−d² / 2σ²), d the distance to ((H−1)/2, (W−1)/2), σ = min(H, W) / 4; B×1×H×W float32."""
     b, h, w, _ = _photos(photos).shape
@@ -45,6 +48,7 @@ def centre(photos: ArrayLike) -> np.ndarray:
     return np.broadcast_to(g, (b, 1, h, w)).copy()
 
 
+@method("edges", label="Edges (baseline)", kind="heat", baseline=True)
 def edges(photos: ArrayLike) -> np.ndarray:
     """Sobel gradient magnitude of the luma (float64, ``scipy.ndimage.sobel``, mode "reflect"),
     divided by its per-photo maximum; B×1×H×W float32. Scaling changes no score (P, pointing,

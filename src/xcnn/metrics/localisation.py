@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from xcnn.errors import XcnnError
+from xcnn.registry import MetricContext, metric
 
 ArrayLike = Any  # np.ndarray or torch.Tensor
 
@@ -81,7 +82,7 @@ def relevance_mass_accuracy(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
 
 
 def scores(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
-    """Every metric above in one pass over the maps (what the experiment runner uses):
+    """Every metric above in one pass over the maps (what the registered metrics below read):
     ``E, E_celk, P, chance, pointing_hit, rma``, each of length B. ``pointing_hit`` is
     float here: 1.0 / 0.0, and NaN for an all-zero map."""
     m, k = _check(maps, masks)
@@ -106,6 +107,48 @@ def scores(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
         "pointing_hit": hit,
         "rma": _ratio(abs_inside, abs_total),
     }
+
+
+# --- the registered per-map metrics: every record gets each (xcnn.registry.metric) --------------
+
+def _shared(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> dict[str, np.ndarray]:
+    """``scores`` once per call, whichever of these metrics asks first (they share one pass)."""
+    if "localisation" not in ctx.cache:
+        ctx.cache["localisation"] = scores(maps, masks)
+    return ctx.cache["localisation"]
+
+
+@metric("P", label="Energy concentration P", paper="Explainable Convolutional Neural Networks (Brno, 2021)",
+        fields=("E", "E_celk"))
+def energy_concentration(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> dict[str, np.ndarray]:
+    """P = E / E_celk, with E and E_celk (NaN where the map is all zero)."""
+    sc = _shared(maps, masks, ctx)
+    return {"P": sc["P"], "E": sc["E"], "E_celk": sc["E_celk"]}
+
+
+@metric("chance", label="Chance level", higher_is_better=None)
+def chance(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """The dilated mask's area fraction: the P of a uniform map."""
+    return _shared(maps, masks, ctx)["chance"]
+
+
+@metric("lift", label="Lift P / chance")
+def lift(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """P / chance; NaN where the mask vanished at this size."""
+    sc = _shared(maps, masks, ctx)
+    return _ratio(sc["P"], sc["chance"])
+
+
+@metric("pointing_hit", label="Pointing game", paper="Zhang et al. 2018", boolean=True)
+def pointing_hit(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """1.0 where the most energetic pixel lies in the mask, 0.0 elsewhere, NaN for an all-zero map."""
+    return _shared(maps, masks, ctx)["pointing_hit"]
+
+
+@metric("rma", label="Relevance mass accuracy", paper="Arras et al. 2022")
+def rma(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """Σ|I|·M / Σ|I| (unsquared, summed over channels)."""
+    return _shared(maps, masks, ctx)["rma"]
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ import pickle
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 from typing import TypeGuard
 
@@ -41,6 +42,9 @@ from torch import nn
 from xcnn.errors import XcnnError, did_you_mean
 from xcnn.files import write_atomic
 from xcnn.models import checks, factory
+
+if TYPE_CHECKING:
+    from xcnn.engine import Explainer
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,16 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def explainer(self, layer: str | None = "auto", model: nn.Module | None = None) -> Explainer:
+        """The one way xcnn builds an Explainer for this model (runs, their checks, ``xcnn explain``):
+        the CAM layer asked, or the model's own where "auto" is asked (a token-grid model's last
+        block), read in the model's layout. ``model``: a copy to explain instead (a randomised one)
+        with the same layers."""
+        from xcnn.engine import Explainer
+
+        chosen = self.gradcam_layer if layer in (None, "auto") else layer
+        return Explainer(self.model if model is None else model, target_layer=chosen, layout=self.layout)
 
 
 def imagenet_categories() -> list[str]:
