@@ -311,7 +311,12 @@ def test_demo_command_ends_with_exp_json_and_the_report(tmp_path: Path, caplog: 
     warning about itself, 0.2's numbers (tests/test_compat_v02.py), a report under 15 MB."""
     from tests.test_compat_v02 import assert_numbers_of_v02
 
+    import torch
+
+    from tests.test_compat_v02 import THREADS
+
     out = tmp_path / "demo"
+    torch.set_num_threads(THREADS)  # as the committed numbers were made (the module runs one thread)
     with caplog.at_level(logging.INFO):
         assert main(["run", str(ROOT / "configs" / "demo.toml"), "--out", str(out)]) == 0
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

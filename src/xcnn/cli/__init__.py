@@ -18,7 +18,30 @@ exit status: 0 done; 3 some units failed for data reasons; 2 a usage or input er
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    plugins = _plugins(argv)
+    if plugins:  # before the parser: a plugin's methods bring options of their own
+        from pathlib import Path
+
+        from xcnn.registry import load_plugins
+
+        try:
+            load_plugins(plugins, Path.cwd())
+        except XcnnError as err:
+            print(f"xcnn: error: {err}", file=sys.stderr)
+            return 2
     return run_command(build_parser().parse_args(argv))
+
+
+def _plugins(argv: list[str]) -> list[str]:
+    """The modules of every --plugin MODULE (or --plugin=MODULE) in argv."""
+    found = []
+    for i, word in enumerate(argv):
+        if word == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif word.startswith("--plugin="):
+            found.append(word.partition("=")[2])
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:

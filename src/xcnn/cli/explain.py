@@ -260,14 +260,14 @@ def _builtin_names() -> tuple[str, ...]:
 
 
 def _add_param_options(p: argparse.ArgumentParser) -> None:
-    """One option per parameter of each built-in method, from its parameter dataclass:
+    """One option per parameter of each method (a --plugin's too), from its parameter dataclass:
     --integrated-gradients-steps, --smoothgrad-sigma, ... (and 0.2's names where they differ)."""
     import dataclasses
 
     try:
         from xcnn import registry as reg
 
-        entries = [m for m in reg.methods().values() if m.params is not None]
+        entries = [m for m in reg.methods().values() if m.params is not None]  # plugins' too, when loaded
     except ImportError:
         return
     for entry in entries:

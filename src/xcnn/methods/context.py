@@ -79,10 +79,10 @@ class Context:
         module = dict(self.model.named_modules())[self.layer]
         convert = self.layer_output or (lambda replacement, own: replacement)
         current: list[torch.Tensor] = []
+        most = chunk_items(footprint(self.model, self.images).infer_bytes, self.memory_mb)  # probes: hook after
         handle = module.register_forward_hook(lambda _m, _i, own: convert(current[0], own))
         try:
             with plain_torch(), torch.no_grad():
-                most = chunk_items(footprint(self.model, self.images).infer_bytes, self.memory_mb)
                 out = []
                 for i in range(0, len(image), most):
                     current[:] = [replaced[i:i + most]]

@@ -1,0 +1,200 @@
+"""A plugin written only from docs/PLUGINS.md adds methods and a metric to a run, end to end
+(config, run, records, records.csv, report), and a broken plugin is one line naming it.
+
+Runs that load the plugin go through a subprocess: a plugin's registrations last for its
+process, and this one's registry must stay the built-ins' for the other tests."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from xcnn import XcnnError, registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def plugin_source() -> str:
+    """The plugin module of docs/PLUGINS.md, as a reader saves it."""
+    text = (ROOT / "docs" / "PLUGINS.md").read_text(encoding="utf-8")
+    return re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)[0]
+
+
+def xcnn_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "xcnn", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _tiny_dataset(root: Path) -> None:
+    from tests.test_faults_names import _folder
+
+    _folder(root, [("p1.png", "cat"), ("p2.png", "dog"), ("p3.png", "dog")])
+
+
+def test_the_documented_plugin_runs_end_to_end(tmp_path: Path) -> None:
+    (tmp_path / "mymethods.py").write_text(plugin_source())
+    _tiny_dataset(tmp_path / "data")
+    (tmp_path / "mine.toml").write_text(
+        'plugins = ["mymethods"]\n\n[data]\nformat = "folder"\nroot = "data"\ncategories = ["cat", "dog"]\n'
+        'images_per_category = 2\ntargets = "label"\n\n'
+        '[[models]]\nname = "python:tests.tiny_net:build"\nweights = "random"\nclasses = ["cat", "dog", "bird"]\n\n'
+        '[run]\nsizes = [48]\nmethods = ["gradient", "twice_gradient", "gradient_power"]\ndevice = "cpu"\n\n'
+        '[methods.gradient_power]\npower = 1.5\n')
+    done = xcnn_cli("run", "mine.toml", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    by = {(r["id"], r["class"], r["method"]): r for r in records}
+    units = {(r["id"], r["class"]) for r in records}
+    assert len(units) == 3 and len(records) == 9
+    for unit in units:  # P is scale-free: twice the gradient has the gradient's P
+        assert by[(*unit, "twice_gradient")]["P"] == pytest.approx(by[(*unit, "gradient")]["P"], rel=1e-6)
+        assert by[(*unit, "twice_gradient")]["E_celk"] == pytest.approx(4 * by[(*unit, "gradient")]["E_celk"], rel=1e-5)
+        assert by[(*unit, "gradient_power")]["peak"] > 0
+    # the metric on every record: the total energy is E_celk by another name
+    assert all(r["total_energy"] == pytest.approx(r["E_celk"], rel=1e-6) for r in records)
+    with open(run / "records.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert {"total_energy", "peak"} <= set(header)
+    page = (run / "report" / "index.html").read_text()
+    assert "Twice the gradient" in page and "Gradient power" in page and "Total energy" in page
+    config = json.loads((run / "config.json").read_text())
+    assert config["plugins"]["mymethods"].startswith("sha256:")
+    assert config["identity"]["methods"]["gradient_power"] == {"power": 1.5}
+    # a changed plugin parameter is another identity: refused, in one line
+    (tmp_path / "mine.toml").write_text((tmp_path / "mine.toml").read_text().replace("1.5", "3.0"))
+    again = xcnn_cli("run", "mine.toml", "--out", "run", cwd=tmp_path)
+    assert again.returncode == 2 and "parameters of gradient_power" in again.stderr
+    # and on the command line
+    from PIL import Image
+
+    Image.open(tmp_path / "data" / "p1.png").save(tmp_path / "p.png")
+    shown = xcnn_cli("explain", "p.png", "--plugin", "mymethods", "--methods", "twice_gradient,gradient_power",
+                     "--model", "python:tests.tiny_net:build", "--weights", "random", "--classes", "a,b,c",
+                     "--gradient-power-power", "3", "--out", "maps", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert {p.name for p in (tmp_path / "maps").iterdir()} >= {"p-twice_gradient.png", "p-gradient_power.png"}
+
+
+@pytest.fixture
+def own_registry() -> Iterator[None]:
+    """Registrations made in a test are forgotten after it."""
+    methods, metrics = dict(registry.methods()), dict(registry.metrics())
+    modules = set(sys.modules)
+    yield
+    registry._METHODS.clear()
+    registry._METHODS.update(methods)
+    registry._METRICS.clear()
+    registry._METRICS.update(metrics)
+    for name in set(sys.modules) - modules:
+        if name.startswith("badplugin"):
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("raise RuntimeError('boom')", r"plugin 'badplugin_0': importing it raised RuntimeError \(boom\)"),
+    ("import sys\nsys.exit(3)", r"plugin 'badplugin_1': importing it raised SystemExit \(3\)"),
+    ("import xcnn\n@xcnn.method('gradient', label='G', kind='signed')\ndef mine(ctx):\n    return ctx.images\n",
+     r"badplugin_2: method 'gradient' \(mine\) is registered twice \(first by xcnn.methods.gradients\)"),
+    ("import xcnn\n@xcnn.method('bad_kind', label='B', kind='colour')\ndef mine(ctx):\n    return ctx.images\n",
+     r"badplugin_3: method 'bad_kind': kind 'colour' is not"),
+    ("import xcnn\n@xcnn.metric('P', label='again')\ndef mine(maps, masks, ctx):\n    return maps.sum()\n",
+     r"metric 'P' \(mine\) is registered twice"),
+])
+def test_a_broken_plugin_is_one_line_naming_it(tmp_path: Path, own_registry: None, body: str, expected: str,
+                                               request: pytest.FixtureRequest) -> None:
+    name = f"badplugin_{request.node.callspec.indices['body']}"
+    (tmp_path / f"{name}.py").write_text(body)
+    with pytest.raises(XcnnError, match=expected) as err:
+        registry.load_plugins([name], tmp_path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(XcnnError, match="plugin 'nowhere' not found"):
+        registry.load_plugins(["nowhere"], tmp_path)
+    with pytest.raises(XcnnError, match="give a module name"):
+        registry.load_plugins(["../outside"], tmp_path)
+
+
+def test_a_method_of_the_wrong_shape_or_dtype_is_one_line(own_registry: None) -> None:
+    from xcnn.engine import Explainer
+
+    @registry.method("wrong_shape", label="Wrong", kind="heat")
+    def wrong_shape(ctx):  # type: ignore[no-untyped-def]
+        return ctx.images  # B×3×H×W, but a heat map is B×1×H×W
+
+    @registry.method("wrong_dtype", label="Wrong dtype", kind="signed")
+    def wrong_dtype(ctx):  # type: ignore[no-untyped-def]
+        return ctx.images.long()
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    model(torch.zeros(1, 3, 8, 8))
+    for name, got in (("wrong_shape", r"\(1, 3, 8, 8\) torch.float32"), ("wrong_dtype", r"\(1, 3, 8, 8\) torch.int64")):
+        with pytest.raises(XcnnError, match=rf"method '{name}' \(tests.test_plugins.*{name}\) returned {got}"):
+            Explainer(model, target_layer=None).explain(torch.zeros(1, 3, 8, 8), 0, methods=[name])
+
+
+def test_run_with_layer_replaces_the_layers_output(own_registry: None) -> None:
+    """A method that reruns the model with the CAM layer's output replaced (Ablation-CAM's need):
+    with the layer's own activations the logits come back unchanged; zeroing a channel changes them
+    exactly as a hand-made forward pass does."""
+    from xcnn.engine import Explainer
+
+    torch.manual_seed(0)
+    conv, head = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Sequential(torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                                                         torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    model = torch.nn.Sequential(conv, head).eval()
+    seen = {}
+
+    @registry.method("probe_layer", label="Probe", kind="heat", needs_layer=True, extra_passes=True)
+    def probe_layer(ctx):  # type: ignore[no-untyped-def]
+        same = ctx.run_with_layer(ctx.activation, torch.arange(len(ctx.images)))
+        ablated = ctx.activation.clone()
+        ablated[:, 1] = 0
+        seen.update(same=same, logits=ctx.logits, ablated=ctx.run_with_layer(ablated, torch.arange(len(ctx.images))),
+                    by_hand=head(ablated), again=ctx.run(ctx.images))
+        return torch.zeros(len(ctx.images), 1, *ctx.size)
+
+    x = torch.randn(2, 3, 10, 10)
+    Explainer(model, target_layer="0").explain(x, 0, methods=["probe_layer"])
+    torch.testing.assert_close(seen["same"], seen["logits"])
+    torch.testing.assert_close(seen["again"], seen["logits"])
+    torch.testing.assert_close(seen["ablated"], seen["by_hand"])
+    assert not torch.allclose(seen["ablated"], seen["logits"])
+
+
+def test_the_randomisation_check_reads_the_records_layer_and_layout(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """One way to build an explainer: for a token model (a ViT, whose own CAM layer is its last
+    block, read as tokens) the randomisation check's maps come from the layer and layout of the
+    records'. 0.2 built that explainer by hand, without the layout: its CAMs read another layer."""
+    pytest.importorskip("timm")
+    from xcnn import engine
+    from xcnn.experiment import load_config, run
+
+    built: list[tuple[object, object]] = []
+    original = engine.Explainer.__init__
+
+    def spy(self, model, target_layer="auto", layout=None):  # type: ignore[no-untyped-def]
+        built.append((target_layer, layout))
+        original(self, model, target_layer, layout)
+
+    monkeypatch.setattr(engine.Explainer, "__init__", spy)
+    from tests.test_faults_names import _folder
+
+    _folder(tmp_path / "data", [("p1.png", "cat"), ("p2.png", "dog")])
+    (tmp_path / "vit.toml").write_text(
+        '[data]\nformat = "folder"\nroot = "data"\ncategories = ["cat", "dog"]\n\n'
+        '[[models]]\nname = "timm:vit_tiny_patch16_224"\nweights = "random"\n\n'
+        '[run]\nsizes = [224]\nmethods = ["gradcam"]\ndevice = "cpu"\n\n'
+        '[checks]\nrandomisation = true\nrandomisation_photos = 2\nrandomisation_steps = 1\n')
+    summary = run(load_config(tmp_path / "vit.toml"), tmp_path / "run")
+    assert summary.failed == 0 and summary.check_rows > 0
+    assert len(built) >= 3 and set(built) == {("blocks.11", "tokens")}
