@@ -1,18 +1,22 @@
 """xcnn vs five Captum calls vs the autograd floor, side by side in one run.
 
     python benchmarks/engine.py [--model resnet50] [--batch 8] [--size 224] [--reps 3] [--variants ...]
+                                [--compare-src OLD_CHECKOUT/src]
 
 Variants: the floor, xcnn's five default maps, xcnn's eleven single-pass maps (the five plus
 Input × Gradient, Grad-CAM++, XGrad-CAM, LayerCAM, HiResCAM, Eigen-CAM) and Captum's five
 separate calls. Each variant runs in its own fresh process (so peak memory is its own), the
 variants take turns, and each figure is the median of the repetitions. The floor is what no
 implementation can beat: one forward pass and three input-only backward passes of plain
-autograd — every single-pass map needs no more passes than that.
+autograd — every single-pass map needs no more passes than that. ``--compare-src`` also times
+the eleven single-pass maps of another checkout (e.g. xcnn 0.2's ``src``), turn about with this
+one's, and prints the ratio.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -96,6 +100,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {','.join(VARIANTS)} (default: all); the floor always runs")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu); peak memory is the GPU's on cuda")
+    parser.add_argument("--compare-src", metavar="DIR", help="another checkout's src folder: its eleven single-pass "
+                        "maps are timed beside this one's (default: none)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -105,13 +111,19 @@ def main() -> None:
     import torch
 
     variants = [v for v in VARIANTS if v == "floor" or v in args.variants.split(",")]
+    if args.compare_src:
+        variants.append("xcnn_single_other")
     results: dict[str, list[float]] = {v: [] for v in variants}
     peaks: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.rounds):
         for v in variants:
-            cmd = [sys.executable, __file__, "--variant", v, "--model", args.model, "--batch", str(args.batch),
-                   "--size", str(args.size), "--reps", str(args.reps), "--device", args.device]
-            out = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+            other = v == "xcnn_single_other"
+            cmd = [sys.executable, __file__, "--variant", "xcnn_single" if other else v, "--model", args.model,
+                   "--batch", str(args.batch), "--size", str(args.size), "--reps", str(args.reps), "--device",
+                   args.device]
+            env = {**os.environ, "PYTHONPATH": args.compare_src} if other else None  # that checkout's xcnn
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+            out = json.loads(done.stdout.strip().splitlines()[-1])
             results[v] += out["seconds"]
             peaks[v].append(out["peak_mib"])
     med = {v: statistics.median(t) for v, t in results.items()}
@@ -120,7 +132,8 @@ def main() -> None:
     print(f"{args.model}, batch {args.batch}, {args.size}×{args.size}, {where}, torch {torch.__version__}; "
           f"median of {len(results['floor'])} runs")
     labels = {"floor": "floor (1 fwd + 3 input-only bwd)", "xcnn": "xcnn, five default maps",
-              "xcnn_single": "xcnn, eleven single-pass maps", "captum": "Captum, five separate calls"}
+              "xcnn_single": "xcnn, eleven single-pass maps", "captum": "Captum, five separate calls",
+              "xcnn_single_other": "the same, --compare-src's xcnn"}
     print(f"{'variant':34s} {'seconds':>8s} {'/ floor':>8s} {'peak MiB':>9s}")
     for v in variants:
         print(f"{labels[v]:34s} {med[v]:8.3f} {med[v] / med['floor']:8.2f} {max(peaks[v]):9.0f}")
@@ -128,6 +141,9 @@ def main() -> None:
     for v, target in targets.items():
         if v in med:
             print(f"{v} / floor = {med[v] / med['floor']:.2f}  (target {target})")
+    if "xcnn_single_other" in med and "xcnn_single" in med:
+        print(f"this / other = {med['xcnn_single'] / med['xcnn_single_other']:.3f}  (eleven single-pass maps; "
+              "target ≤ 1.03 against 0.2)")
     if "captum" in med and "xcnn" in med:
         print(f"captum / xcnn  = {med['captum'] / med['xcnn']:.2f}  (target ≥ 2)")
 

@@ -13,7 +13,7 @@ import pandas as pd
 from xcnn.errors import XcnnError
 from xcnn.experiment import descriptions
 from xcnn.experiment.layout import FAILURES_FILE, RECORDS_FILE
-from xcnn.files import slug
+from xcnn.files import slug, unit_stem
 from xcnn.report import figures, files, grids, html, progress, stats, tables
 from xcnn.report.run_info import RunInfo, read_config, reasons, run_info
 
@@ -218,7 +218,7 @@ def _gallery(run_dir: Path, out: Path, df: pd.DataFrame) -> list[html.Card]:
         key = (rec["id"], rec["class"], rec["size"])
         if key not in photos:
             photo = files.inside(run_dir, rec["image_png"])
-            dest = out / "photos" / slug(str(rec["size"])) / (slug(f"{rec['id']}_{rec['class']}") + ".webp")
+            dest = out / "photos" / slug(str(rec["size"])) / (unit_stem(str(rec["id"]), str(rec["class"])) + ".webp")
             ok = photo is not None and files.outlined_photo(photo, files.inside(run_dir, rec["mask_png"]), dest)
             photos[key] = dest if ok else None
         picture = files.inside(run_dir, rec["map_png"])
