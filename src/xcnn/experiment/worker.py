@@ -69,6 +69,10 @@ class Worker:
     """Runs batches of one config; loads a model on first use and keeps it until another is asked."""
 
     def __init__(self, config: Config, device: str | torch.device = "cpu", save_maps: bool = False) -> None:
+        from xcnn import registry as plugins
+
+        # A worker in another process (a Ray actor) registers the config's plugins itself.
+        plugins.load_plugins([name for name, _ in config.plugins], Path(config.source).parent if config.source else None)
         self.config = config
         self.device = torch.device(device)
         self.save_maps = save_maps
