@@ -145,3 +145,16 @@ def test_slug_keeps_names_apart_even_without_ascii_letters() -> None:
     cat, dog = slug("猫"), slug("犬")
     assert cat != dog and cat.startswith("x-") and len(cat) == 10 and cat == slug("猫")  # stable per name
     assert slug("") != cat
+
+
+def test_check_keys_are_typed_and_match_what_the_planner_asks() -> None:
+    """A check row read back from checks.jsonl has the key the planner builds from the config
+    (typed fields, not their text); other parameters are another key."""
+    from xcnn.experiment.store import CheckKey, check_key
+
+    row = json.loads(json.dumps({"CNN": "m", "size": "224", "id": 7, "class": "dog", "method": "gradcam",
+                                 "test": "randomisation", "measure": "ssim", "step": 1, "steps": 5, "seed": 0}))
+    planned = CheckKey(("m", "224", "7", "dog"), "gradcam", "randomisation", "ssim", 1, 5, 0)
+    assert check_key(row) == planned and hash(check_key(row)) == hash(planned)
+    assert check_key({**row, "steps": 6}) != planned and check_key({**row, "seed": 1}) != planned
+    assert check_key({**row, "step": None}).step is None

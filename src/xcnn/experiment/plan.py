@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xcnn.experiment.config import Config, ModelSpec, Size
-from xcnn.experiment.store import UnitKey
+from xcnn.experiment.store import CheckKey, UnitKey
 from xcnn.methods.registry import BASELINE_NAMES
 
 log = logging.getLogger(__name__)
@@ -81,19 +81,18 @@ def missing(config: Config, batch: Batch, sample: Any, done: set[Any], checks_do
     key = unit_key(batch.model, batch.size, sample)
     base = (batch.model.name, batch.size.label, str(sample.image_id), sample.category)
     c = config.checks
-    seed = str(c.seed)
     want = []
     for m in methods_of(config, batch.model):
         if batch.check is None:
             lacks = (*key, m) not in done
             if not lacks and pair_key(sample) in batch.faithful:
-                lacks = any((*base, m, t, "auc", "None", str(c.faithfulness_steps), seed) not in checks_done
+                lacks = any(CheckKey(base, m, t, "auc", None, c.faithfulness_steps, c.seed) not in checks_done
                             for t in FAITHFULNESS_TESTS)
         # A check batch writes each photo's rows as one group: one row stands for all of them.
         elif batch.check == "randomisation":
-            lacks = (*base, m, "randomisation", "ssim", "1", str(c.randomisation_steps), seed) not in checks_done
+            lacks = CheckKey(base, m, "randomisation", "ssim", 1, c.randomisation_steps, c.seed) not in checks_done
         else:
-            lacks = (*base, m, "class", "ssim", "None", "None", seed) not in checks_done
+            lacks = CheckKey(base, m, "class", "ssim", None, None, c.seed) not in checks_done
         if lacks:
             want.append(m)
     return want

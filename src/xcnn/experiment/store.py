@@ -18,7 +18,8 @@ import math
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +57,29 @@ def record_key(record: dict[str, Any]) -> RecordKey:
     return (*unit_key(record), str(record.get("method", "")))
 
 
-CheckKey = tuple[str, ...]  # UnitKey + method, test, measure, step, and the check's parameters
+@dataclass(frozen=True)
+class CheckKey:
+    """A check row's identity: its unit, method, test, measure, step and the parameters it was
+    made with (steps, seed), typed, so a check with other parameters is wanted again instead of
+    counting as done, and a resumed run never matches rows through their text."""
+
+    unit: UnitKey
+    method: str
+    test: str
+    measure: str
+    step: int | None
+    steps: int | None
+    seed: int | None
 
 
 def check_key(row: dict[str, Any]) -> CheckKey:
-    """A check row's key: its unit, method, test, measure, step and the parameters it was made with
-    (steps, seed), so a check with other parameters is wanted again instead of counting as done."""
-    return (*unit_key(row), *(str(row.get(k)) for k in ("method", "test", "measure", "step", "steps", "seed")))
+    """The key of a row of checks.jsonl (as written, or as read back)."""
+    return CheckKey(unit_key(row), str(row.get("method", "")), str(row.get("test")), str(row.get("measure")),
+                    _whole(row.get("step")), _whole(row.get("steps")), _whole(row.get("seed")))
+
+
+def _whole(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def to_json_line(obj: dict[str, Any]) -> bytes:
@@ -74,10 +91,10 @@ def to_json_line(obj: dict[str, Any]) -> bytes:
 class JsonlStore:
     """Append-only JSON-lines file written in fsynced groups (see the module docstring)."""
 
-    def __init__(self, path: Path, key: Callable[[dict[str, Any]], tuple[str, ...]] = record_key) -> None:
+    def __init__(self, path: Path, key: Callable[[dict[str, Any]], Hashable] = record_key) -> None:
         self.path = Path(path)
         self.key = key  # a line's done-key
-        self.done: set[tuple[str, ...]] = set()
+        self.done: set[Any] = set()
         self._fd: int | None = None
 
     def open(self) -> JsonlStore:
