@@ -137,6 +137,7 @@ def test_adding_checks_to_a_finished_run_writes_only_check_rows(tmp_path: Path, 
     assert (out / "records.jsonl").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_gives_the_same_check_rows(tmp_path: Path, dataset: tuple[Path, Path],
                                                              reference: Path) -> None:
     cfg = config(tmp_path / "cfg.toml", dataset)

@@ -84,6 +84,7 @@ def test_an_older_run_without_the_planned_count_says_unfinished_from_its_started
     assert "unfinished: 2 units done" in head and "1 unit" in head
 
 
+@pytest.mark.slow
 def test_a_run_another_process_writes_says_still_running_and_its_own_lock_does_not(tmp_path: Path) -> None:
     run = tmp_path / "run"
     _small_run(run)
@@ -108,6 +109,7 @@ def test_a_run_another_process_writes_says_still_running_and_its_own_lock_does_n
     assert "still running" not in page and "unfinished" not in page
 
 
+@pytest.mark.slow
 def test_xcnn_run_reports_itself_finished_and_an_interrupted_rerun_unfinished(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None) -> None:
     from tests.test_faults_run import _cfg

@@ -132,6 +132,7 @@ def test_a_run_whose_every_unit_fails_exits_3_naming_failures_jsonl(
     assert [json.loads(x)["reason"] for x in (out / "failures.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_foreign_report_folder_is_never_replaced(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from xcnn.report import write_report
 

@@ -40,6 +40,7 @@ def _tiny_dataset(root: Path) -> None:
     _folder(root, [("p1.png", "cat"), ("p2.png", "dog"), ("p3.png", "dog")])
 
 
+@pytest.mark.slow
 def test_the_documented_plugin_runs_end_to_end(tmp_path: Path) -> None:
     (tmp_path / "mymethods.py").write_text(plugin_source())
     _tiny_dataset(tmp_path / "data")

@@ -163,6 +163,7 @@ def test_output_to_a_file_gets_progress_lines_not_a_bar(tmp_path: Path, capsys: 
     assert "\r" not in capsys.readouterr().err  # pytest's stderr is not a terminal: no bar drawn
 
 
+@pytest.mark.slow
 def test_xcnn_run_with_stderr_to_a_file_writes_whole_log_lines(tmp_path: Path) -> None:
     cfg = _tiny_config(tmp_path)
     log_file = tmp_path / "stderr.txt"

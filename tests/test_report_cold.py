@@ -121,6 +121,7 @@ def test_checks_that_did_not_run_are_not_described(cold, tmp_path):
         assert words not in card, words
 
 
+@pytest.mark.slow
 def test_figures_are_logged_once(tmp_path, caplog):
     run_dir = tmp_path / "run"
     make_run_dir(run_dir, images=((1, "dog"), (2, "cat")), cnns=("resnet18",), sizes=("224",), rank_of=lambda i, c, n: i * 4)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.report_fixture import make_run_dir
 
 # An import hook makes every `import torch` fail as on a machine without torch (a None in
@@ -12,6 +14,8 @@ from tests.report_fixture import make_run_dir
 SCRIPT = """
 import importlib.abc
 import sys
+
+import pytest
 
 
 class NoTorch(importlib.abc.MetaPathFinder):
@@ -31,6 +35,7 @@ sys.exit(rc)
 """
 
 
+@pytest.mark.slow
 def test_report_command_without_torch(tmp_path):
     run_dir = tmp_path / "run"
     make_run_dir(run_dir, images=((1, "dog"),), cnns=("resnet18",), sizes=("224",),

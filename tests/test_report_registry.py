@@ -122,6 +122,7 @@ EXPORTS_THEN_REPORT = SCRIPT.replace("from xcnn.cli.report import main",
                                      "from xcnn.cli.report import main")
 
 
+@pytest.mark.slow
 def test_a_plugin_method_and_metric_reach_the_report_and_records_csv_without_torch(tmp_path):
     run_dir = tmp_path / "run"
     _plugin_run(run_dir)

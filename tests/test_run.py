@@ -201,6 +201,7 @@ def test_a_config_whose_records_would_differ_is_refused(tmp_path: Path, dataset:
     assert (reference / "records.jsonl").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_kill_9_at_several_points_then_rerun_gives_the_uninterrupted_result(
         tmp_path: Path, dataset: tuple[Path, Path], reference: Path) -> None:
     cfg = write_config(tmp_path / "cfg.toml", *dataset)
