@@ -110,6 +110,7 @@ def test_checks_jsonl_has_the_expected_rows(reference: Path) -> None:
     assert (csv.seed == 0).all()
 
 
+@pytest.mark.slow
 def test_adding_checks_to_a_finished_run_writes_only_check_rows(tmp_path: Path, dataset: tuple[Path, Path],
                                                                reference: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:

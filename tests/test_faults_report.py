@@ -73,6 +73,7 @@ def test_a_killed_run_says_unfinished_n_of_m_first_on_the_page_and_on_the_consol
     assert not [r for r in caplog.records if "unfinished" in r.getMessage()]
 
 
+@pytest.mark.slow
 def test_an_older_run_without_the_planned_count_says_unfinished_from_its_started_log(tmp_path: Path) -> None:
     run = tmp_path / "run"
     _small_run(run)

@@ -111,7 +111,7 @@ def test_input_x_gradient_by_hand() -> None:
 
 # --- against pytorch-grad-cam 1.5.7 --------------------------------------------------------------
 
-@pytest.mark.parametrize("name,layer", [("resnet18", "layer4"), ("vgg11", "features")])
+@pytest.mark.parametrize("name,layer", [("resnet18", "layer4"), pytest.param("vgg11", "features", marks=pytest.mark.slow)])
 def test_gradient_cams_equal_pytorch_grad_cam(name: str, layer: str) -> None:
     model, x = _net(name)
     module = dict(model.named_modules())[layer]

@@ -132,6 +132,7 @@ def test_figures_are_logged_once(tmp_path, caplog):
     assert lines == [f"wrote {n_png} figures to {run_dir / 'report' / 'figures'}"]  # two views, one line
 
 
+@pytest.mark.slow
 def test_the_folder_travels_light_and_eps_comes_on_request(cold, tmp_path):
     run_dir, _, _ = cold
     report = run_dir / "report"
