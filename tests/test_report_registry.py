@@ -168,3 +168,13 @@ def test_a_run_without_descriptions_reads_as_before(tmp_path):
     assert [r["Method"] for r in card] == ["Gradient", "Grad-CAM", "Uniform (baseline)"]
     assert [r["Picture"] for r in card] == ["grey", "heat", "heat"]
     assert not any(c.startswith("Mean ") and c not in ("Mean P", "Mean lift") for c in card[0])
+
+
+def test_metric_order_is_kept_although_config_json_sorts_its_keys() -> None:
+    from xcnn.experiment.descriptions import parse
+
+    registry = {"methods": {"gradient": {"label": "Gradient"}},
+                "metrics": {"P": {"label": "P"}, "zeta": {"label": "Zeta"}, "alpha": {"label": "Alpha"}},
+                "metric_order": ["P", "zeta", "alpha"]}
+    assert list(parse(registry, "x: 'registry", ranked=True).metrics) == ["P", "zeta", "alpha"]
+    assert [m.name for m in parse(registry, "x: 'registry", ranked=True).plugin_metrics()] == ["zeta", "alpha"]

@@ -150,18 +150,29 @@ def parse(registry: Any, where: str, ranked: bool) -> Described:
                for name, entry in tables["methods"].items()}
     metrics = {name: MetricInfo(name, **_fields(entry, _METRIC_KEYS, bad, f".metrics.{name}"))
                for name, entry in tables["metrics"].items()}
-    order = registry.get("order")
-    if order is not None and not (isinstance(order, list) and all(isinstance(n, str) for n in order)):
-        raise bad(".order", "a list of method names")
+    order, metric_order = _order(registry, "order", bad), _order(registry, "metric_order", bad)
     if order is not None:
-        first = {n: i for i, n in enumerate(dict.fromkeys(order))}
-        names = sorted(methods, key=lambda n: first.get(n, len(first)))
+        names = _sorted_by(methods, order)
     elif ranked:
         old = list(builtin().methods)
         names = sorted(methods, key=lambda n: old.index(n) if n in old else len(old))
     else:
         names = list(methods)
-    return Described({n: methods[n] for n in names}, metrics)
+    metric_names = list(metrics) if metric_order is None else _sorted_by(metrics, metric_order)
+    return Described({n: methods[n] for n in names}, {n: metrics[n] for n in metric_names})
+
+
+def _order(registry: dict[str, Any], key: str, bad: Any) -> list[str] | None:
+    """A list of names in registry order (config.json sorts its keys, so the run keeps it apart)."""
+    order = registry.get(key)
+    if order is not None and not (isinstance(order, list) and all(isinstance(n, str) for n in order)):
+        raise bad(f".{key}", "a list of names")
+    return order
+
+
+def _sorted_by(names: Iterable[str], order: list[str]) -> list[str]:
+    first = {n: i for i, n in enumerate(dict.fromkeys(order))}
+    return sorted(names, key=lambda n: first.get(n, len(first)))
 
 
 def _text(v: Any) -> bool:
