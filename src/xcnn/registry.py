@@ -42,9 +42,9 @@ ENTRY_POINTS = "xcnn.plugins"
 
 DEFAULT_METHODS: tuple[str, ...] = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam")  # the thesis's five
 
-# Imported on the first question asked of a table: they register the built-in entries.
-BUILTIN_MODULES = ("xcnn.methods.gradients", "xcnn.methods.cams", "xcnn.methods.perturbation",
-                   "xcnn.methods.sampling", "xcnn.metrics.baselines", "xcnn.metrics.localisation")
+# The packages whose modules register the built-in entries: every module in them is imported on
+# the first question asked of a table, so a new built-in method or metric is one new module.
+BUILTIN_PACKAGES = ("xcnn.methods", "xcnn.metrics")
 
 
 @dataclass(frozen=True)
@@ -193,20 +193,36 @@ def metric(name: str, *, label: str, higher_is_better: bool | None = True, categ
 def _plugin_first(fn: Callable[..., Any]) -> None:
     """Before a plugin's entry, the built-ins' (so a plugin that takes a built-in's name is the one
     refused); a built-in module registers without loading the others (and torch with them)."""
-    if getattr(fn, "__module__", "") not in BUILTIN_MODULES:
+    if not _builtin_module(str(getattr(fn, "__module__", ""))):
         _builtins()
+
+
+def _builtin_module(module: str) -> bool:
+    return any(module.startswith(f"{package}.") for package in BUILTIN_PACKAGES)
+
+
+def builtin_modules() -> list[str]:
+    """Every module of the built-in packages, in name order."""
+    import pkgutil
+
+    names = []
+    for package in BUILTIN_PACKAGES:
+        path = importlib.import_module(package).__path__
+        names += [f"{package}.{m.name}" for m in sorted(pkgutil.iter_modules(path), key=lambda m: m.name)]
+    return names
 
 
 def _builtins() -> None:
     global _builtins_loaded
     if not _builtins_loaded:
         _builtins_loaded = True
-        for module in BUILTIN_MODULES:
+        for module in builtin_modules():
             importlib.import_module(module)
         load_entry_points()
 
 
-# The built-ins' order everywhere (tables, figures, records): the thesis's five first.
+# The built-ins' order everywhere (tables, figures, records): the thesis's five first; a built-in
+# not listed here comes after these, in registration order.
 BUILTIN_ORDER = ("gradient", "deconvnet", "guided_backprop", "gradcam", "guided_gradcam", "input_x_gradient",
                  "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam", "integrated_gradients",
                  "smoothgrad", "uniform", "centre", "edges")
