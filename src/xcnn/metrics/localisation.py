@@ -7,6 +7,7 @@ NumPy arrays of length B.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -155,3 +156,146 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.full(num.shape, np.nan, dtype=np.float64)
     np.divide(num, den, out=out, where=den > 0)
     return out
+
+
+# --- Quantus's localisation metrics on the relevance r (Hedström et al. 2023) ------------------
+#
+# Each equals Quantus 0.6.0's class given a = r (B×1×H×W), called one sample at a time (its
+# normalise_by_max divides by r's maximum, which changes no order). Quantus sorts with an unstable
+# argsort, so on tied values its answer depends on the tie order; xcnn counts a tied group at its
+# expected value under a random order (docs/METHOD.md, section 3), which equals Quantus wherever
+# there is no tie.
+
+log = logging.getLogger(__name__)
+
+TOP_K = 1000  # top_k_intersection's k, Quantus's default; to become [metrics.top_k_intersection] k
+
+_warned_k: set[tuple[int, int]] = set()
+
+
+def relevance(maps: ArrayLike) -> np.ndarray:
+    """r = Σ_c m_c², B×H×W in the map's dtype: the per-pixel energy P reads (for a heat map, m²),
+    computed exactly as ``scores`` does, so every metric reads the same numbers."""
+    m = _as_numpy(maps)
+    if m.dtype not in (np.float32, np.float64):
+        m = m.astype(np.float64)
+    if m.ndim != 4:
+        raise XcnnError(f"maps must be B×C×H×W, got {tuple(m.shape)}")
+    return np.einsum("bchw,bchw->bhw", m, m)
+
+
+def ranked(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
+    """The relevance of each map sorted ascending, with the mask in the same order: what the
+    rank-based metrics (top-k, rank accuracy, AUC, Gini) read, sorted once.
+
+    ``v`` B×N float64 sorted r; ``inside`` B×N bool; ``before`` B×(N+1) in-mask pixels before
+    each position; ``valid`` B bool, False for an all-zero or non-finite map."""
+    m, k = _check(maps, masks)
+    r = relevance(m).reshape(m.shape[0], -1)
+    inside_px = k.reshape(k.shape[0], -1)
+    # One sort of (r's bits, mask bit): r ≥ 0, so its IEEE bits order as its values, and the sign
+    # bit they never use makes room for the mask bit. Sorting values is faster than argsort.
+    utype = np.uint32 if r.dtype == np.float32 else np.uint64
+    one = utype(1)
+    bits: np.ndarray = r.view(utype)
+    key = np.sort(np.left_shift(bits, one) | inside_px.astype(utype), axis=1)
+    v = (key >> one).view(r.dtype).astype(np.float64)
+    inside = (key & one).astype(bool)
+    before = np.zeros((v.shape[0], v.shape[1] + 1), dtype=np.int64)
+    np.cumsum(inside, axis=1, out=before[:, 1:])
+    top = v[:, -1]  # NaN's bits sort above +inf's, so a non-finite map shows here
+    return {"v": v, "inside": inside, "before": before, "valid": np.isfinite(top) & (top > 0)}
+
+
+def _ranked(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> dict[str, np.ndarray]:
+    if "ranked" not in ctx.cache:
+        ctx.cache["ranked"] = ranked(maps, masks)
+    return ctx.cache["ranked"]
+
+
+def _expected_hits(rk: dict[str, np.ndarray], k: np.ndarray) -> np.ndarray:
+    """In-mask pixels among the k most relevant of each map (k: B ints, 0 < k ≤ N), a tied group
+    that straddles the cut counting at its expected value: its in-mask share times the places
+    left for it."""
+    v, before = rk["v"], rk["before"]
+    rows = np.arange(v.shape[0])
+    n = v.shape[1]
+    cut = n - k  # ascending order: the top k are positions cut..n-1
+    at = v[rows, cut][:, None]
+    lo = (v < at).sum(axis=1)  # the tied group of the cut is positions lo..hi-1
+    hi = (v <= at).sum(axis=1)
+    group = before[rows, hi] - before[rows, lo]
+    return (before[:, n] - before[rows, hi]) + (hi - cut) * group / np.maximum(hi - lo, 1)  # ≥ 1 but on NaN maps
+
+
+def top_k_intersection(rk: dict[str, np.ndarray], k: int = TOP_K) -> np.ndarray:
+    """Share of the k most relevant pixels that lie in the mask (Theiner et al. 2021); NaN for an
+    empty mask, an all-zero map, or a map of no more than k pixels (Quantus refuses k ≥ H·W)."""
+    b, n = rk["v"].shape
+    out = np.full(b, np.nan)
+    if k <= 0:
+        raise XcnnError(f"top_k_intersection: k = {k}; give a positive number of pixels")
+    if k >= n:
+        if (k, n) not in _warned_k:
+            _warned_k.add((k, n))
+            log.warning("top_k_intersection: k = %d is not below the map's %d pixels; NaN at this size", k, n)
+        return out
+    ok = rk["valid"] & (rk["before"][:, n] > 0)
+    hits = _expected_hits(rk, np.full(b, k))
+    out[ok] = hits[ok] / k
+    return out
+
+
+def relevance_rank_accuracy(rk: dict[str, np.ndarray]) -> np.ndarray:
+    """Share of the |s| most relevant pixels that lie in the mask s (Arras et al. 2022); NaN for an
+    empty mask or an all-zero map."""
+    b, n = rk["v"].shape
+    size = rk["before"][:, n]
+    ok = rk["valid"] & (size > 0)
+    out = np.full(b, np.nan)
+    hits = _expected_hits(rk, np.where(ok, size, 1))
+    out[ok] = hits[ok] / size[ok]
+    return out
+
+
+def mask_auc(rk: dict[str, np.ndarray]) -> np.ndarray:
+    """Area under the ROC curve of r as a score for "in the mask" (Fawcett 2006): the chance that
+    an in-mask pixel outranks an outside one, ties counting half (Mann-Whitney U, as sklearn's
+    trapezoids). NaN for an all-zero map or a mask that is empty or everything."""
+    v, inside, before = rk["v"], rk["inside"], rk["before"]
+    b, n = v.shape
+    pos = before[:, n]
+    neg = n - pos
+    # Outside pixels before each in-mask one; the key sort puts a tied group's outside pixels
+    # first, so each in-mask pixel counted all its tied ones: half of them come off below.
+    outside_before = np.arange(n) - before[:, :-1]
+    u = np.where(inside, outside_before, 0).sum(axis=1, dtype=np.float64)
+    new = np.ones_like(inside)
+    new[:, 1:] = v[:, 1:] != v[:, :-1]
+    group = np.cumsum(new.reshape(-1)) - 1  # ids distinct across rows: each row starts a group
+    in_group = np.bincount(group, weights=inside.reshape(-1).astype(np.float64))
+    size = np.bincount(group).astype(np.float64)
+    row = np.flatnonzero(new.reshape(-1)) // n
+    u -= 0.5 * np.bincount(row, weights=in_group * (size - in_group), minlength=b)
+    ok = rk["valid"] & (pos > 0) & (neg > 0)
+    out = np.full(b, np.nan)
+    out[ok] = u[ok] / (pos[ok] * neg[ok].astype(np.float64))
+    return out
+
+
+@metric("top_k_intersection", label="Top-k intersection", paper="Theiner et al. 2021")
+def top_k(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """Share of the 1000 most relevant pixels inside the mask (Quantus TopKIntersection)."""
+    return top_k_intersection(_ranked(maps, masks, ctx))
+
+
+@metric("relevance_rank_accuracy", label="Relevance rank accuracy", paper="Arras et al. 2022")
+def rank_accuracy(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """Share of the |mask| most relevant pixels inside the mask (Quantus RelevanceRankAccuracy)."""
+    return relevance_rank_accuracy(_ranked(maps, masks, ctx))
+
+
+@metric("auc", label="Mask ROC AUC", paper="Fawcett 2006")
+def auc(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """ROC AUC of the relevance as a detector of the mask's pixels (Quantus AUC)."""
+    return mask_auc(_ranked(maps, masks, ctx))

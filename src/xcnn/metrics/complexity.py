@@ -1,0 +1,69 @@
+"""Complexity of a saliency map (Quantus's complexity category): how spread out its relevance is.
+
+Each reads the relevance r = Σ_c m_c² of a map (for a heat map, m²), as P does, and equals
+Quantus 0.6.0's class given a = r (B×1×H×W), called one sample at a time: Quantus divides a by
+its maximum first (normalise_by_max), and its constants (1e-7, 1e-12, eps) act on that scale.
+They share the sort of ``localisation.ranked`` with the rank-based localisation metrics. An
+all-zero or non-finite map gives NaN (Quantus: a Gini of 0, an entropy of NaN, a count of 0).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from xcnn.metrics.localisation import ArrayLike, _ranked
+from xcnn.registry import MetricContext, metric
+
+EFFECTIVE_COMPLEXITY_EPS = 1e-5  # Quantus's default; to become [metrics.effective_complexity] eps
+
+
+def _scaled(rk: dict[str, np.ndarray]) -> np.ndarray:
+    """r / max r, sorted ascending (Quantus's normalise_by_max); all-zero rows stay zero."""
+    v = rk["v"]
+    top = np.where(rk["valid"], v[:, -1], 1.0)
+    return v / top[:, None]
+
+
+def _on_valid(rk: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
+    return np.where(rk["valid"], values, np.nan)
+
+
+def gini(rk: dict[str, np.ndarray]) -> np.ndarray:
+    """Gini index of r / max r + 1e-7 (Chalasani et al. 2020): 0 for a uniform map, towards 1 for
+    one bright pixel."""
+    q = _scaled(rk) + 1e-7  # Quantus's offset, after its normalisation
+    n = q.shape[1]
+    weights = 2.0 * np.arange(1, n + 1) - n - 1  # ascending order: Σ (2i − n − 1) q_(i)
+    return _on_valid(rk, (q @ weights) / (n * q.sum(axis=1)))
+
+
+def entropy(rk: dict[str, np.ndarray]) -> np.ndarray:
+    """Shannon entropy (nats) of p = r / Σ r, as Quantus: −Σ p log(p + 1e-12) (Bhatt et al. 2020)."""
+    q = _scaled(rk)
+    with np.errstate(invalid="ignore", divide="ignore"):  # all-zero rows: NaN, masked below
+        p = q / q.sum(axis=1, keepdims=True)
+    return _on_valid(rk, -(p * np.log(p + 1e-12)).sum(axis=1))
+
+
+def effective_complexity(rk: dict[str, np.ndarray], eps: float = EFFECTIVE_COMPLEXITY_EPS) -> np.ndarray:
+    """Pixels whose r / max r exceeds eps (Nguyen & Martínez 2020)."""
+    return _on_valid(rk, (_scaled(rk) > eps).sum(axis=1).astype(np.float64))
+
+
+@metric("sparseness", label="Sparseness (Gini)", category="complexity", paper="Chalasani et al. 2020")
+def sparseness(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """Gini index of the relevance (Quantus Sparseness): higher is sparser, as Quantus scores it."""
+    return gini(_ranked(maps, masks, ctx))
+
+
+@metric("complexity", label="Complexity (entropy)", higher_is_better=False, category="complexity",
+        paper="Bhatt et al. 2020")
+def complexity(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """Entropy of the relevance's share per pixel (Quantus Complexity): lower is simpler."""
+    return entropy(_ranked(maps, masks, ctx))
+
+
+@metric("effective_complexity", label="Effective complexity", higher_is_better=False, category="complexity",
+        paper="Nguyen & Martínez 2020")
+def effective(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
+    """Pixels above eps = 1e-5 of the maximum relevance (Quantus EffectiveComplexity): lower is simpler."""
+    return effective_complexity(_ranked(maps, masks, ctx))
