@@ -20,6 +20,8 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'xcnn.methods' has no attribute {name!r}")
     if name in ("ALL_METHODS", "REGISTRY", "SINGLE_PASS", "BASELINES", "BASELINE_NAMES"):
         return getattr(importlib.import_module("xcnn.methods.registry"), name)
+    if name == "rise_masks":  # RISE's mask generator: rise_masks(n, cells, p, size, seed) -> N×1×H×W
+        return importlib.import_module("xcnn.methods.rise").rise_masks
     classes = importlib.import_module("xcnn.methods.classes")
     if hasattr(classes, name):
         return getattr(classes, name)
