@@ -33,7 +33,9 @@ def gini(rk: dict[str, np.ndarray]) -> np.ndarray:
     q = _scaled(rk) + 1e-7  # Quantus's offset, after its normalisation
     n = q.shape[1]
     weights = 2.0 * np.arange(1, n + 1) - n - 1  # ascending order: Σ (2i − n − 1) q_(i)
-    return _on_valid(rk, (q @ weights) / (n * q.sum(axis=1)))
+    # a row-wise sum, not q @ weights: BLAS rounds differently with the batch's size
+    with np.errstate(invalid="ignore"):  # non-finite rows: NaN, masked below
+        return _on_valid(rk, (q * weights).sum(axis=1) / (n * q.sum(axis=1)))
 
 
 def entropy(rk: dict[str, np.ndarray]) -> np.ndarray:
