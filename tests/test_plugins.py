@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,7 +50,7 @@ def test_the_documented_plugin_runs_end_to_end(tmp_path: Path) -> None:
         'images_per_category = 2\ntargets = "label"\n\n'
         '[[models]]\nname = "python:tests.tiny_net:build"\nweights = "random"\nclasses = ["cat", "dog", "bird"]\n\n'
         '[run]\nsizes = [48]\nmethods = ["gradient", "twice_gradient", "gradient_power"]\ndevice = "cpu"\n\n'
-        '[methods.gradient_power]\npower = 1.5\n')
+        '[methods.gradient_power]\npower = 1.5\n\n[checks]\nfaithfulness_photos = 2\n\n[checks.keep_top]\nshare = 0.2\n')
     done = xcnn_cli("run", "mine.toml", "--out", "run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     run = tmp_path / "run"
@@ -68,8 +69,21 @@ def test_the_documented_plugin_runs_end_to_end(tmp_path: Path) -> None:
     assert {"total_energy", "peak"} <= set(header)
     page = (run / "report" / "index.html").read_text()
     assert "Twice the gradient" in page and "Gradient power" in page and "Total energy" in page
+    # the check: one row per method on each of the first 2 pairs, with its parameters' hash
+    rows = [json.loads(line) for line in (run / "checks.jsonl").read_text().splitlines()]
+    assert {r["check"] for r in rows} == {"keep_top"} and len(rows) == 2 * 3
+    assert all(0 <= r["value"] <= 1 and r["test"] == "keep_top" and len(r["params"]) == 12 for r in rows)
+    assert "Probability, top pixels only" in page
     config = json.loads((run / "config.json").read_text())
     assert config["plugins"]["mymethods"].startswith("sha256:")
+    # resumed: nothing to do; another share is another group of rows, computed next to the first
+    same = xcnn_cli("run", "mine.toml", "--out", "run", cwd=tmp_path)
+    assert same.returncode == 0 and len((run / "checks.jsonl").read_text().splitlines()) == 6, same.stderr[-2000:]
+    (tmp_path / "mine.toml").write_text((tmp_path / "mine.toml").read_text().replace("share = 0.2", "share = 0.5"))
+    other = xcnn_cli("run", "mine.toml", "--out", "run", cwd=tmp_path)
+    assert other.returncode == 0, other.stderr[-2000:]
+    rows = [json.loads(line) for line in (run / "checks.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and len({r["params"] for r in rows}) == 2
     assert config["identity"]["methods"]["gradient_power"] == {"power": 1.5}
     # a changed plugin parameter is another identity: refused, in one line
     (tmp_path / "mine.toml").write_text((tmp_path / "mine.toml").read_text().replace("1.5", "3.0"))
@@ -89,13 +103,12 @@ def test_the_documented_plugin_runs_end_to_end(tmp_path: Path) -> None:
 @pytest.fixture
 def own_registry() -> Iterator[None]:
     """Registrations made in a test are forgotten after it."""
-    methods, metrics = dict(registry.methods()), dict(registry.metrics())
+    methods, metrics, checks = dict(registry.methods()), dict(registry.metrics()), dict(registry.checks())
     modules = set(sys.modules)
     yield
-    registry._METHODS.clear()
-    registry._METHODS.update(methods)
-    registry._METRICS.clear()
-    registry._METRICS.update(metrics)
+    for table, saved in ((registry._METHODS, methods), (registry._METRICS, metrics), (registry._CHECKS, checks)):
+        table.clear()
+        table.update(saved)
     for name in set(sys.modules) - modules:
         if name.startswith("badplugin"):
             del sys.modules[name]
@@ -199,3 +212,75 @@ def test_the_randomisation_check_reads_the_records_layer_and_layout(tmp_path: Pa
     summary = run(load_config(tmp_path / "vit.toml"), tmp_path / "run")
     assert summary.failed == 0 and summary.check_rows > 0
     assert len(built) >= 3 and set(built) == {("blocks.11", "tokens")}
+
+
+def test_checks_are_turned_on_by_name_or_table_and_refused_in_one_line(own_registry: None, tmp_path: Path) -> None:
+    """[checks] NAME = true gives a registered check its defaults, a [checks.NAME] table its
+    parameters (a built-in's table sets 0.2's flat keys); anything else is one line."""
+    from dataclasses import dataclass
+
+    from xcnn.experiment.config import load_config
+
+    @dataclass(frozen=True)
+    class Share:
+        share: float = 0.1
+        photos: int = 3
+
+    @registry.model_check("mine", label="Mine", scope="photos", params=Share)
+    def mine(ctx):  # pragma: no cover - never run here
+        return ()
+
+    base = '[data]\ndemo = true\ncategories = ["dog"]\n[[models]]\nname = "resnet18"\n[checks]\n'
+
+    def parse(text: str):
+        (tmp_path / "c.toml").write_text(base + text)
+        return load_config(tmp_path / "c.toml").checks
+
+    assert parse("mine = true\n").enabled() == [("mine", Share())]
+    got = parse("randomisation = true\n[checks.mine]\nshare = 0.5\n[checks.faithfulness]\nsteps = 7\n")
+    assert [n for n, _ in got.enabled()] == ["faithfulness", "randomisation", "mine"]
+    assert got.faithfulness_steps == 7 and dict(got.enabled())["mine"] == Share(share=0.5)
+    assert got.scoped("photos") == [("randomisation", dict(got.enabled())["randomisation"]), ("mine", Share(0.5))]
+    assert parse("mine = false\n").enabled() == []
+    for text, expected in (("mine = 3\n", "checks.mine: expected true, false or a [checks.mine] table"),
+                           ("[checks.mine]\nshare = \"a\"\n", "checks.mine.share: expected float"),
+                           ("[checks.mine]\nsize = 1\n", "unknown parameter of mine"),
+                           ("mien = true\n", "checks.mien: unknown key; did you mean 'mine'?")):
+        with pytest.raises(XcnnError, match=re.escape(expected)) as err:
+            parse(text)
+        assert "\n" not in str(err.value)
+
+
+def test_a_check_that_raises_or_yields_other_things_is_one_line(own_registry: None) -> None:
+    from types import SimpleNamespace
+
+    from xcnn.experiment import worker as worker_module
+
+    @registry.model_check("raising", label="R")
+    def raising(ctx):
+        raise ZeroDivisionError("boom")
+
+    @registry.model_check("wrong_rows", label="W")
+    def wrong_rows(ctx):
+        yield (0, "gradient", "t", "m", 1.0)
+
+    from xcnn.experiment.config import Checks, Config, ModelSpec, Size
+    from xcnn.experiment.plan import Batch
+    from tests.tiny_net import build
+
+    config = Config(categories=("dog",), models=(ModelSpec("m"),), targets="label",
+                    checks=Checks(others=(("raising", None),
+                                                                                          ("wrong_rows", None))))
+    w = worker_module.Worker.__new__(worker_module.Worker)
+    w.config, w.device = config, torch.device("cpu")
+    model = build()
+    lm = SimpleNamespace(model=model, categories=["dog", "b", "c"], wnids=None,
+                         normalize=lambda x: x, explainer=lambda *a, **k: None)
+    sample = SimpleNamespace(image_id=1, category="dog", file="p.png")
+    unit = SimpleNamespace(sample=sample, photo=np.zeros((16, 16, 3), np.uint8), mask=np.ones((16, 16), bool))
+    batch = Batch(ModelSpec("m"), Size("16", (16, 16)), (sample,), ("gradient",))
+    outs = [(unit, {"maps": {"gradient": np.ones((3, 16, 16), np.float32)}, "target": 0})]
+    for name, expected in (("raising", "check 'raising' (tests.test_plugins) raised ZeroDivisionError: boom"),
+                           ("wrong_rows", "check 'wrong_rows' (tests.test_plugins) must yield xcnn.CheckRow")):
+        with pytest.raises(XcnnError, match=re.escape(expected)):
+            w._rows(lm, None, batch, outs, (name,))

@@ -148,13 +148,20 @@ def test_slug_keeps_names_apart_even_without_ascii_letters() -> None:
 
 
 def test_check_keys_are_typed_and_match_what_the_planner_asks() -> None:
-    """A check row read back from checks.jsonl has the key the planner builds from the config
-    (typed fields, not their text); other parameters are another key."""
-    from xcnn.experiment.store import CheckKey, check_key
+    """A check row read back from checks.jsonl (0.2's, without a "check" field, or today's) is in
+    the group the planner builds from the config (typed fields, not their text); other
+    parameters are another group."""
+    from xcnn.experiment.config import Checks, Config, ModelSpec
+    from xcnn.experiment.plan import check_group
+    from xcnn.experiment.store import check_key
+    from xcnn.metrics.checks import RandomisationParams
 
+    config = Config(categories=("dog",), models=(ModelSpec("m"),), checks=Checks(randomisation=True))
     row = json.loads(json.dumps({"CNN": "m", "size": "224", "id": 7, "class": "dog", "method": "gradcam",
                                  "test": "randomisation", "measure": "ssim", "step": 1, "steps": 5, "seed": 0}))
-    planned = CheckKey(("m", "224", "7", "dog"), "gradcam", "randomisation", "ssim", 1, 5, 0)
-    assert check_key(row) == planned and hash(check_key(row)) == hash(planned)
-    assert check_key({**row, "steps": 6}) != planned and check_key({**row, "seed": 1}) != planned
-    assert check_key({**row, "step": None}).step is None
+    planned = check_group(config, ("m", "224", "7", "dog"), "gradcam", "randomisation", RandomisationParams())
+    assert check_key(row).group == planned and hash(check_key(row).group) == hash(planned)
+    assert check_key({**row, "check": "randomisation"}).group == planned
+    assert check_key({**row, "steps": 6}).group != planned and check_key({**row, "seed": 1}).group != planned
+    assert check_key({**row, "params": "abc"}).group != planned
+    assert check_key({**row, "step": None}).step is None and check_key({**row, "step": None}) != check_key(row)

@@ -6,10 +6,11 @@ from typing import Any
 
 from xcnn.errors import XcnnError
 from xcnn.methods.registry import Options
-from xcnn.registry import DEFAULT_METHODS, MetricContext, load_plugins, method, metric
+from xcnn.registry import DEFAULT_METHODS, CheckRow, MetricContext, Score, load_plugins, method, metric
+from xcnn.registry import model_check as check
 
-__all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "Context", "Explainer", "Maps", "MetricContext", "Options",
-           "XcnnError", "load_plugins", "method", "metric"]
+__all__ = ["ALL_METHODS", "DEFAULT_METHODS", "METHODS", "CheckContext", "CheckRow", "Context", "Explainer", "Maps",
+           "MetricContext", "Options", "Score", "XcnnError", "check", "load_plugins", "method", "metric"]
 __version__ = "0.2.0"
 
 
@@ -28,6 +29,10 @@ def __getattr__(name: str) -> Any:
         from xcnn.methods.context import Context
 
         return Context
+    if name == "CheckContext":
+        from xcnn.metrics.checks import CheckContext
+
+        return CheckContext
     if name == "ALL_METHODS":  # every registered method, plugins' included: asked, not frozen at import
         from xcnn import registry
 

@@ -1,5 +1,5 @@
-"""The public registries: saliency methods and per-map metrics, each registered by a decorator,
-and the plugins that add their own.
+"""The public registries: saliency methods, per-map metrics and model checks, each registered by a
+decorator, and the plugins that add their own.
 
     @xcnn.method("twice_gradient", label="Twice the gradient", kind="signed", rules=("gradient",))
     def twice_gradient(ctx: xcnn.Context) -> torch.Tensor:
@@ -114,7 +114,65 @@ class MetricContext:
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)  # shared work between metrics
 
 
+Scope = Literal["maps", "photos"]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A summary number of a model check, as the report's method card shows it: the mean, per
+    method, of the rows with this test and measure (step null, or the last step)."""
+
+    test: str
+    measure: str
+    label: str  # the card's column
+    higher_is_better: bool | None = True  # None: neither (a description, like a similarity)
+    last_step: bool = False  # the rows at the highest step (randomisation: every layer re-initialised)
+
+    def describe(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Check:
+    """A model check: it runs the model again (on perturbed photos, other classes, randomised
+    weights ...) and writes rows to RUN_DIR/checks.jsonl.
+
+    scope "maps": it reads the maps a record batch just computed, on the first
+    ``checks.faithfulness_photos`` (photo, category) pairs at ``checks.faithfulness_sizes``
+    (deletion / insertion). scope "photos": it gets a batch of its own, the first N photos
+    (N: its parameter ``photos``, else 8) at the run's first resized size (randomisation,
+    dependence: a check that compares photos with each other)."""
+
+    name: str
+    label: str
+    fn: Callable[..., Any] = dataclasses.field(repr=False, compare=False, default=lambda ctx: ())
+    category: str = "faithfulness"  # Quantus's categories: faithfulness, robustness, randomisation, ...
+    paper: str = ""
+    scope: Scope = "maps"
+    params: type | None = None  # frozen dataclass; its ``steps`` and ``photos`` fields are special (check_identity)
+    scores: tuple[Score, ...] = ()
+    origin: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.label, "category": self.category, "paper": self.paper, "scope": self.scope,
+                "scores": [s.describe() for s in self.scores], "origin": self.origin}
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """One value a check gives: for photo ``photo`` (its index in the check's batch) and method
+    ``method``. ``step``: the point of a curve or of a cascade (None: a summary value)."""
+
+    photo: int
+    method: str
+    test: str
+    measure: str
+    value: float
+    step: int | None = None
+
+
 _METHODS: dict[str, Method] = {}
+_CHECKS: dict[str, Check] = {}
 _METRICS: dict[str, Metric] = {}
 _loading: list[str] = []  # the plugin being imported, to name it in errors
 _builtins_loaded = False
@@ -151,14 +209,7 @@ def method(name: str, *, label: str, kind: Kind, rules: Iterable[Rule] = (), nee
             raise XcnnError(f"{where}: kind {kind!r} is not \"signed\" or \"heat\"")
         if not set(rules) <= set(RULES):
             raise XcnnError(f"{where}: rules {rules!r}: each one of {', '.join(RULES)}")
-        frozen = dataclasses.is_dataclass(params) and params.__dataclass_params__.frozen  # type: ignore[attr-defined]
-        if params is not None and not frozen:
-            raise XcnnError(f"{where}: params must be a frozen dataclass (@dataclass(frozen=True))")
-        if params is not None:
-            try:
-                params()
-            except Exception as err:
-                raise XcnnError(f"{where}: params {params.__name__}() needs a default for every field ({err})") from None
+        _check_params_type(params, where)
         table = _METHODS
         _refuse_twice("method", name, table, fn)
         table[name] = Method(name, label, kind, fn, rules, needs_layer, extra_passes, params, tuple(fields),
@@ -186,6 +237,38 @@ def metric(name: str, *, label: str, higher_is_better: bool | None = True, categ
         return fn
 
     return register
+
+
+def model_check(name: str, *, label: str, category: str = "faithfulness", paper: str = "", scope: Scope = "maps",
+                params: type | None = None, scores: Iterable[Score] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn(ctx: xcnn.CheckContext) -> Iterable[xcnn.CheckRow]`` as a model check
+    (``xcnn.check``; see ``Check``). It runs only when a config's ``[checks]`` turns it on
+    (``NAME = true``, or a ``[checks.NAME]`` table of its parameters)."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _plugin_first(fn)
+        where = f"{_origin(fn)}: check {name!r}"
+        if not name.isidentifier() or name != name.lower():
+            raise XcnnError(f"{where}: a name is lowercase letters, digits and _, starting with a letter")
+        if scope not in ("maps", "photos"):
+            raise XcnnError(f"{where}: scope {scope!r} is not \"maps\" or \"photos\"")
+        _check_params_type(params, where)
+        _refuse_twice("check", name, _CHECKS, fn)
+        _CHECKS[name] = Check(name, label, fn, category, paper, scope, params, tuple(scores), _origin(fn))
+        return fn
+
+    return register
+
+
+def _check_params_type(params: type | None, where: str) -> None:
+    if params is None:
+        return
+    if not (dataclasses.is_dataclass(params) and params.__dataclass_params__.frozen):  # type: ignore[attr-defined]
+        raise XcnnError(f"{where}: params must be a frozen dataclass (@dataclass(frozen=True))")
+    try:
+        params()
+    except Exception as err:
+        raise XcnnError(f"{where}: params {params.__name__}() needs a default for every field ({err})") from None
 
 
 # --- the tables -----------------------------------------------------------------------------
@@ -245,6 +328,37 @@ def metrics() -> dict[str, Metric]:
     return _METRICS
 
 
+def checks() -> dict[str, Check]:
+    """Every model check, in registration order (the built-ins first)."""
+    _builtins()
+    return _CHECKS
+
+
+def get_check(name: str) -> Check:
+    entry = checks().get(name)
+    if entry is None:
+        hint = did_you_mean(str(name), list(_CHECKS)) or f"known: {', '.join(_CHECKS)}"
+        raise XcnnError(f"unknown check {name!r}; {hint}")
+    return entry
+
+
+def check_identity(params: Any) -> tuple[int | None, str | None]:
+    """What a check's parameters make of its rows' identity: (steps, params). A field ``steps``
+    goes to the rows' ``steps`` column (0.2's checks had only that one); ``photos`` says how many
+    photos it runs on, not what a row means, and is left out; any other field goes into a short
+    hash, the rows' ``params`` column (None when there is none), so rows made with other
+    parameters are wanted again instead of counting as done."""
+    if params is None:
+        return None, None
+    values = dataclasses.asdict(params)
+    steps = values.pop("steps", None)
+    values.pop("photos", None)
+    if not values:
+        return steps, None
+    text = repr(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in values.items()))
+    return steps, hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def get(name: str) -> Method:
     """The entry of a method or baseline; a one-line XcnnError with "did you mean" otherwise."""
     entry = methods().get(name)
@@ -278,17 +392,19 @@ def describe(names: Iterable[str] | None = None) -> dict[str, Any]:
     kept = {n: m.describe() for n, m in methods().items() if wanted is None or n in wanted or m.baseline}
     # config.json sorts its keys: the orders are kept apart
     return {"methods": kept, "order": list(kept), "metrics": {n: m.describe() for n, m in metrics().items()},
-            "metric_order": list(metrics())}
+            "metric_order": list(metrics()), "checks": {n: c.describe() for n, c in checks().items()},
+            "check_order": list(checks())}
 
 
 # --- parameters ---------------------------------------------------------------------------
 
-def parse_params(entry: Method, table: Mapping[str, Any], where: str) -> Any:
-    """A method's parameters from a TOML table or CLI values: unknown keys and wrong types are
-    one line naming ``where``; the dataclass validates the values itself."""
+def parse_params(entry: Method | Check, table: Mapping[str, Any], where: str) -> Any:
+    """A method's (or check's) parameters from a TOML table or CLI values: unknown keys and wrong
+    types are one line naming ``where``; the dataclass validates the values itself."""
     if entry.params is None:
         if table:
-            raise XcnnError(f"{where}: method {entry.name!r} has no parameters")
+            kind = "check" if isinstance(entry, Check) else "method"
+            raise XcnnError(f"{where}: {kind} {entry.name!r} has no parameters")
         return None
     fields = {f.name: f for f in dataclasses.fields(entry.params)}
     for key, value in table.items():
@@ -299,13 +415,25 @@ def parse_params(entry: Method, table: Mapping[str, Any], where: str) -> Any:
         if not _same_type(value, default):
             raise XcnnError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
     try:
-        return entry.params(**{k: float(v) if isinstance(getattr(entry.params(), k), float) else v
-                               for k, v in table.items()})
+        return entry.params(**{k: _converted(v, getattr(entry.params(), k)) for k, v in table.items()})
     except (ValueError, TypeError) as err:
         raise XcnnError(f"{where}: {err}") from None
 
 
+def _converted(value: Any, default: Any) -> Any:
+    if isinstance(default, float):
+        return float(value)
+    if isinstance(default, tuple):  # TOML and JSON give lists; a frozen dataclass keeps tuples
+        return tuple(float(v) if default and isinstance(default[0], float) else v for v in value)
+    return value
+
+
 def _same_type(value: Any, default: Any) -> bool:
+    if isinstance(default, tuple):
+        kinds = {type(v) for v in default} or {int, float, str}
+        return (isinstance(value, (list, tuple))
+                and all(isinstance(v, tuple(kinds | ({int} if float in kinds else set()))) and not isinstance(v, bool)
+                        for v in value))
     if isinstance(default, bool) or isinstance(value, bool):
         return isinstance(value, bool) and isinstance(default, bool)
     if isinstance(default, float):

@@ -106,6 +106,9 @@ class Size:
         return "original" if self.hw is None else "resized"
 
 
+DEFAULT_CHECK_PHOTOS = 8  # photos of a "photos"-scope check whose parameters do not say
+
+
 @dataclass(frozen=True)
 class Checks:
     """The ``[checks]`` table; the defaults (all off) are those of a config without one."""
@@ -125,10 +128,32 @@ class Checks:
     dependence: bool = False
     dependence_photos: int = 8
     seed: int = 0
+    # (check, its parameters) of the registered checks beyond these three that the table turns
+    # on (NAME = true, or a [checks.NAME] table), in registry order
+    others: tuple[tuple[str, Any], ...] = ()
 
     @property
     def any(self) -> bool:
-        return self.baselines or self.faithfulness or self.randomisation or self.dependence
+        return self.baselines or bool(self.enabled())
+
+    def enabled(self) -> list[tuple[str, Any]]:
+        """(check name, its parameters) of every model check the table turns on, built-ins first."""
+        from xcnn.metrics.checks import DependenceParams, FaithfulnessParams, RandomisationParams
+
+        out: list[tuple[str, Any]] = []
+        if self.faithfulness:
+            out.append(("faithfulness", FaithfulnessParams(self.faithfulness_steps)))
+        if self.randomisation:
+            out.append(("randomisation", RandomisationParams(self.randomisation_steps, self.randomisation_photos)))
+        if self.dependence:
+            out.append(("dependence", DependenceParams(self.dependence_photos)))
+        return out + list(self.others)
+
+    def scoped(self, scope: str) -> list[tuple[str, Any]]:
+        """The enabled checks of one scope ("maps" or "photos", see xcnn.registry.Check)."""
+        from xcnn import registry
+
+        return [(n, p) for n, p in self.enabled() if registry.get_check(n).scope == scope]
 
     def describe(self, sizes: tuple[Size, ...], check_size: Size | None) -> str:
         """Which checks run, at what size and on how many photos: the line a run logs before it starts."""
@@ -145,6 +170,15 @@ class Checks:
                          f"photos, {at})")
         if self.dependence:
             parts.append(f"dependence (first {self.dependence_photos} photos, {at})")
+        for name, params in self.others:
+            from xcnn import registry
+
+            if registry.get_check(name).scope == "maps":
+                photos = "every pair" if self.faithfulness_photos == 0 else f"first {self.faithfulness_photos} pairs"
+                where = f"{photos}, at {', '.join(s.label for s in sizes) or 'no size of run.sizes'}"
+            else:
+                where = f"first {getattr(params, 'photos', DEFAULT_CHECK_PHOTOS)} photos, {at}"
+            parts.append(f"{name} ({where})")
         return "checks: " + "; ".join(parts)
 
 
@@ -202,8 +236,9 @@ class Config:
                 if name in known and (known[name].builtin or name in self.methods)}
 
     def faithfulness_sizes(self) -> tuple[Size, ...]:
-        """The run sizes whose method records get deletion and insertion curves."""
-        if not self.checks.faithfulness:
+        """The run sizes whose method records get the "maps"-scope checks' rows (deletion and
+        insertion curves, ...)."""
+        if not self.checks.scoped("maps"):
             return ()
         wanted = set(self.checks.faithfulness_sizes)
         return tuple(s for s in self.sizes if s.label in wanted or ("resized" in wanted and s.hw is not None))
@@ -416,7 +451,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     kw["metrics_off"] = _metrics_off(raw.get("metrics", {}), fail)
     if "checks" in raw:
         checks = _table(raw["checks"], "checks", fail)
-        _known(checks, "checks", fail)
+        _known({k: v for k, v in checks.items() if k not in registry_checks()}, "checks", fail,
+               extra=tuple(registry_checks()))
         kw["checks"] = _checks(checks, kw.get("sizes", Config.__dataclass_fields__["sizes"].default), fail)
     return Config(**kw)
 
@@ -472,9 +508,44 @@ def _targets(value: Any, base: Path, fail: Any) -> dict[str, Any]:
         raise fail("data.targets", str(err)) from None
 
 
+def registry_checks() -> dict[str, Any]:
+    from xcnn import registry as plugins
+
+    return plugins.checks()
+
+
+# A built-in check's [checks.NAME] table sets these flat keys of 0.2's [checks]
+_BUILTIN_CHECK_KEYS = {"faithfulness": {"steps": "faithfulness_steps"},
+                       "randomisation": {"steps": "randomisation_steps", "photos": "randomisation_photos"},
+                       "dependence": {"photos": "dependence_photos"}}
+
+
 def _checks(table: dict[str, Any], sizes: tuple[Size, ...], fail: Any) -> Checks:
-    """A [checks] table: a check runs only when its key says true, as a user who lists one key expects."""
-    kw: dict[str, Any] = {}
+    """A [checks] table: a check runs only when its key says true (or has a table of its
+    parameters), as a user who lists one key expects."""
+    from xcnn import registry as plugins
+
+    table = dict(table)
+    others = []
+    for name, entry in registry_checks().items():
+        if name not in table or name == "baselines":
+            continue
+        value = table[name]
+        if isinstance(value, dict):  # [checks.NAME]: on, with these parameters
+            params = plugins.parse_params(entry, value, f"checks.{name}")
+            if name in _BUILTIN_CHECK_KEYS:
+                table[name] = True
+                table.update({flat: getattr(params, key) for key, flat in _BUILTIN_CHECK_KEYS[name].items()
+                              if key in value})
+            else:
+                others.append((name, params))
+            continue
+        if not isinstance(value, bool):
+            raise fail(f"checks.{name}", f"expected true, false or a [checks.{name}] table of its parameters, "
+                                         f"got {value!r}")
+        if name not in _BUILTIN_CHECK_KEYS and value:
+            others.append((name, None if entry.params is None else entry.params()))
+    kw: dict[str, Any] = {"others": tuple(others)}
     for key in ("baselines", "faithfulness", "randomisation", "dependence"):
         if key in table:
             kw[key] = _typed(table[key], bool, f"checks.{key}", fail)
@@ -594,10 +665,12 @@ def _table(value: Any, key: str, fail: Any) -> dict[str, Any]:
     return value
 
 
-def _known(table: dict[str, Any], section: str, fail: Any) -> None:
+def _known(table: dict[str, Any], section: str, fail: Any, extra: tuple[str, ...] = ()) -> None:
     for key in table:
         if key not in _SECTIONS[section]:
-            raise fail(f"{section}.{key}", f"unknown key; known: {', '.join(sorted(_SECTIONS[section]))}")
+            known = sorted(_SECTIONS[section] | set(extra))
+            hint = did_you_mean(key, known)
+            raise fail(f"{section}.{key}", f"unknown key; {hint + ' ' if hint else ''}known: {', '.join(known)}")
 
 
 def _typed(value: Any, kind: type, key: str, fail: Any) -> Any:

@@ -62,11 +62,38 @@ class MetricInfo:
 
 
 @dataclass(frozen=True)
+class ScoreInfo:
+    """A model check's summary number (xcnn.registry.Score): the mean of its rows per method."""
+
+    test: str
+    measure: str
+    label: str
+    higher_is_better: bool | None = True
+    last_step: bool = False
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    name: str
+    label: str
+    category: str = ""
+    paper: str = ""
+    scope: str = "maps"
+    scores: tuple[ScoreInfo, ...] = ()
+    origin: str = ""
+
+
+@dataclass(frozen=True)
 class Described:
-    """A run's methods (in registry order: methods, then baselines) and metrics."""
+    """A run's methods (in registry order: methods, then baselines), metrics and model checks."""
 
     methods: Mapping[str, MethodInfo] = field(default_factory=dict)
     metrics: Mapping[str, MetricInfo] = field(default_factory=dict)
+    checks: Mapping[str, CheckInfo] = field(default_factory=dict)
+
+    def scores(self) -> list[ScoreInfo]:
+        """Every check's summary numbers, in registry order."""
+        return [s for c in self.checks.values() for s in c.scores]
 
     def method(self, name: str) -> MethodInfo:
         """The description of ``name``; one made from the name when the run does not describe it."""
@@ -159,7 +186,31 @@ def parse(registry: Any, where: str, ranked: bool) -> Described:
     else:
         names = list(methods)
     metric_names = list(metrics) if metric_order is None else _sorted_by(metrics, metric_order)
-    return Described({n: methods[n] for n in names}, {n: metrics[n] for n in metric_names})
+    return Described({n: methods[n] for n in names}, {n: metrics[n] for n in metric_names},
+                     _checks(registry, bad))
+
+
+def _checks(registry: dict[str, Any], bad: Any) -> dict[str, CheckInfo]:
+    """The "checks" object (absent before checks were registered: 0.2's three, from the snapshot)."""
+    table = registry.get("checks")
+    if table is None:
+        return dict(builtin().checks)
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise bad(".checks", "an object of objects")
+    out = {}
+    for name, entry in table.items():
+        scores = entry.get("scores", [])
+        if not isinstance(scores, list) or not all(isinstance(x, dict) and _text(x.get("test"))
+                                                   and _text(x.get("measure")) and _text(x.get("label"))
+                                                   for x in scores):
+            raise bad(f".checks.{name}.scores", "a list of objects with test, measure and label")
+        out[name] = CheckInfo(
+            name, **_fields({k: v for k, v in entry.items() if k != "scores"}, _CHECK_KEYS, bad, f".checks.{name}"),
+            scores=tuple(ScoreInfo(str(x["test"]), str(x["measure"]), str(x["label"]),
+                                   x.get("higher_is_better") if isinstance(x.get("higher_is_better"), bool) else None,
+                                   bool(x.get("last_step", False))) for x in scores))
+    order = _order(registry, "check_order", bad)
+    return out if order is None else {n: out[n] for n in _sorted_by(out, order)}
 
 
 def _order(registry: dict[str, Any], key: str, bad: Any) -> list[str] | None:
@@ -201,6 +252,12 @@ _METRIC_KEYS: dict[str, tuple[Any, str, Any]] = {
 }
 
 
+_CHECK_KEYS: dict[str, tuple[Any, str, Any]] = {
+    "label": (_text, "a text", None), "category": (_text, "a text", ""), "paper": (_text, "a text", ""),
+    "scope": (lambda v: v in ("maps", "photos"), '"maps" or "photos"', "maps"), "origin": (_text, "a text", ""),
+}
+
+
 def _fields(entry: dict[str, Any], keys: dict[str, tuple[Any, str, Any]], bad: Any, where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, (ok, what, default) in keys.items():
@@ -214,5 +271,6 @@ def _fields(entry: dict[str, Any], keys: dict[str, tuple[Any, str, Any]], bad: A
             out[key] = entry[key]
     if out.get("draw") is None and "draw" in keys:  # older descriptions: the kind says it
         out["draw"] = "heat" if out["kind"] == "heat" else "grey"
-    out["fields"] = tuple(out["fields"])
+    if "fields" in out:
+        out["fields"] = tuple(out["fields"])
     return out

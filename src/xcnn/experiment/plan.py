@@ -9,12 +9,14 @@ The checks add units of their own ([checks] in the config, never part of the ide
 
 - baselines: units of the pseudo model ``none`` (``BASELINE_MODEL``), whose "methods" are the
   model-free baselines; their records are keyed like any other.
-- faithfulness: no new units; a method unit at a faithfulness size is also wanted while its
-  deletion / insertion rows are missing (the worker then recomputes its maps; the store keeps
-  records it already has).
-- randomisation and dependence: one *check batch* per (model, check) at the first resized size,
-  holding the first N (photo, category) pairs; its unit keys are the photo's with the category
-  written "<category>#<check>", so they never meet a record unit's.
+- "maps"-scope checks (deletion / insertion, and the registry's others): no new units; a method
+  unit at a faithfulness size is also wanted while one of their rows is missing (the worker then
+  recomputes its maps; the store keeps records it already has).
+- "photos"-scope checks (randomisation, dependence, ...): one *check batch* per (model, check)
+  at the first resized size, holding the first N (photo, category) pairs; its unit keys are the
+  photo's with the category written "<category>#<check>", so they never meet a record unit's.
+
+Which rows are done is asked per (unit, method, check, parameters): ``store.CheckGroup``.
 
 With run.max_target_rank, batches stay whole: the worker reads each unit's rank from the batch's
 forward pass and reports the units it filters, which the store keeps as done (filtered.jsonl).
@@ -26,21 +28,21 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from xcnn.experiment.config import Config, ModelSpec, Size
-from xcnn.experiment.store import CheckKey, UnitKey
+from xcnn import registry
+from xcnn.experiment.config import DEFAULT_CHECK_PHOTOS, Config, ModelSpec, Size
+from xcnn.experiment.store import CheckGroup, UnitKey
 from xcnn.methods.registry import BASELINE_NAMES
 
 log = logging.getLogger(__name__)
 
 BASELINE_MODEL = ModelSpec("none")  # the pseudo model of the baselines: no network, no identity
-CHECKS = ("randomisation", "dependence")
-FAITHFULNESS_TESTS = ("deletion", "insertion")
 
 
 @dataclass(frozen=True)
 class Batch:
     """Units of one model at one input size; ``methods`` are the ones some unit still lacks.
-    ``check``: None for record units, else the check batch's kind (randomisation, dependence)."""
+    ``check``: None for record units, else the name of the "photos"-scope check the batch is for.
+    ``faithful``: the pairs whose "maps"-scope check rows are wanted, ``checks`` those checks."""
 
     model: ModelSpec
     size: Size
@@ -48,7 +50,8 @@ class Batch:
     methods: tuple[str, ...]
     photos: dict[str, bytes] = field(default_factory=dict, compare=False)  # file -> bytes, when shipped
     check: str | None = None
-    faithful: frozenset[str] = frozenset()  # pair keys (pair_key) whose deletion/insertion rows are wanted
+    faithful: frozenset[str] = frozenset()  # pair keys (pair_key) whose "maps"-scope check rows are wanted
+    checks: tuple[str, ...] = ()  # the "maps"-scope checks some unit of ``faithful`` lacks
 
     def key(self, sample: Any) -> UnitKey:
         return unit_key(self.model, self.size, sample, self.check)
@@ -76,26 +79,30 @@ def methods_of(config: Config, spec: ModelSpec) -> tuple[str, ...]:
     return BASELINE_NAMES if spec == BASELINE_MODEL else config.methods
 
 
-def missing(config: Config, batch: Batch, sample: Any, done: set[Any], checks_done: set[Any]) -> list[str]:
+def check_group(config: Config, base: UnitKey, method: str, check: str, params: Any) -> CheckGroup:
+    """The group of rows one check writes for one unit and method, with the run's parameters."""
+    steps, hashed = registry.check_identity(params)
+    return CheckGroup(base, method, check, steps, config.checks.seed, hashed)
+
+
+def missing(config: Config, batch: Batch, sample: Any, done: set[Any], checks_done: set[CheckGroup]) -> list[str]:
     """The methods whose records or check rows for this unit of ``batch`` are not yet done."""
-    key = unit_key(batch.model, batch.size, sample)
+    return [m for m in methods_of(config, batch.model) if lacking_checks(config, batch, sample, m, done, checks_done)
+            or (batch.check is None and (*unit_key(batch.model, batch.size, sample), m) not in done)]
+
+
+def lacking_checks(config: Config, batch: Batch, sample: Any, method: str, done: set[Any],
+                   checks_done: set[CheckGroup]) -> list[str]:
+    """The checks whose rows for this unit and method are missing: the batch's own check, or, in
+    a record batch, the "maps"-scope ones when the pair is one they run on."""
     base = (batch.model.name, batch.size.label, str(sample.image_id), sample.category)
-    c = config.checks
-    want = []
-    for m in methods_of(config, batch.model):
-        if batch.check is None:
-            lacks = (*key, m) not in done
-            if not lacks and pair_key(sample) in batch.faithful:
-                lacks = any(CheckKey(base, m, t, "auc", None, c.faithfulness_steps, c.seed) not in checks_done
-                            for t in FAITHFULNESS_TESTS)
-        # A check batch writes each photo's rows as one group: one row stands for all of them.
-        elif batch.check == "randomisation":
-            lacks = CheckKey(base, m, "randomisation", "ssim", 1, c.randomisation_steps, c.seed) not in checks_done
-        else:
-            lacks = CheckKey(base, m, "class", "ssim", None, None, c.seed) not in checks_done
-        if lacks:
-            want.append(m)
-    return want
+    if batch.check is not None:
+        params = dict(config.checks.enabled()).get(batch.check)
+        return [batch.check] if check_group(config, base, method, batch.check, params) not in checks_done else []
+    if pair_key(sample) not in batch.faithful:
+        return []
+    return [name for name, params in config.checks.scoped("maps")
+            if check_group(config, base, method, name, params) not in checks_done]
 
 
 def all_batches(config: Config, samples: Sequence[Any]) -> list[Batch]:
@@ -105,45 +112,50 @@ def all_batches(config: Config, samples: Sequence[Any]) -> list[Batch]:
     check_size = config.check_size()
     n = config.checks.faithfulness_photos
     eligible = {pair_key(s) for s in (samples[:n] if n else samples)}
+    on_maps = tuple(name for name, _ in config.checks.scoped("maps"))
     for spec in models(config):
         methods = methods_of(config, spec)
         for size in config.sizes:
             faithful = spec != BASELINE_MODEL and size in config.faithfulness_sizes()
             for group in _groups(samples, size, config.batch_size):
                 wanted = frozenset(pair_key(s) for s in group if pair_key(s) in eligible) if faithful else frozenset()
-                batches.append(Batch(spec, size, tuple(group), methods, faithful=wanted))
+                batches.append(Batch(spec, size, tuple(group), methods, faithful=wanted,
+                                     checks=on_maps if wanted else ()))
         if spec == BASELINE_MODEL or check_size is None:
             continue
-        for check, on, n in (("randomisation", config.checks.randomisation, config.checks.randomisation_photos),
-                             ("dependence", config.checks.dependence, config.checks.dependence_photos)):
-            if on:
-                batches.append(Batch(spec, check_size, tuple(samples[:n]), methods, check=check))
+        for check, params in config.checks.scoped("photos"):
+            photos = getattr(params, "photos", DEFAULT_CHECK_PHOTOS)
+            batches.append(Batch(spec, check_size, tuple(samples[:photos]), methods, check=check))
     return batches
 
 
 def plan(config: Config, samples: Sequence[Any], done: set[Any], closed: set[UnitKey],
-         checks_done: set[Any] = frozenset(), filtered: set[UnitKey] = frozenset()) -> list[Batch]:  # type: ignore[assignment]
+         checks_done: set[CheckGroup] = frozenset(), filtered: set[UnitKey] = frozenset()) -> list[Batch]:  # type: ignore[assignment]
     """Every batch that holds a unit with a method whose records (or check rows) are not yet
     done; ``closed`` units (failed for good, or killed twice: a check batch with one is skipped
     whole) and ``filtered`` units (record or check units whose target ranked over
-    run.max_target_rank) count as done. A
-    record batch keeps only the methods some unit lacks; a check batch is run whole or not at
-    all (its photos depend on each other). A batch keeps its filtered units: the worker finds
-    them again from the same forward pass, so the kept ones are explained in the same company."""
-    if (config.checks.randomisation or config.checks.dependence) and config.check_size() is None:
+    run.max_target_rank) count as done. A record batch keeps only the methods some unit lacks
+    and the "maps"-scope checks some pair lacks; a check batch is run whole or not at all (its
+    photos depend on each other). A batch keeps its filtered units: the worker finds them again
+    from the same forward pass, so the kept ones are explained in the same company."""
+    if config.checks.scoped("photos") and config.check_size() is None:
         log.info("checks: randomisation and dependence need a resized size in run.sizes; skipped")
     out = []
     for batch in all_batches(config, samples):
         if batch.check is not None and any(batch.key(s) in closed for s in batch.samples):
             continue  # a check batch killed twice is given up whole, like its units
         lacking: set[str] = set()
+        checks: set[str] = set()
         for s in batch.samples:
             key = batch.key(s)
             if key not in filtered and key not in closed:
                 lacking.update(missing(config, batch, s, done, checks_done))
+                if batch.check is None:
+                    for m in batch.methods:
+                        checks.update(lacking_checks(config, batch, s, m, done, checks_done))
         if lacking:
             keep = batch.methods if batch.check else tuple(m for m in batch.methods if m in lacking)
-            out.append(replace(batch, methods=keep))
+            out.append(replace(batch, methods=keep, checks=tuple(c for c in batch.checks if c in checks)))
     return out
 
 

@@ -95,7 +95,7 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
             store.forget_starts()
 
         def complete(batch: Batch, sample: Any) -> bool:
-            return not missing(config, batch, sample, store.records.done, store.checks.done)
+            return not missing(config, batch, sample, store.records.done, store.check_groups)
 
         # A filtered unit is done: it is started again (and may be killed) only with its batch.
         filtered = store.filtered_units
@@ -108,7 +108,7 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
         summary.failures.update(KILLED for _ in store.failed)
         closed = store.failed
         summary.units_done_before = sum(1 for k, x, b in units if k in closed or k in filtered or complete(b, x))
-        batches = plan(config, samples, store.records.done, closed, store.checks.done, filtered)
+        batches = plan(config, samples, store.records.done, closed, store.check_groups, filtered)
         log.info("%d units, %d already done, %d batches to run", summary.units_total, summary.units_done_before,
                  len(batches))
         if batches:

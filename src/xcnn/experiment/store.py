@@ -70,12 +70,42 @@ class CheckKey:
     step: int | None
     steps: int | None
     seed: int | None
+    check: str = ""  # the registered check that wrote it
+    params: str | None = None  # the hash of its other parameters (xcnn.registry.check_identity)
+
+    @property
+    def group(self) -> CheckGroup:
+        return CheckGroup(self.unit, self.method, self.check, self.steps, self.seed, self.params)
+
+
+@dataclass(frozen=True)
+class CheckGroup:
+    """What one check wrote for one unit and method in one go: any row of it marks it done."""
+
+    unit: UnitKey
+    method: str
+    check: str
+    steps: int | None
+    seed: int | None
+    params: str | None
+
+
+# Rows of xcnn 0.2 name no check: their test says which built-in wrote them.
+_CHECK_OF_TEST = {"deletion": "faithfulness", "insertion": "faithfulness", "randomisation": "randomisation",
+                  "input": "dependence", "class": "dependence"}
 
 
 def check_key(row: dict[str, Any]) -> CheckKey:
     """The key of a row of checks.jsonl (as written, or as read back)."""
-    return CheckKey(unit_key(row), str(row.get("method", "")), str(row.get("test")), str(row.get("measure")),
-                    _whole(row.get("step")), _whole(row.get("steps")), _whole(row.get("seed")))
+    test = str(row.get("test"))
+    params = row.get("params")
+    return CheckKey(unit_key(row), str(row.get("method", "")), test, str(row.get("measure")),
+                    _whole(row.get("step")), _whole(row.get("steps")), _whole(row.get("seed")),
+                    str(row.get("check") or _CHECK_OF_TEST.get(test, test)), None if params is None else str(params))
+
+
+def check_groups(keys: Iterable[CheckKey]) -> set[CheckGroup]:
+    return {k.group for k in keys}
 
 
 def _whole(value: Any) -> int | None:
@@ -339,6 +369,8 @@ class RunStore:
         # run skips them; kept apart from records.jsonl so no reader of records ever sees them.
         self.filtered = JsonlStore(self.dir / FILTERED_FILE, key=unit_key)
         self.check_rows = 0  # check rows written since opened
+        self._groups: set[CheckGroup] | None = None
+        self._groups_seen = -1
         self.starts: Counter[UnitKey] = Counter()
 
     def __enter__(self) -> RunStore:
@@ -466,6 +498,15 @@ class RunStore:
             self.checks.open()
         self.checks.append(rows)
         self.check_rows += len(rows)
+        self._groups = None
+
+    @property
+    def check_groups(self) -> set[CheckGroup]:
+        """The (unit, method, check, parameters) whose rows are in checks.jsonl."""
+        if self._groups is None or self._groups_seen != len(self.checks.done):
+            self._groups, self._groups_seen = check_groups(self.checks.done), len(self.checks.done)
+        assert self._groups is not None
+        return self._groups
 
     def _inside(self, rel: str) -> Path:
         path = (self.dir / rel).resolve()

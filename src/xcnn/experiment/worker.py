@@ -31,12 +31,12 @@ from PIL import Image
 from xcnn.errors import XcnnError
 from xcnn.experiment.config import RECORD_SCHEMA, Config, ModelSpec, Size
 from xcnn.experiment.layout import MAPS_DIR, PICTURES_DIR
-from xcnn.experiment.plan import BASELINE_MODEL, FAITHFULNESS_TESTS, Batch, pair_key
+from xcnn.experiment.plan import BASELINE_MODEL, Batch, pair_key
 from xcnn.experiment.store import UnitKey
 from xcnn.experiment.targets import check_model, classes_for
 from xcnn.files import slug, unit_stem
 from xcnn.methods import registry
-from xcnn.methods.passes import Tally
+from xcnn import registry as plugin_registry
 from xcnn.registry import MetricContext
 from xcnn.registry import metrics as registry_metrics
 
@@ -98,12 +98,12 @@ class Worker:
             for k in batch.keys():  # a photo that cannot be read or explained gets no rows
                 results[k] = UnitResult(k)
             outs = self._keep(batch, self._explain(ex, lm, units, batch, {}), results, lm.categories)
-            if outs:
-                for key, rows in self._check(ex, lm, batch, outs).items():
-                    results[key].checks = rows
+            for key, rows in self._rows(lm, ex, batch, outs, (batch.check,)).items():
+                results[key].checks = rows
             return [results[k] for k in batch.keys()]
         outs = self._keep(batch, self._explain(ex, lm, units, batch, results), results, lm.categories)
-        faith = self._faithfulness(lm, batch, [(u, o) for u, o in outs if pair_key(u.sample) in batch.faithful])
+        faith = self._rows(lm, ex, batch, [(u, o) for u, o in outs if pair_key(u.sample) in batch.faithful],
+                           batch.checks)
         for unit, out in outs:
             key = batch.key(unit.sample)
             results[key] = self._result(batch, unit, out, lm.categories)
@@ -143,85 +143,54 @@ class Worker:
                      "target": None, "target_rank": None, "target_prob": None, "top1": None})
                 for i, u in enumerate(units)]
 
-    def _row(self, sample: Any, batch: Batch, method: str, test: str, step: int | None, measure: str,
-             value: float, steps: int | None) -> dict[str, Any]:
+    def _rows(self, lm: Any, ex: Any, batch: Batch, outs: list[tuple[_Unit, dict[str, Any]]],
+              checks: Sequence[str]) -> dict[UnitKey, list]:
+        """The rows of ``checks`` (registry names) for these units, which have their maps, as
+        RUN_DIR/checks.jsonl keeps them: each CheckRow with its unit, check and parameters."""
         from xcnn import __version__
+        from xcnn.metrics.checks import CheckContext
 
-        value = float(value)
-        return {"id": sample.image_id, "class": sample.category, "CNN": batch.model.name, "size": batch.size.label,
-                "method": method, "test": test, "step": step, "measure": measure,
-                "value": value if math.isfinite(value) else None, "steps": steps, "seed": self.config.checks.seed,
-                "xcnn": __version__}
-
-    def _faithfulness(self, lm: Any, batch: Batch, outs: list[tuple[_Unit, dict[str, Any]]]) -> dict[UnitKey, list]:
-        """Deletion and insertion rows of every unit and method: AUC (step null) and the curve."""
-        from xcnn.metrics.faithfulness import deletion_insertion
-
-        if not outs:
-            return {}
-        steps, seed = self.config.checks.faithfulness_steps, self.config.checks.seed
-        x = model_input(lm, [u for u, _ in outs], self.device)
-        targets = [o["target"] for _, o in outs]
-        keys = [pair_key(u.sample) for u, _ in outs]
         rows: dict[UnitKey, list] = {batch.key(u.sample): [] for u, _ in outs}
-        # all methods in one call: they share each photo's end points and, where two maps order
-        # the pixels alike, their curves
-        curves = deletion_insertion(lm.model, x, {m: np.stack([o["maps"][m] for _, o in outs]) for m in batch.methods},
-                                    targets, steps=steps, seed=seed, keys=keys)
-        for m in batch.methods:
-            r = curves[m]
-            for i, (u, _) in enumerate(outs):
-                out = rows[batch.key(u.sample)]
-                for test in FAITHFULNESS_TESTS:
-                    out.append(self._row(u.sample, batch, m, test, None, "auc", r[f"{test}_auc"][i], steps))
-                    out += [self._row(u.sample, batch, m, test, k, "prob", p, steps)
-                            for k, p in enumerate(r[f"{test}_curve"][i])]
-        return rows
-
-    def _check(self, ex: Any, lm: Any, batch: Batch, outs: list[tuple[_Unit, dict[str, Any]]]) -> dict[UnitKey, list]:
-        """A check batch's rows per unit: randomisation, or input and class dependence."""
-        from xcnn.metrics import sanity
-
-        c = self.config.checks
+        if not outs or not checks:
+            return rows
         samples = [u.sample for u, _ in outs]
-        x = model_input(lm, [u for u, _ in outs], self.device)
-        targets = torch.tensor([o["target"] for _, o in outs])
-        keys = [f"{s.image_id}|{s.category}" for s in samples]
-        trained = {m: np.stack([o["maps"][m] for _, o in outs]) for m in batch.methods}
-        ranked = {m: sanity.ranks(trained[m]) for m in batch.methods}  # each trained map is compared many times
-        rows: dict[int, list] = {i: [] for i in range(len(samples))}
-
-        def compare(test: str, step: int | None, steps: int | None, maps: dict[str, np.ndarray]) -> None:
-            for m in batch.methods:
-                sim = sanity.similarity(trained[m], maps[m], ranked[m])
-                for i in range(len(samples)):
-                    for measure in ("spearman", "ssim"):
-                        rows[i].append(self._row(samples[i], batch, m, test, step, measure, sim[measure][i], steps))
-
-        if batch.check == "randomisation":
-            # one group of modules a step, fewer steps when fewer modules own parameters
-            tally = Tally("randomisation steps", min(c.randomisation_steps, len(sanity.parameterised_modules(lm.model))))
-            for step, _, model in sanity.cascade(lm.model, x[:1], c.randomisation_steps, c.seed):
-                rex = lm.explainer(batch.model.gradcam_layer, model=model)  # the records' layer and layout
-                compare("randomisation", step, c.randomisation_steps,
-                        self._maps(rex, x, targets, batch.methods, keys))
-                tally.add()
-        else:
-            tally = Tally("dependence checks", 2)
-            if len(samples) >= 2:
-                j = sanity.cyclic_partners(len(samples))
-                # photo j's map for photo i's target, against photo i's own map
-                compare("input", None, None, self._maps(ex, x[torch.as_tensor(j)], targets, batch.methods,
-                                                        [keys[k] for k in j]))
-            else:
-                log.info("%s: input dependence needs 2 photos, got %d; skipped", batch.model.name, len(samples))
-            tally.add()
-            own = [classes_for(self.config.targets, self.config.target_map, s.category, lm.categories, lm.wnids)
-                   for s in samples]
-            other = torch.tensor([sanity.other_class(len(lm.categories), set(o), c.seed, k) for o, k in zip(own, keys)])
-            compare("class", None, None, self._maps(ex, x, other, batch.methods, keys))
-            tally.add()
-        return {batch.key(samples[i]): r for i, r in rows.items()}
+        keys = [pair_key(s) for s in samples]
+        maps = {m: np.stack([o["maps"][m] for _, o in outs]) for m in batch.methods}
+        enabled = dict(self.config.checks.enabled())
+        for name in checks:
+            entry, params = plugin_registry.get_check(name), enabled.get(name)
+            steps, hashed = plugin_registry.check_identity(params)
+            ctx = CheckContext(
+                model=lm.model, images=model_input(lm, [u for u, _ in outs], self.device),
+                targets=torch.tensor([o["target"] for _, o in outs]), keys=keys, methods=batch.methods, maps=maps,
+                masks=np.stack([u.mask for u, _ in outs]), photos=np.stack([u.photo for u, _ in outs]),
+                params=params, seed=self.config.checks.seed, classes=len(lm.categories),
+                own_classes=[classes_for(self.config.targets, self.config.target_map, s.category, lm.categories,
+                                         lm.wnids) for s in samples],
+                memory_mb=self.config.options.memory_mb,
+                explain_fn=lambda x, t, k, model: self._maps(ex if model is None else lm.explainer(
+                    batch.model.gradcam_layer, model=model), x, t, batch.methods, list(k)))
+            try:
+                made = list(entry.fn(ctx))
+            except (XcnnError, MemoryError, torch.OutOfMemoryError):
+                raise
+            except Exception as err:  # a plugin's bug: one line naming it
+                if entry.origin.startswith("xcnn."):
+                    raise
+                raise XcnnError(f"check {name!r} ({entry.origin}) raised {type(err).__name__}: {err}") from None
+            for r in made:
+                if not isinstance(r, plugin_registry.CheckRow) or not 0 <= r.photo < len(samples):
+                    raise XcnnError(f"check {name!r} ({entry.origin}) must yield xcnn.CheckRow values with photo in "
+                                    f"0..{len(samples) - 1}, got {r!r}")
+                s, value = samples[r.photo], float(r.value)
+                row = {"id": s.image_id, "class": s.category, "CNN": batch.model.name, "size": batch.size.label,
+                       "method": r.method, "test": r.test, "step": r.step, "measure": r.measure,
+                       "value": value if math.isfinite(value) else None, "steps": steps,
+                       "seed": self.config.checks.seed, "check": name, "xcnn": __version__}
+                if hashed is not None:
+                    row["params"] = hashed
+                rows[batch.key(s)].append(row)
+        return rows
 
     def _maps(self, ex: Any, x: torch.Tensor, targets: torch.Tensor, methods: Sequence[str],
               keys: list[str]) -> dict[str, np.ndarray]:

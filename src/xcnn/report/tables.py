@@ -442,17 +442,18 @@ CHECK_COLUMNS = {
 
 
 def check_summary(checks: pd.DataFrame) -> pd.DataFrame:
-    """Per method, the mean of each validity check (checks.jsonl rows): AUCs, and similarities
-    (randomisation at its last step, where every group of layers is re-initialised)."""
+    """Per method, the mean of each model check's summary numbers (the run's checks' ``scores``,
+    from checks.jsonl rows): AUCs, and similarities (randomisation at its last step, where every
+    group of layers is re-initialised), and a plugin check's the same way."""
     if checks.empty:
         return pd.DataFrame(index=pd.Index([], name="method"))
     out = {}
-    for (test, measure), column in CHECK_COLUMNS.items():
-        part = checks[(checks["test"] == test) & (checks["measure"] == measure)]
-        if test == "randomisation" and not part.empty:
+    for score in described().scores():
+        part = checks[(checks["test"] == score.test) & (checks["measure"] == score.measure)]
+        if score.last_step and not part.empty:
             part = part[part["step"] == part["step"].max()]
         if not part.empty:
-            out[column] = part.groupby("method")["value"].mean()
+            out[score.label] = part.groupby("method")["value"].mean()
     return pd.DataFrame(out)
 
 
