@@ -39,6 +39,7 @@ class Context:
     # its layout (tokens, NHWC) again; set by the engine for run_with_layer
     layer_output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     options: Any = None  # xcnn 0.2's Options (deprecated): read by params_of, sets memory_mb
+    _layer_calls: int | None = field(default=None, init=False, repr=False)  # the layer's calls in one forward
 
     def __post_init__(self) -> None:
         if self.options is not None:
@@ -80,7 +81,15 @@ class Context:
         convert = self.layer_output or (lambda replacement, own: replacement)
         current: list[torch.Tensor] = []
         most = chunk_items(footprint(self.model, self.images).infer_bytes, self.memory_mb)  # probes: hook after
-        handle = module.register_forward_hook(lambda _m, _i, own: convert(current[0], own))
+        # The engine captures the layer's last call in a forward pass: only that one is replaced (a
+        # module the network calls twice, as EfficientNet-Lite0's `_swish`, keeps its first call).
+        calls, seen = self._calls_per_forward(module), [0]
+
+        def hook(_m: nn.Module, _i: Any, own: torch.Tensor) -> torch.Tensor | None:
+            seen[0] += 1
+            return convert(current[0], own) if seen[0] % calls == 0 else None
+
+        handle = module.register_forward_hook(hook)
         try:
             with plain_torch(), torch.no_grad():
                 out = []
@@ -90,6 +99,21 @@ class Context:
                 return torch.cat(out)
         finally:
             handle.remove()
+
+    def _calls_per_forward(self, module: nn.Module) -> int:
+        """How often one forward pass calls ``module``: counted once, on the first photo."""
+        from xcnn.methods.sampling import plain_torch
+
+        if self._layer_calls is None:
+            count = [0]
+            handle = module.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+            try:
+                with plain_torch(), torch.no_grad():
+                    self.model(self.images[:1])
+            finally:
+                handle.remove()
+            self._layer_calls = max(count[0], 1)
+        return self._layer_calls
 
 
 def to_heat(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
