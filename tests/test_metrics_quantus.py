@@ -236,6 +236,20 @@ def test_tie_rule_is_quantus_averaged_over_every_tie_order() -> None:
     assert localisation.mask_auc(rk)[0] == pytest.approx(_quantus(quantus.AUC, r, masks)[0], abs=1e-12)
 
 
+def test_tie_free_metrics_equal_quantus_on_maps_full_of_ties() -> None:
+    """A relu'd CAM stored as 8-bit (a zero plateau and ~250 levels): the AUC (sklearn counts ties
+    half) and the complexity metrics do not depend on the tie order, so they equal Quantus here."""
+    rng = np.random.default_rng(12)
+    cam = _gradcam_like(rng, 3, 48)
+    maps = np.round(255 * np.maximum(cam - 0.3, 0) / 0.7) / 255
+    masks = _masks(rng, 3, 48)
+    assert all(len(np.unique(row)) < 300 for row in _r(maps).reshape(3, -1))
+    for name in ("auc", "sparseness", "complexity", "effective_complexity"):
+        cls, kwargs = REFERENCES[name]
+        np.testing.assert_allclose(_xcnn(name, maps, masks), _quantus(cls, _r(maps), masks, **kwargs),
+                                   rtol=0, atol=TOL, err_msg=name)
+
+
 def test_uniform_map_scores_chance_whatever_the_tie_order() -> None:
     masks = _masks(np.random.default_rng(7), 2, 40)
     maps = np.full((2, 3, 40, 40), 0.3, dtype=np.float32)

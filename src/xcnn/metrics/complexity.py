@@ -8,6 +8,8 @@ all-zero or non-finite map gives NaN (Quantus: a Gini of 0, an entropy of NaN, a
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from xcnn.metrics.localisation import ArrayLike, _ranked
@@ -17,10 +19,20 @@ EFFECTIVE_COMPLEXITY_EPS = 1e-5  # Quantus's default; to become [metrics.effecti
 
 
 def _scaled(rk: dict[str, np.ndarray]) -> np.ndarray:
-    """r / max r, sorted ascending (Quantus's normalise_by_max); all-zero rows stay zero."""
-    v = rk["v"]
-    top = np.where(rk["valid"], v[:, -1], 1.0)
-    return v / top[:, None]
+    """r / max r in float64, sorted ascending (Quantus's normalise_by_max), computed once per
+    sort; all-zero rows stay zero."""
+    if "scaled" not in rk:
+        v = rk["v"]
+        top = np.where(rk["valid"], v[:, -1], 1.0).astype(np.float64)
+        rk["scaled"] = v.astype(np.float64) / top[:, None]
+    return rk["scaled"]
+
+
+@functools.lru_cache(maxsize=8)
+def _gini_weights(n: int) -> np.ndarray:
+    weights = 2.0 * np.arange(1, n + 1) - n - 1  # Σ (2i − n − 1) q_(i), ascending order
+    weights.flags.writeable = False
+    return weights
 
 
 def _on_valid(rk: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
@@ -30,12 +42,12 @@ def _on_valid(rk: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
 def gini(rk: dict[str, np.ndarray]) -> np.ndarray:
     """Gini index of r / max r + 1e-7 (Chalasani et al. 2020): 0 for a uniform map, towards 1 for
     one bright pixel."""
-    q = _scaled(rk) + 1e-7  # Quantus's offset, after its normalisation
+    q = _scaled(rk)
     n = q.shape[1]
-    weights = 2.0 * np.arange(1, n + 1) - n - 1  # ascending order: Σ (2i − n − 1) q_(i)
-    # a row-wise sum, not q @ weights: BLAS rounds differently with the batch's size
+    # Quantus's offset of 1e-7 after its normalisation: the weights sum to 0, so it only adds
+    # n · 1e-7 below. A row-wise sum, not q @ weights: BLAS rounds differently with the batch.
     with np.errstate(invalid="ignore"):  # non-finite rows: NaN, masked below
-        return _on_valid(rk, (q * weights).sum(axis=1) / (n * q.sum(axis=1)))
+        return _on_valid(rk, (q * _gini_weights(n)).sum(axis=1) / (n * (q.sum(axis=1) + n * 1e-7)))
 
 
 def entropy(rk: dict[str, np.ndarray]) -> np.ndarray:

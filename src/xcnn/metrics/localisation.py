@@ -188,8 +188,8 @@ def ranked(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
     """The relevance of each map sorted ascending, with the mask in the same order: what the
     rank-based metrics (top-k, rank accuracy, AUC, Gini) read, sorted once.
 
-    ``v`` B×N float64 sorted r; ``inside`` B×N bool; ``before`` B×(N+1) in-mask pixels before
-    each position; ``valid`` B bool, False for an all-zero or non-finite map."""
+    ``v`` B×N sorted r (in r's dtype); ``inside`` B×N bool; ``before`` B×(N+1) in-mask pixels
+    before each position; ``valid`` B bool, False for an all-zero or non-finite map."""
     m, k = _check(maps, masks)
     r = relevance(m).reshape(m.shape[0], -1)
     inside_px = k.reshape(k.shape[0], -1)
@@ -199,8 +199,8 @@ def ranked(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
     one = utype(1)
     bits: np.ndarray = r.view(utype)
     key = np.sort(np.left_shift(bits, one) | inside_px.astype(utype), axis=1)
-    v = (key >> one).view(r.dtype).astype(np.float64)
     inside = (key & one).astype(bool)
+    v = np.right_shift(key, one).view(r.dtype)
     before = np.zeros((v.shape[0], v.shape[1] + 1), dtype=np.int64)
     np.cumsum(inside, axis=1, out=before[:, 1:])
     top = v[:, -1]  # NaN's bits sort above +inf's, so a non-finite map shows here
@@ -266,17 +266,18 @@ def mask_auc(rk: dict[str, np.ndarray]) -> np.ndarray:
     b, n = v.shape
     pos = before[:, n]
     neg = n - pos
-    # Outside pixels before each in-mask one; the key sort puts a tied group's outside pixels
-    # first, so each in-mask pixel counted all its tied ones: half of them come off below.
-    outside_before = np.arange(n) - before[:, :-1]
-    u = np.where(inside, outside_before, 0).sum(axis=1, dtype=np.float64)
-    new = np.ones_like(inside)
-    new[:, 1:] = v[:, 1:] != v[:, :-1]
-    group = np.cumsum(new.reshape(-1)) - 1  # ids distinct across rows: each row starts a group
-    in_group = np.bincount(group, weights=inside.reshape(-1).astype(np.float64))
-    size = np.bincount(group).astype(np.float64)
-    row = np.flatnonzero(new.reshape(-1)) // n
-    u -= 0.5 * np.bincount(row, weights=in_group * (size - in_group), minlength=b)
+    # U = Σ over in-mask pixels of the outside pixels before them: the j-th in-mask pixel, at
+    # position i, has i − j. The key sort puts a tied group's outside pixels first, so each
+    # in-mask pixel counted all its tied ones: half of them come off below.
+    u = np.where(inside, np.arange(n), 0).sum(axis=1, dtype=np.float64) - pos * (pos - 1) / 2
+    tied = np.zeros((b, n + 1), dtype=np.int8)  # 1 where a pixel ties the one before it
+    np.equal(v[:, 1:], v[:, :-1], out=tied[:, 1:n].view(bool))
+    if tied.any():  # each tied group's in-mask × outside pixels; column 0 and n stay 0, so
+        edges = np.diff(tied.reshape(-1))  # no run of ties crosses a row
+        row, lo = np.divmod(np.flatnonzero(edges == 1), n + 1)  # lo: the group's first pixel
+        hi = np.flatnonzero(edges == -1) % (n + 1) + 1  # one past its last
+        group = before[row, hi] - before[row, lo]
+        u -= 0.5 * np.bincount(row, weights=(group * (hi - lo - group)).astype(np.float64), minlength=b)
     ok = rk["valid"] & (pos > 0) & (neg > 0)
     out = np.full(b, np.nan)
     out[ok] = u[ok] / (pos[ok] * neg[ok].astype(np.float64))
