@@ -77,7 +77,7 @@ def complexity(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndar
 
 
 @metric("effective_complexity", label="Effective complexity", higher_is_better=False, category="complexity",
-        paper="Nguyen & Martínez 2020")
+        paper="Nguyen & Rodríguez Martínez 2020")
 def effective(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
     """Pixels above eps = 1e-5 of the maximum relevance (Quantus EffectiveComplexity): lower is simpler."""
     return effective_complexity(_ranked(maps, masks, ctx))

@@ -270,12 +270,16 @@ def mask_auc(rk: dict[str, np.ndarray]) -> np.ndarray:
     # position i, has i − j. The key sort puts a tied group's outside pixels first, so each
     # in-mask pixel counted all its tied ones: half of them come off below.
     u = np.where(inside, np.arange(n), 0).sum(axis=1, dtype=np.float64) - pos * (pos - 1) / 2
-    tied = np.zeros((b, n + 1), dtype=np.int8)  # 1 where a pixel ties the one before it
-    np.equal(v[:, 1:], v[:, :-1], out=tied[:, 1:n].view(bool))
-    if tied.any():  # each tied group's in-mask × outside pixels; column 0 and n stay 0, so
-        edges = np.diff(tied.reshape(-1))  # no run of ties crosses a row
-        row, lo = np.divmod(np.flatnonzero(edges == 1), n + 1)  # lo: the group's first pixel
-        hi = np.flatnonzero(edges == -1) % (n + 1) + 1  # one past its last
+    tied = np.zeros((b, n + 1), dtype=bool)  # a pixel equal to the one before it
+    np.equal(v[:, 1:], v[:, :-1], out=tied[:, 1:n])
+    at = np.flatnonzero(tied)  # columns 0 and n stay False, so no run of ties crosses a row
+    if at.size:  # each tied group's in-mask × outside pixels
+        first = np.ones(at.size, dtype=bool)
+        first[1:] = np.diff(at) != 1
+        last = np.ones(at.size, dtype=bool)
+        last[:-1] = first[1:]
+        row, lo = np.divmod(at[first] - 1, n + 1)  # lo: the group's first pixel
+        hi = at[last] % (n + 1) + 1  # one past its last
         group = before[row, hi] - before[row, lo]
         u -= 0.5 * np.bincount(row, weights=(group * (hi - lo - group)).astype(np.float64), minlength=b)
     ok = rk["valid"] & (pos > 0) & (neg > 0)
