@@ -148,9 +148,9 @@ def test_top_k_at_other_k_equals_quantus() -> None:
 
 def test_effective_complexity_at_other_eps_equals_quantus() -> None:
     maps, masks = _case("gradcam_like", 32, seed=4)
-    rk = localisation.ranked(maps, masks)
+    rel = localisation.relevances(maps)
     for eps in (1e-3, 0.1, 0.5):
-        np.testing.assert_array_equal(complexity.effective_complexity(rk, eps),
+        np.testing.assert_array_equal(complexity.effective_complexity(rel, eps),
                                       _quantus(quantus.EffectiveComplexity, _r(maps), masks, eps=eps))
 
 
@@ -302,6 +302,17 @@ def test_batch_does_not_change_a_maps_score() -> None:
         together = _xcnn(name, maps, masks)
         alone = np.concatenate([_xcnn(name, maps[i:i + 1], masks[i:i + 1]) for i in range(4)])
         np.testing.assert_array_equal(together, alone, err_msg=name)
+
+
+def test_sharing_a_context_changes_no_bit() -> None:
+    """The worker runs the metrics in one context (one sort); turning some off, or running them in
+    another order, must not move another's value."""
+    maps, masks = _case("gradcam_like", 32, seed=11)
+    alone = {name: _xcnn(name, maps, masks) for name in REFERENCES}
+    for order in (list(REFERENCES), list(reversed(REFERENCES))):
+        ctx = MetricContext(method="test")
+        for name in order:
+            np.testing.assert_array_equal(registry.metrics()[name].fn(maps, masks, ctx), alone[name], err_msg=name)
 
 
 # --- the registry entries -----------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Each reads the relevance r = Σ_c m_c² of a map (for a heat map, m²), as P does, and equals
 Quantus 0.6.0's class given a = r (B×1×H×W), called one sample at a time: Quantus divides a by
 its maximum first (normalise_by_max), and its constants (1e-7, 1e-12, eps) act on that scale.
-They share the sort of ``localisation.ranked`` with the rank-based localisation metrics. An
+The Gini index shares the sort of ``localisation.ranked`` with the rank-based localisation
+metrics; the entropy and the effective complexity need none. An
 all-zero or non-finite map gives NaN (Quantus: a Gini of 0, an entropy of NaN, a count of 0).
 """
 from __future__ import annotations
@@ -12,20 +13,21 @@ import functools
 
 import numpy as np
 
-from xcnn.metrics.localisation import ArrayLike, _ranked
+from xcnn.metrics.localisation import ArrayLike, _ranked, _relevances
 from xcnn.registry import MetricContext, metric
 
 EFFECTIVE_COMPLEXITY_EPS = 1e-5  # Quantus's default; to become [metrics.effective_complexity] eps
 
 
-def _scaled(rk: dict[str, np.ndarray]) -> np.ndarray:
-    """r / max r in float64, sorted ascending (Quantus's normalise_by_max), computed once per
-    sort; all-zero rows stay zero."""
-    if "scaled" not in rk:
-        v = rk["v"]
-        top = np.where(rk["valid"], v[:, -1], 1.0).astype(np.float64)
-        rk["scaled"] = v.astype(np.float64) / top[:, None]
-    return rk["scaled"]
+def _scaled(values: dict[str, np.ndarray], key: str) -> np.ndarray:
+    """values[key] / max r in float64 (Quantus's normalise_by_max), once per dict: the sorted
+    ``v`` of ``ranked`` or the flat ``r`` of ``relevances``; all-zero rows stay zero."""
+    name = f"scaled_{key}"
+    if name not in values:
+        x = values[key]
+        top = np.where(values["valid"], values["top"], 1.0).astype(np.float64)
+        values[name] = x.astype(np.float64) / top[:, None]
+    return values[name]
 
 
 @functools.lru_cache(maxsize=8)
@@ -41,8 +43,8 @@ def _on_valid(rk: dict[str, np.ndarray], values: np.ndarray) -> np.ndarray:
 
 def gini(rk: dict[str, np.ndarray]) -> np.ndarray:
     """Gini index of r / max r + 1e-7 (Chalasani et al. 2020): 0 for a uniform map, towards 1 for
-    one bright pixel."""
-    q = _scaled(rk)
+    one bright pixel. ``rk``: ``localisation.ranked``'s sorted relevance."""
+    q = _scaled(rk, "v")
     n = q.shape[1]
     # Quantus's offset of 1e-7 after its normalisation: the weights sum to 0, so it only adds
     # n · 1e-7 below. A row-wise sum, not q @ weights: BLAS rounds differently with the batch.
@@ -50,17 +52,19 @@ def gini(rk: dict[str, np.ndarray]) -> np.ndarray:
         return _on_valid(rk, (q * _gini_weights(n)).sum(axis=1) / (n * (q.sum(axis=1) + n * 1e-7)))
 
 
-def entropy(rk: dict[str, np.ndarray]) -> np.ndarray:
-    """Shannon entropy (nats) of p = r / Σ r, as Quantus: −Σ p log(p + 1e-12) (Bhatt et al. 2020)."""
-    q = _scaled(rk)
+def entropy(rel: dict[str, np.ndarray]) -> np.ndarray:
+    """Shannon entropy (nats) of p = r / Σ r, as Quantus: −Σ p log(p + 1e-12) (Bhatt et al. 2020).
+    ``rel``: ``localisation.relevances`` (no sort needed)."""
+    q = _scaled(rel, "r")
     with np.errstate(invalid="ignore", divide="ignore"):  # all-zero rows: NaN, masked below
         p = q / q.sum(axis=1, keepdims=True)
-    return _on_valid(rk, -(p * np.log(p + 1e-12)).sum(axis=1))
+    return _on_valid(rel, -(p * np.log(p + 1e-12)).sum(axis=1))
 
 
-def effective_complexity(rk: dict[str, np.ndarray], eps: float = EFFECTIVE_COMPLEXITY_EPS) -> np.ndarray:
-    """Pixels whose r / max r exceeds eps (Nguyen & Martínez 2020)."""
-    return _on_valid(rk, (_scaled(rk) > eps).sum(axis=1).astype(np.float64))
+def effective_complexity(rel: dict[str, np.ndarray], eps: float = EFFECTIVE_COMPLEXITY_EPS) -> np.ndarray:
+    """Pixels whose r / max r exceeds eps (Nguyen & Rodríguez Martínez 2020). ``rel``:
+    ``localisation.relevances`` (no sort needed)."""
+    return _on_valid(rel, (_scaled(rel, "r") > eps).sum(axis=1).astype(np.float64))
 
 
 @metric("sparseness", label="Sparseness (Gini)", category="complexity", paper="Chalasani et al. 2020")
@@ -73,11 +77,11 @@ def sparseness(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndar
         paper="Bhatt et al. 2020")
 def complexity(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
     """Entropy of the relevance's share per pixel (Quantus Complexity): lower is simpler."""
-    return entropy(_ranked(maps, masks, ctx))
+    return entropy(_relevances(maps, ctx))
 
 
 @metric("effective_complexity", label="Effective complexity", higher_is_better=False, category="complexity",
         paper="Nguyen & Rodríguez Martínez 2020")
 def effective(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
     """Pixels above eps = 1e-5 of the maximum relevance (Quantus EffectiveComplexity): lower is simpler."""
-    return effective_complexity(_ranked(maps, masks, ctx))
+    return effective_complexity(_relevances(maps, ctx))

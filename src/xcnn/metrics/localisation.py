@@ -184,14 +184,24 @@ def relevance(maps: ArrayLike) -> np.ndarray:
     return np.einsum("bchw,bchw->bhw", m, m)
 
 
-def ranked(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
+def relevances(maps: ArrayLike) -> dict[str, np.ndarray]:
+    """``r`` B×N, each map's relevance flattened (in the map's dtype); ``top`` its maximum;
+    ``valid`` B bool, False for an all-zero or non-finite map (NaN wins the maximum)."""
+    r = relevance(maps)
+    r = r.reshape(r.shape[0], -1)
+    top = r.max(axis=1) if r.shape[1] else np.zeros(r.shape[0], dtype=r.dtype)
+    return {"r": r, "top": top, "valid": np.isfinite(top) & (top > 0)}
+
+
+def ranked(maps: ArrayLike, masks: ArrayLike, rel: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The relevance of each map sorted ascending, with the mask in the same order: what the
     rank-based metrics (top-k, rank accuracy, AUC, Gini) read, sorted once.
 
     ``v`` B×N sorted r (in r's dtype); ``inside`` B×N bool; ``before`` B×(N+1) in-mask pixels
-    before each position; ``valid`` B bool, False for an all-zero or non-finite map."""
+    before each position; ``top`` and ``valid`` as ``relevances``'s (``rel``: those of these maps, if known)."""
     m, k = _check(maps, masks)
-    r = relevance(m).reshape(m.shape[0], -1)
+    rel = relevances(m) if rel is None else rel
+    r = rel["r"]
     inside_px = k.reshape(k.shape[0], -1)
     # One sort of (r's bits, mask bit): r ≥ 0, so its IEEE bits order as its values, and the sign
     # bit they never use makes room for the mask bit. Sorting values is faster than argsort.
@@ -203,13 +213,18 @@ def ranked(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
     v = np.right_shift(key, one).view(r.dtype)
     before = np.zeros((v.shape[0], v.shape[1] + 1), dtype=np.int64)
     np.cumsum(inside, axis=1, out=before[:, 1:])
-    top = v[:, -1]  # NaN's bits sort above +inf's, so a non-finite map shows here
-    return {"v": v, "inside": inside, "before": before, "valid": np.isfinite(top) & (top > 0)}
+    return {"v": v, "inside": inside, "before": before, "top": rel["top"], "valid": rel["valid"]}
+
+
+def _relevances(maps: ArrayLike, ctx: MetricContext) -> dict[str, np.ndarray]:
+    if "relevance" not in ctx.cache:
+        ctx.cache["relevance"] = relevances(maps)
+    return ctx.cache["relevance"]
 
 
 def _ranked(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> dict[str, np.ndarray]:
     if "ranked" not in ctx.cache:
-        ctx.cache["ranked"] = ranked(maps, masks)
+        ctx.cache["ranked"] = ranked(maps, masks, _relevances(maps, ctx))
     return ctx.cache["ranked"]
 
 
