@@ -7,8 +7,8 @@ under an envelope, half Grad-CAM-like smooth heat maps), elliptic masks. Quantus
 Σ_c m_c² (B×1×H×W), the relevance xcnn's metrics read, and is timed two ways: one sample at a
 time (the call that equals xcnn: its normalise_by_max runs over the whole batch otherwise) and on
 the whole batch at once (its fastest call). xcnn is timed as the worker calls it, one map at a
-time with a fresh MetricContext per metric (so each metric pays the shared sort alone), and as a
-batch. "together" is what a record costs: the six new metrics sharing one context, beside
+time with a fresh MetricContext per metric (so each pays its own sort, if it needs one), and as
+a batch. "together" is what a record costs: the six new metrics sharing one context, beside
 ``scores`` (P, chance, pointing game, RMA) that every record already pays, and beside the maps'
 time measured in the same process (``--map-model``, random weights, the eleven single-pass
 methods on a batch of 4 at ``--size``, each map's share of the batch's passes, as the README's
