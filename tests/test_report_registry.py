@@ -167,7 +167,8 @@ def test_a_run_without_descriptions_reads_as_before(tmp_path):
         card = list(csv.DictReader(f))
     assert [r["Method"] for r in card] == ["Gradient", "Grad-CAM", "Uniform (baseline)"]
     assert [r["Picture"] for r in card] == ["grey", "heat", "heat"]
-    assert not any(c.startswith("Mean ") and c not in ("Mean P", "Mean lift") for c in card[0])
+    builtin = {f"{c}{ci}" for c in ("Mean P", "Mean lift") for ci in ("", " 95 % CI low", " 95 % CI high")}
+    assert not any(c.startswith("Mean ") and c not in builtin for c in card[0])
 
 
 def test_metric_order_is_kept_although_config_json_sorts_its_keys() -> None:

@@ -14,7 +14,7 @@ from xcnn.errors import XcnnError
 from xcnn.experiment import descriptions
 from xcnn.experiment.layout import FAILURES_FILE, RECORDS_FILE
 from xcnn.files import slug, unit_stem
-from xcnn.report import figures, files, grids, html, progress, stats, tables
+from xcnn.report import categories, figures, files, grids, html, progress, stats, tables
 from xcnn.report.run_info import RunInfo, read_config, reasons, run_info
 
 log = logging.getLogger(__name__)
@@ -155,25 +155,31 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
 
     checks = pd.DataFrame(keep_wanted(read_checks(run_dir), wanted_methods(run_dir))[0])
     figs += figures.write_check_figures(checks, out / "figures", eps)
+    ranked = tables.rankings(views["all"], checks)
+    figs += figures.write_ranks_figure(ranked, out / "figures", eps)
     log.info("wrote %d figures to %s", len(figs), run_dir / REPORT / "figures")  # where they will be
-    numbers = tables.method_card(views["all"], checks)
+    numbers = tables.method_card(views["all"], checks, ranked)
     card = tables.card_for_display(numbers)
     best = tables.best_baseline(views["all"])
     checked = "; then the means of the validity checks the run made" if not tables.check_summary(checks).empty else ""
+    conflicts = categories.sentences(ranked.conflicts)
     card_caption = " ".join(part for part in (
         "Per method and baseline, over all records: how its pictures are drawn, its paper, the records and photos "
         f"with a finite P, mean P and lift{checked}.",
         tables.win_caption(best) if best is not None else "",
+        categories.caption(list(ranked.by_category.columns), len(ranked.ranks)),
+        "The CSV adds the 95 % cluster-bootstrap interval over photos of every mean (columns '… 95 % CI low' and "
+        "'… high'; check scores over the photos their rows are of).",
         tables.metrics_caption(list(card.columns)),
         tables.flags_caption(list(card.columns), "edges" in set(views["all"]["method"]))) if part)
     # Two decimals: the card is a summary to read at a glance; the CSV keeps full precision and
     # the win rate as two numbers.
-    card_files = tables.write_table(card, out / "tables", "method_card", f"Method card. {card_caption}", digits=2,
-                                    csv_table=tables.table_for_display(numbers))
+    card_files = tables.write_table(card, out / "tables", "method_card", " ".join(["Method card.", *conflicts, card_caption]),
+                                    digits=2, csv_table=tables.table_for_display(numbers))
     # On the page the card must fit 1280 px: short headers (explained in the caption), wrapped text.
     page_caption = f"{card_caption} {tables.card_headers_caption(list(card.columns))}".strip()
-    card_section = html.TableSection("", page_caption, card, card_files, headers=tables.CARD_HEADERS, digits=2,
-                                     css="compact", wrap=("Reference", "Flags"))
+    card_section = html.TableSection("", page_caption, card, card_files, headers=tables.card_headers(list(card.columns)),
+                                     digits=2, css="compact", wrap=("Reference", "Flags"), notes=tuple(conflicts))
     grid_list = grids.write_grids(df, run_dir, out / "grids", chosen)
     cards = _gallery(run_dir, out, df)
     page = html.Page(info=info, df=df, views=list(views), card_table=card_section, tables=sections, figures=figs,

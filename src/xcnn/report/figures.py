@@ -2,7 +2,7 @@
 (thesis Fig. 7.6), per CNN and size (Fig. 7.7, 7.9), per size (with more than one), per category,
 the distribution of P − chance, and mean P against mean lift. Once per run (write_check_figures),
 when the run made them: the randomisation checks' similarity curves and the mean deletion and
-insertion curves.
+insertion curves; and the methods' ranks on every metric with a category (write_ranks_figure).
 
 Every bar figure is a set of panels of horizontal bars, one bar per method and baseline in
 registry order, on a shared P axis from 0 to 1: names stay readable for any number of methods,
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +26,10 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from xcnn.report import categories  # noqa: E402
 from xcnn.report.stats import N_RESAMPLES, SEED, cluster_bootstrap_ci  # noqa: E402
 from xcnn.report.tables import (  # noqa: E402
-    cnn_label, described, is_baseline, method_label, order_methods, order_sizes, size_label, thesis,
+    Rankings, cnn_label, described, is_baseline, method_label, order_methods, order_sizes, size_label, thesis,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,11 @@ PALETTE: dict[str, str] = {
     "scorecam": "#DDCC77",
     "integrated_gradients": "#117733",
     "smoothgrad": "#44AA99",
+    "ablationcam": "#997700",
+    "lrp_epsilon_plus_flat": "#6699CC",
+    "lrp_epsilon_gamma_box": "#004488",
+    "occlusion": "#EE99AA",
+    "rise": "#88CCEE",
     "uniform": "#C8C8C8",
     "centre": "#9E9E9E",
     "edges": "#6E6E6E",
@@ -419,3 +426,57 @@ def _method_ticks(ax: plt.Axes, pos: dict[str, float]) -> None:
             tick.set_color("#555555")
             tick.set_fontstyle("italic")
     ax.grid(axis="y", visible=False)
+
+
+RANKS_NOTE = ("Each cell: the method's rank on the metric among the methods (1 = best, in the metric's direction: "
+              "↑ higher is better, ↓ lower is better; ties share their mean rank), coloured by the rank normalised "
+              "to 0–1. Baselines are not ranked.")
+
+
+def ranks_figure(ranked: Rankings) -> plt.Figure:
+    """Methods (rows) by metrics (columns, grouped by category), each cell the method's rank on
+    the metric, coloured by normalised rank (the presentation of Hedström et al. 2023)."""
+    metrics, ranks = ranked.metrics, ranked.ranks
+    norm = categories.normalised(ranks)
+    n_rows, n_cols = ranks.shape
+    fig, ax = plt.subplots(figsize=(3.2 + 0.62 * n_cols + 1.4, 1.9 + 0.36 * n_rows), layout="constrained")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#eeeeee")
+    text = np.array([["–" if not np.isfinite(r) else f"{r:g}" for r in row] for row in ranks.to_numpy(float)])
+    sns.heatmap(norm.to_numpy(float), ax=ax, cmap=cmap, vmin=0, vmax=1, annot=text, fmt="", linewidths=1,
+                linecolor="white", annot_kws={"fontsize": 9}, square=False,
+                cbar_kws={"label": "normalised rank", "ticks": [0, 0.5, 1], "shrink": 0.8})
+    cbar = ax.collections[0].colorbar
+    if cbar is not None:
+        cbar.set_ticklabels(["0 worst", "0.5", "1 best"])
+    ax.set_yticks(np.arange(n_rows) + 0.5, [method_label(m) for m in ranks.index], rotation=0)
+    # "(lower is better)" in a check's label says what the arrow says.
+    labels = [re.sub(r"\s*\((lower|higher) is better\)", "", m.label) + f" {m.arrow}" for m in metrics]
+    ax.set_xticks(np.arange(n_cols) + 0.5, labels, rotation=40, ha="right", rotation_mode="anchor")
+    # The category of each block of columns above it, blocks parted by a thick white line.
+    start = 0
+    for category in categories.ordered([m.category for m in metrics]):
+        width = sum(m.category == category for m in metrics)
+        if start:
+            ax.axvline(start, color="white", linewidth=4)
+        ax.text(start + width / 2, -0.25, categories.title(category), ha="center", va="bottom", fontsize=10,
+                fontweight="bold", clip_on=False)
+        start += width
+    ax.tick_params(length=0)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.set_title("Ranks per metric", fontsize=14, pad=22)
+    return fig
+
+
+def write_ranks_figure(ranked: Rankings, out_dir: Path, eps: bool = False) -> list[Figure]:
+    """The figure of ``ranks_figure``, when at least two methods are ranked on some metric."""
+    if ranked.ranks.empty or len(ranked.ranks) < 2 or not ranked.metrics:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with plt.rc_context(RC):
+        fig = ranks_figure(ranked)
+        wide = bool(fig.get_size_inches()[0] > 12)
+        files = _save(fig, out_dir, "ranks_per_metric", eps)
+    return [Figure("ranks_per_metric", "Ranks per metric", f"{RANKS_NOTE} Records: all records; model checks: their "
+                   "rows in checks.csv. The method card ranks each category by the mean of these normalised ranks.",
+                   "all", files, wide)]

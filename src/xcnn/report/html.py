@@ -42,6 +42,7 @@ class TableSection:
     digits: int = 3  # decimals of plain numbers
     css: str = ""  # extra class of the table's box ("compact": smaller font, headers may wrap)
     wrap: tuple[str, ...] = ()  # columns whose long text wraps instead of widening the table
+    notes: tuple[str, ...] = ()  # sentences shown above the caption, to be read (the card's rank conflicts)
 
 
 @dataclass
@@ -103,8 +104,9 @@ def _table_html(section: TableSection, base: Path, views: list[str]) -> str:
                     + "</tr>")
     links = " · ".join(f'<a href="{_href(p, base)}">{kind.upper()}</a>' for kind, p in section.files.items())
     box = f"scroll {section.css}".strip()
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in section.notes)
     table = (f'<div class="{box}"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
-             f'<p class="caption">{_e(section.caption)} <span class="links">{links}</span></p>')
+             f'{notes}<p class="caption">{_e(section.caption)} <span class="links">{links}</span></p>')
     view = _view_class(section.view, views)
     if section.folded:
         return f'<details class="table{view}"><summary>{_e(section.title)}</summary>{table}</details>'
@@ -346,7 +348,8 @@ th{background:var(--bg);position:sticky;top:0}td.num,th.num{text-align:right;fon
 tbody tr:hover{background:#f3f6fb}tr.first td{border-top:2px solid #bbb}
 tr.baseline td{color:#555;font-style:italic;background:#f4f4f4}tr.group-start td{border-top:2px dashed #aaa}
 details.table{margin:8px 0}details.table summary{font-size:18px;font-weight:600;cursor:pointer;padding:4px 0}
-.caption{color:var(--muted);font-size:13px;margin:6px 0}.links a{margin:0 2px}
+.caption{color:var(--muted);font-size:13px;margin:6px 0}p.note{font-size:14px;margin:6px 0;padding:3px 10px;
+ border-left:4px solid #5b7fa6;background:#eef3f8}.links a{margin:0 2px}
 section.card-box{border:2px solid #8aa;border-radius:6px;padding:4px 14px 8px;margin:14px 0;background:#fbfdfd}
 .plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:18px}
 figure{margin:0}figure.wide{grid-column:1/-1}

@@ -64,16 +64,41 @@ def cluster_bootstrap_ci(
     _, index = np.unique(np.asarray(clusters).astype(str), return_inverse=True)
     sums = np.bincount(index, weights=x)
     counts = np.bincount(index).astype(float)
-    k = len(sums)
+    lo, hi = cluster_bootstrap_cis(sums[:, None], counts[:, None], n_resamples, seed, level)
+    return float(lo[0]), float(hi[0])
+
+
+def cluster_bootstrap_cis(
+    sums: np.ndarray, counts: np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED, level: float = 0.95,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile intervals of several means at once, from one draw of the clusters (photos).
+
+    ``sums`` and ``counts`` are clusters × columns: per photo, the sum and the number of a
+    column's values (a column: one metric of one method). Each resample draws the photos once for
+    every column, so the many metrics of a card cost one draw; a photo without a value of a
+    column adds nothing to that column's resampled mean. A column with every photo counted gets
+    exactly ``cluster_bootstrap_ci``'s interval (same seed, photos in the same order). NaN for a
+    column without values.
+    """
+    sums, counts = np.atleast_2d(np.asarray(sums, float)), np.atleast_2d(np.asarray(counts, float))
+    k, m = sums.shape
+    if k == 0 or m == 0:
+        return np.full(m, np.nan), np.full(m, np.nan)
     rng = np.random.default_rng(seed)
-    means = np.empty(n_resamples)
+    means = np.empty((n_resamples, m))
     chunk = max(1, _MAX_CELLS // k)
-    for start in range(0, n_resamples, chunk):
-        stop = min(n_resamples, start + chunk)
-        # How often each photo is drawn: a multinomial is the same draw as k picks with replacement.
-        times = rng.multinomial(k, np.full(k, 1.0 / k), size=stop - start)
-        means[start:stop] = (times @ sums) / (times @ counts)
-    return _percentiles(means, level)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for start in range(0, n_resamples, chunk):
+            stop = min(n_resamples, start + chunk)
+            # How often each photo is drawn: a multinomial is the same draw as k picks with replacement.
+            times = rng.multinomial(k, np.full(k, 1.0 / k), size=stop - start).astype(float)
+            means[start:stop] = (times @ sums) / (times @ counts)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.full(m, np.nan), np.full(m, np.nan)
+    some = np.isfinite(means).any(axis=0)
+    if some.any():
+        lo[some], hi[some] = np.nanpercentile(means[:, some], [tail, 100.0 - tail], axis=0)
+    return lo, hi
 
 
 def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:

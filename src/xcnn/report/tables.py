@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ import pandas as pd
 
 from xcnn.errors import XcnnError
 from xcnn.experiment import descriptions
-from xcnn.experiment.descriptions import Described, MetricInfo
+from xcnn.experiment.descriptions import Described, MetricInfo, ScoreInfo
 from xcnn.experiment.export import current_records
 from xcnn.experiment.layout import RECORDS_CSV, RECORDS_FILE
-from xcnn.report.stats import cluster_bootstrap_ci, versus_baseline
+from xcnn.report import categories
+from xcnn.report.categories import Scored
+from xcnn.report.stats import cluster_bootstrap_ci, cluster_bootstrap_cis, versus_baseline
 
 KEY = ["id", "class", "CNN", "size", "method"]
 REQUIRED = KEY + ["P"]
@@ -449,12 +452,99 @@ def check_summary(checks: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(index=pd.Index([], name="method"))
     out = {}
     for score in described().scores():
-        part = checks[(checks["test"] == score.test) & (checks["measure"] == score.measure)]
-        if score.last_step and not part.empty:
-            part = part[part["step"] == part["step"].max()]
+        part = _score_rows(checks, score)
         if not part.empty:
             out[score.label] = part.groupby("method")["value"].mean()
     return pd.DataFrame(out)
+
+
+def _score_rows(checks: pd.DataFrame, score: ScoreInfo) -> pd.DataFrame:
+    """The rows of checks.jsonl a score averages: its test and measure (at the last step)."""
+    part = checks[(checks["test"] == score.test) & (checks["measure"] == score.measure)]
+    if score.last_step and not part.empty:
+        part = part[part["step"] == part["step"].max()]
+    return part
+
+
+# --- intervals and ranks ------------------------------------------------------------------------
+
+CI_LOW, CI_HIGH = "95 % CI low", "95 % CI high"
+
+
+def ci_columns(column: str) -> tuple[str, str]:
+    """The card CSV's interval columns of a mean's column."""
+    return f"{column} {CI_LOW}", f"{column} {CI_HIGH}"
+
+
+def _intervals(frames: list[tuple[str, str, pd.DataFrame, str]]) -> pd.DataFrame:
+    """Cluster-bootstrap intervals over photos of many means from one draw of the photos:
+    ``frames`` holds (method, card column, rows, value column); the photos are every photo of
+    every frame, ordered as ``cluster_bootstrap_ci`` orders them. Index method, two columns per
+    card column (``ci_columns``)."""
+    if not frames:
+        return pd.DataFrame(index=pd.Index([], name="method"))
+    photos = np.unique(np.concatenate([rows["id"].to_numpy().astype(str) for _, _, rows, _ in frames]))
+    sums, counts = np.zeros((len(photos), len(frames))), np.zeros((len(photos), len(frames)))
+    for j, (_, _, rows, value) in enumerate(frames):
+        v = rows[value].to_numpy(dtype=float)
+        ok = np.isfinite(v)
+        at = np.searchsorted(photos, rows["id"].to_numpy().astype(str)[ok])
+        sums[:, j] = np.bincount(at, weights=v[ok], minlength=len(photos))
+        counts[:, j] = np.bincount(at, minlength=len(photos))
+    lo, hi = cluster_bootstrap_cis(sums, counts)
+    out: dict[str, dict[str, float]] = {}
+    for j, (method, column, _, _) in enumerate(frames):
+        low, high = ci_columns(column)
+        out.setdefault(low, {})[method] = float(lo[j])
+        out.setdefault(high, {})[method] = float(hi[j])
+    return pd.DataFrame(out).rename_axis("method")
+
+
+def record_intervals(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Per method, the interval of the card's mean of each record field (``columns``: field ->
+    card column) over its records with a finite P, as the card's means."""
+    valid = df[np.isfinite(df["P"].to_numpy(dtype=float))]
+    return _intervals([(str(method), column, part, field) for method, part in valid.groupby("method", sort=False)
+                       for field, column in columns.items() if field in part.columns])
+
+
+def check_intervals(checks: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the interval of each check score's mean (``check_summary``) over the photos
+    the check's rows are of (none for rows that do not name their photo)."""
+    if checks.empty or "id" not in checks.columns:
+        return pd.DataFrame(index=pd.Index([], name="method"))
+    return _intervals([(str(method), score.label, rows, "value") for score in described().scores()
+                       for method, rows in _score_rows(checks, score).groupby("method", sort=False)])
+
+
+@dataclass(frozen=True)
+class Rankings:
+    """The methods' ranks per metric and per category (``categories``), and the pairs of
+    metrics of one category that order the methods oppositely."""
+
+    metrics: list[Scored]  # those some method has a rank on
+    means: pd.DataFrame  # method (methods and baselines) x metric key
+    ranks: pd.DataFrame  # method (methods only) x metric key, 1 = best
+    by_category: pd.DataFrame  # method (methods only) x category, 1 = best
+    conflicts: list[categories.Conflict]
+
+
+def rankings(df: pd.DataFrame, checks: pd.DataFrame | None = None) -> Rankings:
+    """Ranks of the methods (not the baselines) on every metric and check score of the run with
+    a category and a direction; the means they rank are the card's (records with a finite P)."""
+    valid = df[np.isfinite(df["P"].to_numpy(dtype=float))]
+    wanted = categories.scored(described())
+    fields = [m.key for m in wanted if not m.check and m.key in valid.columns]
+    means = valid.groupby("method")[fields].agg(_mean_finite) if fields else pd.DataFrame()
+    summary = check_summary(checks if checks is not None else pd.DataFrame())
+    means = pd.concat([means, summary], axis=1)
+    everyone = order_methods(set(df["method"]))
+    means = means.reindex(index=everyone)
+    methods = [m for m in everyone if not is_baseline(m)]
+    ranks = categories.metric_ranks(means, wanted, methods)
+    shown = [m for m in wanted if ranks[m.key].notna().any()]
+    ranks = ranks[[m.key for m in shown]]
+    return Rankings(shown, means, ranks, categories.category_ranks(ranks, shown), categories.conflicts(ranks, shown))
 
 
 def _flags(row: dict[Any, Any], edges_p: float) -> str:
@@ -495,26 +585,37 @@ def _win_rates(df: pd.DataFrame, best: str) -> pd.DataFrame:
     return pd.DataFrame({WIN: 100.0 * pairs["A wins"].astype(float), WIN_PHOTOS: pairs["Photos"].astype(float)})
 
 
-def method_card(df: pd.DataFrame, checks: pd.DataFrame | None = None) -> pd.DataFrame:
+def method_card(df: pd.DataFrame, checks: pd.DataFrame | None = None, ranked: Rankings | None = None) -> pd.DataFrame:
     """One row per method and baseline: how its pictures are drawn, its paper, records, photos,
-    mean P and lift, the win rate over the best baseline (when the run has baselines), the mean of
-    every metric beyond 0.2's (``shown_metrics``) and of every optional measurement (CARD_FIELDS)
-    the records carry, the validity checks' means (check_summary) and plain-words flags for
-    methods."""
+    mean P and lift, the win rate over the best baseline (when the run has baselines), its rank in
+    each metric category (``rankings``; NaN for a baseline), the mean of every metric beyond 0.2's
+    (``shown_metrics``) and of every optional measurement (CARD_FIELDS) the records carry, the
+    validity checks' means (check_summary), plain-words flags for methods, and last the 95 %
+    cluster-bootstrap interval over photos of every mean but ms (``ci_columns``, for the CSV)."""
     card = _card(df)
     best = best_baseline(df)
+    at = list(card.columns).index("Mean lift") + 1
     if best is not None:
         wins = card[["method"]].join(_win_rates(df, best), on="method")
-        at = list(card.columns).index("Mean lift") + 1
-        for offset, column in enumerate((WIN, WIN_PHOTOS)):
-            card.insert(at + offset, column, wins[column].to_numpy(dtype=float))
+        for column in (WIN, WIN_PHOTOS):
+            card.insert(at, column, wins[column].to_numpy(dtype=float))
+            at += 1
+    ranked = ranked if ranked is not None else rankings(df, checks)
+    for category in ranked.by_category.columns:
+        card.insert(at, categories.rank_column(category),
+                    card["method"].map(ranked.by_category[category]).to_numpy(dtype=float))
+        at += 1
     summary = check_summary(checks if checks is not None else pd.DataFrame())
     if not summary.empty:
         card = card.join(summary, on="method")
     edges = card.loc[card["method"] == "edges", "Mean P"]
     edges_p = float(edges.iloc[0]) if len(edges) else math.nan
     card["Flags"] = [("" if is_baseline(r["method"]) else _flags(r, edges_p)) for r in card.to_dict("records")]
-    return card
+    fields = {"P": "Mean P", "lift": "Mean lift", **{m.name: metric_column(m) for m in shown_metrics(df)},
+              **{f: c for f, c in CARD_FIELDS.items() if f != "ms" and c in card.columns}}
+    intervals = pd.concat([record_intervals(df, fields), check_intervals(checks if checks is not None
+                                                                         else pd.DataFrame())], axis=1)
+    return card.join(intervals, on="method") if not intervals.empty else card
 
 
 def _card(df: pd.DataFrame) -> pd.DataFrame:
@@ -559,6 +660,10 @@ def card_for_display(card: pd.DataFrame) -> pd.DataFrame:
     for a method with no photo to pair). No
     "Kind" column: a baseline's name already says "(baseline)", and the card must stay narrow."""
     out = table_for_display(card)
+    out = out.drop(columns=[c for c in out.columns if c.endswith((f" {CI_LOW}", f" {CI_HIGH}"))])
+    for column in [c for c in out.columns if categories.is_rank_column(c)]:
+        out[column] = ["—" if kind == "baseline" else "–" if not math.isfinite(r) else f"{r:g}"
+                       for kind, r in zip(out["Kind"], out[column])]
     if WIN in out.columns:
         cells = ["—" if kind == "baseline" else "–" if not math.isfinite(win) else f"{_photos_won(win, n)} of {int(n)}"
                  for kind, win, n in zip(out["Kind"], out[WIN], out[WIN_PHOTOS])]
@@ -583,9 +688,17 @@ CARD_HEADERS = {
 }
 
 
+def card_headers(columns: list[str]) -> dict[str, str]:
+    """The short headers of these card columns (a category's rank: ``categories.short_header``)."""
+    ranks = {c: categories.short_header(c.removesuffix(categories.RANK).lower()) for c in columns
+             if categories.is_rank_column(c)}
+    return {**CARD_HEADERS, **ranks}
+
+
 def card_headers_caption(columns: list[str]) -> str:
     """The full names of the short headers the shown card uses."""
-    names = [f"{CARD_HEADERS[c]}: {c}" for c in columns if c in CARD_HEADERS]
+    headers = card_headers(columns)
+    names = [f"{headers[c]}: {c}" for c in columns if c in headers]
     return f"Headers: {'; '.join(names)}." if names else ""
 
 
