@@ -15,7 +15,7 @@ from torchcam.methods import GradCAM  # noqa: E402
 from torchcam.metrics import ClassificationMetric  # noqa: E402
 
 
-def _net() -> nn.Module:
+def _net() -> nn.Sequential:
     torch.manual_seed(2)
     return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3, padding=1),
                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()

@@ -1,6 +1,8 @@
 """ROAD and Faithfulness Correlation against Quantus 0.6.0, given the same random draws."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,9 @@ from xcnn.errors import XcnnError
 from xcnn.metrics import faithfulness as F
 
 quantus = pytest.importorskip("quantus")
-from quantus.functions.perturb_func import noisy_linear_imputation as quantus_imputation  # noqa: E402
+from quantus.functions import perturb_func  # noqa: E402
+
+quantus_imputation: Any = perturb_func.noisy_linear_imputation  # typed for sequences; it takes arrays
 
 KEYS = ["photo-a", "photo-b", "photo-c"]
 
