@@ -20,6 +20,9 @@
   with batch_size = xcnn's largest chunk, the model given as logit ∘ softmax (TorchRay applies a
   sigmoid). TorchRay draws its own masks, one set for all photos, so the maps differ by the
   draw (equality given the same masks is a test, tests/test_methods_rise.py).
+- LRP: EpsilonPlusFlat, ResNet-50, ``--batch`` photos, vs zennit's Gradient attributor with
+  EpsilonPlusFlat and ResNetCanonizer (the same library underneath: this measures what xcnn adds
+  — the canonizer choice, the restoring, the chunking). Same maps (max abs difference).
 
 Random weights. xcnn's timed call is the method alone: the engine's shared forward pass (logits,
 layer activations) and xcnn's memory probe (once per model and input size) are made beforehand,
@@ -56,6 +59,7 @@ VARIANTS = {
     "occlusion": ("xcnn", "captum"),
     "ablationcam": ("xcnn", "pytorch-grad-cam"),
     "rise": ("xcnn", "torchray"),
+    "lrp": ("xcnn", "zennit"),
 }
 ON_RESNET18 = ("scorecam", "occlusion", "ablationcam", "rise")  # the others on ResNet-50
 TARGETS = {"occlusion": 1.5, "ablationcam": 1.5}  # speed-ups issue 18 asks for on CPU; 1 for the others
@@ -161,6 +165,23 @@ def run_variant(method: str, impl: str, args: argparse.Namespace, out: Path) -> 
                               batch_size=chunk)
             maps["map"] = (s[torch.arange(batch), targets] / params.p).cpu().numpy()
 
+    elif method == "lrp" and impl == "xcnn":
+        from xcnn.methods import lrp
+
+        def once() -> None:
+            maps["map"] = lrp.lrp_epsilon_plus_flat(ctx).cpu().numpy()
+
+    elif method == "lrp":
+        from zennit.attribution import Gradient
+        from zennit.composites import EpsilonPlusFlat
+        from zennit.torchvision import ResNetCanonizer
+
+        def once() -> None:
+            # zennit's documented use: the Gradient attributor, a one-hot attr_output at the targets
+            with Gradient(model, EpsilonPlusFlat(canonizers=[ResNetCanonizer()])) as attributor:
+                _, relevance = attributor(x.clone(), torch.eye(1000, device=device)[targets])
+            maps["map"] = relevance.cpu().numpy()
+
     elif method == "ig" and impl == "xcnn":
 
         def once() -> None:
@@ -232,7 +253,7 @@ def compare(method: str, files: dict[str, Path], size: int) -> str:
         cam = scale_cam_image(scale_cam_image(ours["cam"][:, 0], (size, size)))
         return (f"max |Δ| at pytorch-grad-cam's scaling {np.abs(cam - theirs['map']).max():.2e}, "
                 f"final maps as each scales them {np.abs(ours['map'] - theirs['map']).max():.2e}")
-    if method in ("ig", "occlusion"):
+    if method in ("ig", "occlusion", "lrp"):
         diff = np.abs(ours["map"] - theirs["map"]).max() / np.abs(theirs["map"]).max()
         return f"max |Δ| / max |attribution| = {diff:.2e}"
     if method == "rise":
@@ -293,7 +314,8 @@ def main() -> None:
               "smoothgrad": f"SmoothGrad, ResNet-50, {args.batch} photos {shape}, 25 samples",
               "occlusion": f"Occlusion, ResNet-18, {args.cam_batch} photos {shape}, window 32, stride 16",
               "ablationcam": f"Ablation-CAM, ResNet-18, {args.cam_batch} photos {shape}, layer4",
-              "rise": f"RISE, ResNet-18, {args.cam_batch} photos {shape}, {args.rise_n} masks of 7×7 cells"}
+              "rise": f"RISE, ResNet-18, {args.cam_batch} photos {shape}, {args.rise_n} masks of 7×7 cells",
+              "lrp": f"LRP EpsilonPlusFlat, ResNet-50, {args.batch} photos {shape}"}
     for method in methods:
         ours, ref = (f"{method}/{impl}" for impl in VARIANTS[method])
         t_ours, t_ref = statistics.median(seconds[ours]), statistics.median(seconds[ref])
