@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
+
+import pytest
 from typing import Any
 
 from xcnn.experiment import config
@@ -79,4 +81,27 @@ def test_every_methods_parameter_and_metric_is_documented() -> None:
     params = {f"{name}.{f.name}": toml(f.default) for name, m in registry.methods().items()
               if m.params is not None and m.builtin for f in dataclasses.fields(m.params)}
     assert page["methods"] == params
-    assert page["metrics"] == {name: "`true`" for name, m in registry.metrics().items() if m.origin.startswith("xcnn.")}
+    builtin = {name: m for name, m in registry.metrics().items() if m.origin.startswith("xcnn.")}
+    metric_params = {f"{name}.{f.name}": toml(f.default) for name, m in builtin.items()
+                     if m.params is not None for f in dataclasses.fields(m.params)}
+    assert page["metrics"] == {**{name: "`true`" for name in builtin}, **metric_params}
+
+
+def test_a_metric_parameter_is_read_from_its_table_and_a_changed_one_is_another_identity(tmp_path: Path) -> None:
+    from xcnn.errors import XcnnError
+    from xcnn.metrics.localisation import TopKParams
+
+    base = '[data]\ndemo = true\ncategories = ["dog"]\n[[models]]\nname = "resnet18"\n'
+
+    def load(text: str) -> config.Config:
+        (tmp_path / "c.toml").write_text(base + text)
+        return config.load_config(tmp_path / "c.toml")
+
+    default, changed = load(""), load("[metrics.top_k_intersection]\nk = 500\n")
+    assert dict(changed.metric_params)["top_k_intersection"] == TopKParams(500)
+    assert "metrics" not in default.identity("d") and changed.identity("d")["metrics"] == {"top_k_intersection": {"k": 500}}
+    assert config.compare_identity(default.identity("d"), changed.identity("d")) == [
+        "parameters of metric top_k_intersection"]
+    assert config.compare_identity(default.identity("d"), load("[metrics]\nauc = false\n").identity("d")) == []
+    with pytest.raises(XcnnError, match=r"metrics\.top_k_intersection: top_k_intersection k must be a whole number"):
+        load("[metrics.top_k_intersection]\nk = 0\n")

@@ -98,6 +98,7 @@ class Metric:
     fields: tuple[str, ...] = ()  # record fields it fills besides its name (P also gives E, E_celk)
     boolean: bool = False  # its values are yes/no (1.0 / 0.0, NaN: undefined), kept as true/false/null
     origin: str = ""
+    params: type | None = None  # frozen dataclass of its parameters ([metrics.NAME]); read as ctx.params
 
     def describe(self) -> dict[str, Any]:
         return {"label": self.label, "higher_is_better": self.higher_is_better, "category": self.category,
@@ -112,6 +113,7 @@ class MetricContext:
     photos: Any = None  # B×H×W×3 uint8 RGB at the model's input size, when the caller has them
     values: dict[str, Any] = dataclasses.field(default_factory=dict)  # fields of the metrics run before
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)  # shared work between metrics
+    params: Any = None  # the running metric's parameters (its dataclass, the run's values), or None
 
 
 Scope = Literal["maps", "photos"]
@@ -220,20 +222,22 @@ def method(name: str, *, label: str, kind: Kind, rules: Iterable[Rule] = (), nee
 
 
 def metric(name: str, *, label: str, higher_is_better: bool | None = True, category: str = "localisation",
-           paper: str = "", fields: Iterable[str] = (), boolean: bool = False,
+           paper: str = "", fields: Iterable[str] = (), boolean: bool = False, params: type | None = None,
            ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn(maps, masks, ctx) -> B values`` as a per-map metric: maps B×C×H×W and masks
     B×H×W as NumPy arrays (float, bool), ``ctx`` a ``xcnn.MetricContext``. It runs on every record
     (a config's ``[metrics] NAME = false`` turns it off) and its value lands under ``name``. A
-    metric with ``fields`` returns a dict of B values per field, its own name included."""
+    metric with ``fields`` returns a dict of B values per field, its own name included;
+    ``params``: its frozen parameter dataclass (``[metrics.NAME]``), read as ``ctx.params``."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         _plugin_first(fn)
         if not name.isidentifier():
             raise XcnnError(f"{_origin(fn)}: metric {name!r}: a name is letters, digits and _")
+        _check_params_type(params, f"{_origin(fn)}: metric {name!r}")
         _refuse_twice("metric", name, _METRICS, fn)
         _METRICS[name] = Metric(name, label, fn, higher_is_better, category, paper, tuple(fields), boolean,
-                                _origin(fn))
+                                _origin(fn), params)
         return fn
 
     return register
@@ -398,12 +402,12 @@ def describe(names: Iterable[str] | None = None) -> dict[str, Any]:
 
 # --- parameters ---------------------------------------------------------------------------
 
-def parse_params(entry: Method | Check, table: Mapping[str, Any], where: str) -> Any:
+def parse_params(entry: Method | Check | Metric, table: Mapping[str, Any], where: str) -> Any:
     """A method's (or check's) parameters from a TOML table or CLI values: unknown keys and wrong
     types are one line naming ``where``; the dataclass validates the values itself."""
     if entry.params is None:
         if table:
-            kind = "check" if isinstance(entry, Check) else "method"
+            kind = "check" if isinstance(entry, Check) else "metric" if isinstance(entry, Metric) else "method"
             raise XcnnError(f"{where}: {kind} {entry.name!r} has no parameters")
         return None
     fields = {f.name: f for f in dataclasses.fields(entry.params)}

@@ -209,6 +209,7 @@ class Config:
     options: Options = Options()  # [run]'s method keys of 0.2 (ig_steps, ...): read into params
     params: tuple[tuple[str, Any], ...] = ()  # (method, its parameters) for every method that has any
     metrics_off: tuple[str, ...] = ()  # per-map metrics turned off ([metrics] NAME = false)
+    metric_params: tuple[tuple[str, Any], ...] = ()  # (metric, its parameters) where [metrics.NAME] sets any
     plugins: tuple[tuple[str, str], ...] = ()  # (module, sha256 of its source): for information only
     checks: Checks = Checks()  # never part of the identity
     backend: str = "local"  # "local" or "ray"; never part of the identity
@@ -256,6 +257,9 @@ class Config:
             "methods": self.params_identity(),
             "models": {m.name: _model_identity(m) for m in self.models},
         }
+        changed = {name: asdict(p) for name, p in self.metric_params if p != type(p)()}
+        if changed:  # absent = every metric at its defaults, so older runs keep their identity
+            out["metrics"] = changed
         if self.max_target_rank is not None:  # absent = no filter, so older runs keep their identity
             out["max_target_rank"] = self.max_target_rank
         if self.targets != "imagenet":  # absent = the default, so older runs keep their identity
@@ -291,6 +295,11 @@ def compare_identity(stored: dict[str, Any], current: dict[str, Any]) -> list[st
                 if name in before and before[name] != params]
     if stored.get("targets", "imagenet") != current.get("targets", "imagenet"):
         changed.append("targets")
+    # a metric's parameters: records keep the values they were scored with, so changing them is
+    # another run (adding or turning off a metric is not)
+    before_metrics, now_metrics = stored.get("metrics", {}) or {}, current.get("metrics", {}) or {}
+    changed += [f"parameters of metric {name}" for name in sorted(set(before_metrics) | set(now_metrics))
+                if before_metrics.get(name) != now_metrics.get(name)]
     # which units have records at all: absent (an older run, or no filter) is None
     if stored.get("max_target_rank") != current.get("max_target_rank"):
         changed.append("max_target_rank")
@@ -448,7 +457,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         kw["ship_photos"] = _typed(run["ship_photos"], bool, "run.ship_photos", fail)
     kw["options"] = _options(run, fail)
     kw["params"] = _method_params(raw.get("methods", {}), kw["options"], where, fail)
-    kw["metrics_off"] = _metrics_off(raw.get("metrics", {}), fail)
+    kw["metrics_off"], kw["metric_params"] = _metrics(raw.get("metrics", {}), fail)
     if "checks" in raw:
         checks = _table(raw["checks"], "checks", fail)
         _known({k: v for k, v in checks.items() if k not in registry_checks()}, "checks", fail,
@@ -637,20 +646,23 @@ def _method_params(tables: Any, options: Options, where: str, fail: Any) -> tupl
     return tuple(out)
 
 
-def _metrics_off(table: Any, fail: Any) -> tuple[str, ...]:
-    """``[metrics] NAME = false``: per-map metrics run on every record unless turned off here."""
+def _metrics(table: Any, fail: Any) -> tuple[tuple[str, ...], tuple[tuple[str, Any], ...]]:
+    """``[metrics] NAME = false``: per-map metrics run on every record unless turned off here;
+    a ``[metrics.NAME]`` table sets a metric's parameters."""
     from xcnn import registry
 
     table = _table(table, "metrics", fail)
     known = registry.metrics()
-    off = []
+    off, params = [], []
     for name, value in table.items():
         if name not in known:
             hint = did_you_mean(name, list(known)) or f"known: {', '.join(known)}"
             raise fail(f"metrics.{name}", f"unknown per-map metric; {hint}")
-        if _typed(value, bool, f"metrics.{name}", fail) is False:
+        if isinstance(value, dict):
+            params.append((name, registry.parse_params(known[name], value, f"metrics.{name}")))
+        elif _typed(value, bool, f"metrics.{name}", fail) is False:
             off.append(name)
-    return tuple(off)
+    return tuple(off), tuple(params)
 
 
 def _seed(value: Any, key: str, fail: Any) -> int:

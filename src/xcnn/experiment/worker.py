@@ -207,9 +207,11 @@ class Worker:
         chance always (the record's notes and the tables rest on them)."""
         ctx = MetricContext(method=method, photos=unit.photo[None])
         out: dict[str, Any] = {}
+        params = dict(self.config.metric_params)
         for name, entry in registry_metrics().items():
             if name in self.config.metrics_off and name not in ("P", "chance"):
                 continue
+            ctx.params = params.get(name, entry.params() if entry.params is not None else None)
             try:
                 value = entry.fn(m[None], unit.mask[None], ctx)
             except XcnnError:

@@ -10,13 +10,14 @@ all-zero or non-finite map gives NaN (Quantus: a Gini of 0, an entropy of NaN, a
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from xcnn.metrics.localisation import ArrayLike, _ranked, _relevances
 from xcnn.registry import MetricContext, metric
 
-EFFECTIVE_COMPLEXITY_EPS = 1e-5  # Quantus's default; to become [metrics.effective_complexity] eps
+EFFECTIVE_COMPLEXITY_EPS = 1e-5  # Quantus's default ([metrics.effective_complexity] eps)
 
 
 def _scaled(values: dict[str, np.ndarray], key: str) -> np.ndarray:
@@ -80,8 +81,18 @@ def complexity(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndar
     return entropy(_relevances(maps, ctx))
 
 
+@dataclass(frozen=True)
+class EffectiveComplexityParams:
+    eps: float = field(default=EFFECTIVE_COMPLEXITY_EPS,
+                       metadata={"help": "a pixel counts when r / max r is above this (Quantus's default)"})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.eps < 1:
+            raise ValueError(f"effective_complexity eps must be in [0, 1), got {self.eps!r}")
+
+
 @metric("effective_complexity", label="Effective complexity", higher_is_better=False, category="complexity",
-        paper="Nguyen & Rodríguez Martínez 2020")
+        paper="Nguyen & Rodríguez Martínez 2020", params=EffectiveComplexityParams)
 def effective(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
-    """Pixels above eps = 1e-5 of the maximum relevance (Quantus EffectiveComplexity): lower is simpler."""
-    return effective_complexity(_relevances(maps, ctx))
+    """Pixels above eps (default 1e-5) of the maximum relevance (Quantus EffectiveComplexity): lower is simpler."""
+    return effective_complexity(_relevances(maps, ctx), (ctx.params or EffectiveComplexityParams()).eps)

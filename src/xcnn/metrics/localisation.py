@@ -8,6 +8,7 @@ NumPy arrays of length B.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -168,7 +169,7 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 log = logging.getLogger(__name__)
 
-TOP_K = 1000  # top_k_intersection's k, Quantus's default; to become [metrics.top_k_intersection] k
+TOP_K = 1000  # top_k_intersection's default k, Quantus's ([metrics.top_k_intersection] k)
 
 _warned_k: set[tuple[int, int]] = set()
 
@@ -303,10 +304,19 @@ def mask_auc(rk: dict[str, np.ndarray]) -> np.ndarray:
     return out
 
 
-@metric("top_k_intersection", label="Top-k intersection", paper="Theiner et al. 2021")
+@dataclass(frozen=True)
+class TopKParams:
+    k: int = field(default=TOP_K, metadata={"help": "the k most relevant pixels (Quantus's default)"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise ValueError(f"top_k_intersection k must be a whole number >= 1, got {self.k!r}")
+
+
+@metric("top_k_intersection", label="Top-k intersection", paper="Theiner et al. 2021", params=TopKParams)
 def top_k(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> np.ndarray:
-    """Share of the 1000 most relevant pixels inside the mask (Quantus TopKIntersection)."""
-    return top_k_intersection(_ranked(maps, masks, ctx))
+    """Share of the k (default 1000) most relevant pixels inside the mask (Quantus TopKIntersection)."""
+    return top_k_intersection(_ranked(maps, masks, ctx), (ctx.params or TopKParams()).k)
 
 
 @metric("relevance_rank_accuracy", label="Relevance rank accuracy", paper="Arras et al. 2022")
