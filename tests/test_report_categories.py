@@ -198,12 +198,20 @@ def test_every_mean_of_the_card_has_its_cluster_bootstrap_interval_in_the_csv(ru
     assert float(card["Deconvnet"]["Mean Up score ↑ 95 % CI low"]) == pytest.approx(lo, abs=1e-9)
     assert float(card["Deconvnet"]["Mean Up score ↑ 95 % CI high"]) == pytest.approx(hi, abs=1e-9)
     assert lo < float(card["Deconvnet"]["Mean Up score ↑"]) < hi
+    lo_up, hi_up = lo, hi
     drop = [r for r in _csv(run_dir / "checks.csv") if r["method"] == "gradcam" and r["test"] == "drop"]
     lo, hi = stats.cluster_bootstrap_ci(np.array([float(r["value"]) for r in drop]), np.array([r["id"] for r in drop]))
     assert float(card["Grad-CAM"]["Drop AUC 95 % CI low"]) == pytest.approx(lo, abs=1e-9)
     assert float(card["Grad-CAM"]["Drop AUC 95 % CI high"]) == pytest.approx(hi, abs=1e-9)
     page = (run_dir / "report" / "index.html").read_text(encoding="utf-8")
-    assert "CI low" not in page[page.index('id="method-card"'):page.index('id="tables"')].split("<p")[0]
+    shown_card = page[page.index('id="method-card"'):page.index('id="tables"')].split("<p")[0]
+    assert "CI low" not in shown_card and "Mean Up score" not in shown_card  # the page's card stays narrow
+    # ... and the table below gives every mean with its interval: tidy in the CSV, "m [lo, hi]" on the page
+    means = {(r["Method"], r["Mean of"]): r for r in _csv(tables_dir / "metric_means.csv")}
+    up = means[("Deconvnet", "Mean Up score ↑")]
+    assert (float(up["95 % CI low"]), float(up["95 % CI high"])) == pytest.approx((lo_up, hi_up), abs=1e-9)
+    assert len(means) == len(card) * 5  # P, lift, up, down, Drop AUC
+    assert f"{float(up['Mean']):.3f} [{lo_up:.3f}, {hi_up:.3f}]" in page
 
 
 def test_one_draw_of_the_photos_for_many_means_is_the_cluster_bootstrap_of_each():

@@ -177,9 +177,26 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
     card_files = tables.write_table(card, out / "tables", "method_card", " ".join(["Method card.", *conflicts, card_caption]),
                                     digits=2, csv_table=tables.table_for_display(numbers))
     # On the page the card must fit 1280 px: short headers (explained in the caption), wrapped text.
-    page_caption = f"{card_caption} {tables.card_headers_caption(list(card.columns))}".strip()
-    card_section = html.TableSection("", page_caption, card, card_files, headers=tables.card_headers(list(card.columns)),
-                                     digits=2, css="compact", wrap=("Reference", "Flags"), notes=tuple(conflicts))
+    # The per-map metrics' means beyond 0.2's leave the page's card for the table below it (with
+    # their intervals): with the six of Quantus's categories the card no longer fits 1280 px.
+    metric_columns = [c for c in card.columns if c in {tables.metric_column(m) for m in tables.shown_metrics(df)}]
+    shown_card = card.drop(columns=metric_columns)
+    page_caption = f"{card_caption} {tables.card_headers_caption(list(shown_card.columns))}".strip()
+    if metric_columns:
+        page_caption += (" The means of the other per-map metrics are in the table 'Every metric per method' "
+                         "(and in the CSV).")
+    card_section = html.TableSection("", page_caption, shown_card, card_files,
+                                     headers=tables.card_headers(list(shown_card.columns)), digits=2, css="compact",
+                                     wrap=("Reference", "Flags"), notes=tuple(conflicts))
+    tidy, wide = tables.metric_intervals(numbers)
+    if not tidy.empty:
+        caption = ("Per method and baseline, over all records, every mean of the method card: mean [95 % "
+                   f"cluster-bootstrap interval over photos] (records with a finite P; check scores over their rows). "
+                   f"{tables.metrics_caption(list(wide.columns))}").strip()
+        written = tables.write_table(wide, out / "tables", "metric_means", f"Every metric per method. {caption}",
+                                     csv_table=tidy)
+        sections.insert(0, html.TableSection("Every metric per method — all records", caption, wide, written,
+                                             folded=True))
     grid_list = grids.write_grids(df, run_dir, out / "grids", chosen)
     cards = _gallery(run_dir, out, df)
     page = html.Page(info=info, df=df, views=list(views), card_table=card_section, tables=sections, figures=figs,

@@ -672,6 +672,27 @@ def card_for_display(card: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="Kind")
 
 
+def metric_intervals(card: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every mean of the card that has an interval (``method_card``'s CI columns): tidy, one row
+    per (method, mean) with its interval, for the CSV; and wide, methods by means, each cell
+    "mean [low, high]", for the page."""
+    columns = [c for c in card.columns if ci_columns(c)[0] in card.columns]
+    shown = table_for_display(card)
+    tidy = pd.DataFrame([{"Method": m, "Mean of": c, "Mean": row[c], CI_LOW: row[ci_columns(c)[0]],
+                          CI_HIGH: row[ci_columns(c)[1]]}
+                         for m, (_, row) in zip(shown["Method"], card.iterrows()) for c in columns])
+    wide = pd.DataFrame({"Method": shown["Method"], **{c: [_with_interval(row, c) for _, row in card.iterrows()]
+                                                       for c in columns}})
+    return tidy, wide
+
+
+def _with_interval(row: pd.Series, column: str) -> str:
+    mean, (lo, hi) = float(row[column]), (float(row[c]) for c in ci_columns(column))
+    if not math.isfinite(mean):
+        return "–"
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else f"{mean:.3f}"
+
+
 def _photos_won(win: float, n: float) -> str:
     """The photos won, from the share in percent: whole or a half (a tie counts half)."""
     won = round(win * n / 100 * 2) / 2
