@@ -284,3 +284,12 @@ def test_a_check_that_raises_or_yields_other_things_is_one_line(own_registry: No
                            ("wrong_rows", "check 'wrong_rows' (tests.test_plugins) must yield xcnn.CheckRow")):
         with pytest.raises(XcnnError, match=re.escape(expected)):
             w._rows(lm, None, batch, outs, (name,))
+
+
+def test_the_captum_style_classes_see_every_built_in_whoever_loads_the_registry_first() -> None:
+    """The classes module is itself a built-in module, imported while the registry loads the
+    others: it must still get a class for every built-in method (LRP's came after it by name)."""
+    code = ("from xcnn import registry\nregistry.metrics()\nfrom xcnn.methods import classes\n"
+            "missing = set(registry.method_names()) - set(classes.CLASSES)\nassert not missing, missing\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-1000:]

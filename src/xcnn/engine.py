@@ -116,9 +116,13 @@ class Explainer:
     h×w from the input's aspect) or "nhwc" (B×h×w×C, a Swin stage's).
     """
 
-    def __init__(self, model: nn.Module, target_layer: str | None = "auto", layout: str | None = None) -> None:
+    def __init__(self, model: nn.Module, target_layer: str | None = "auto", layout: str | None = None,
+                 input_statistics: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
         if layout not in LAYOUTS:
             raise XcnnError(f"layout {layout!r} is not one of {', '.join(map(repr, LAYOUTS))}")
+        # (mean, std) of the model's input normalisation, for methods that need the input's
+        # bounds (LRP's ZBox); None: unknown (they default to ImageNet's)
+        self.input_statistics = input_statistics
         self.model = model
         self.target_layer = target_layer
         self.layout = None if layout == "nchw" else layout
@@ -224,6 +228,7 @@ class Explainer:
                 layer=layer,
                 memory_mb=memory_mb,
                 layer_output=lambda replacement, own: grid.from_map(replacement, own),
+                input_statistics=self.input_statistics,
             )
             del logits, activation, x
             extras: dict[str, torch.Tensor] = {}

@@ -178,6 +178,7 @@ _CHECKS: dict[str, Check] = {}
 _METRICS: dict[str, Metric] = {}
 _loading: list[str] = []  # the plugin being imported, to name it in errors
 _builtins_loaded = False
+_builtins_depth = 0
 
 
 def _origin(fn: Callable[..., Any]) -> str:
@@ -300,11 +301,19 @@ def builtin_modules() -> list[str]:
 
 
 def _builtins() -> None:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
+    global _builtins_loaded, _builtins_depth
+    if _builtins_loaded:
+        return
+    # Re-entrant: a built-in module that reads a table while it is imported (the Captum-style
+    # classes) gets every built-in, the modules after it included, not the ones imported so far.
+    _builtins_depth += 1
+    try:
         for module in builtin_modules():
             importlib.import_module(module)
+    finally:
+        _builtins_depth -= 1
+    if _builtins_depth == 0 and not _builtins_loaded:
+        _builtins_loaded = True
         load_entry_points()
 
 
@@ -352,9 +361,12 @@ def check_identity(params: Any) -> tuple[int | None, str | None]:
     photos it runs on, not what a row means, and is left out; any other field goes into a short
     hash, the rows' ``params`` column (None when there is none), so rows made with other
     parameters are wanted again instead of counting as done."""
-    if params is None:
-        return None, None
-    values = dataclasses.asdict(params)
+    return (None, None) if params is None else identity_of_values(dataclasses.asdict(params))
+
+
+def identity_of_values(values: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    """``check_identity`` of parameters given as a dict (as config.json keeps them)."""
+    values = dict(values)
     steps = values.pop("steps", None)
     values.pop("photos", None)
     if not values:

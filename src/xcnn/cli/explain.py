@@ -81,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
     from xcnn import models
     from xcnn.data import load_image
     from xcnn.data.images import exif_orientation
-    from xcnn.engine import Explainer
     from xcnn.render import picture
 
     from xcnn import registry as reg
@@ -111,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if clash is not None and not args.force:
         raise XcnnError(f"{clash} exists (an earlier call wrote it); pass --force to overwrite, or choose another "
                         "--out")
-    layout = {} if lm.layout is None else {"layout": lm.layout}  # token-grid models' CAM layer
-    ex = Explainer(lm.model, target_layer=args.layer or lm.gradcam_layer, **layout)
+    ex = lm.explainer(args.layer or lm.gradcam_layer)  # the model's layer, layout and input statistics
 
     def explain(path: Path, stem: str) -> None:
         """Every map of one photo, written as OUT/STEM-METHOD.png and OUT/STEM-all.png."""

@@ -38,7 +38,8 @@ FIELDS = (
     "target_prob", "ms", "rectifiers", "completeness", "xcnn", "target_rule",
 )
 GROUPS = ("original", "resized")
-CHECK_FIELDS = ("id", "class", "CNN", "size", "method", "test", "step", "measure", "value", "steps", "seed", "xcnn")
+CHECK_FIELDS = ("id", "class", "CNN", "size", "method", "check", "test", "step", "measure", "value", "steps",
+                "params", "seed", "xcnn")
 _TESTS = {t: i for i, t in enumerate(("deletion", "insertion", "randomisation", "input", "class"))}
 
 
@@ -110,9 +111,45 @@ def write_exports(run_dir: str | Path) -> tuple[Path, Path]:
     csv = run_dir / RECORDS_CSV
     write_atomic(csv, _csv(records, record_fields(records, descriptions.of_run(run_dir))).encode("utf-8"))
     if (run_dir / CHECKS_FILE).is_file():
-        checks, _ = keep_wanted(read_checks(run_dir), wanted_methods(run_dir))
-        write_atomic(run_dir / CHECKS_CSV, _csv(checks, CHECK_FIELDS).encode("utf-8"))
+        write_atomic(run_dir / CHECKS_CSV, _csv(current_checks(run_dir), CHECK_FIELDS).encode("utf-8"))
     return exp, csv
+
+
+def current_checks(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The check rows the current config asks for: of its methods, and of its checks with its
+    parameters and seed (rows of other settings stay in checks.jsonl); each with its ``check``
+    (0.2's rows have none: their test says it). Every row when config.json does not say."""
+    rows, _ = keep_wanted(read_checks(run_dir), wanted_methods(run_dir))
+    settings = check_settings(run_dir)
+    out = []
+    for row in rows:
+        key = check_key(row)
+        if settings is None or settings.get(key.check) == (key.steps, key.params, key.seed):
+            out.append({**row, "check": key.check})
+    return out
+
+
+def check_settings(run_dir: str | Path) -> dict[str, tuple[int | None, str | None, int | None]] | None:
+    """{check: (steps, params hash, seed)} of the checks RUN_DIR/config.json's config turns on;
+    None when it does not say."""
+    from xcnn.registry import identity_of_values
+
+    try:
+        body = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+        checks = body["config"]["checks"]
+        seed = int(checks.get("seed", 0))
+        on: dict[str, dict[str, Any]] = {}
+        if checks.get("faithfulness"):
+            on["faithfulness"] = {"steps": int(checks.get("faithfulness_steps", 20))}
+        if checks.get("randomisation"):
+            on["randomisation"] = {"steps": int(checks.get("randomisation_steps", 5))}
+        if checks.get("dependence"):
+            on["dependence"] = {}
+        for name, params in checks.get("others", []):
+            on[str(name)] = dict(params or {})
+    except (OSError, ValueError, RecursionError, TypeError, KeyError, AttributeError):
+        return None
+    return {name: (*identity_of_values(values), seed) for name, values in on.items()}
 
 
 def record_fields(records: list[dict[str, Any]], described: descriptions.Described) -> tuple[str, ...]:
@@ -147,6 +184,9 @@ def _csv(records: list[dict[str, Any]], fields: tuple[str, ...] = FIELDS) -> str
     import pandas as pd
 
     frame = pd.DataFrame([{k: r.get(k) for k in fields} for r in records], columns=list(fields))
+    for whole in ("step", "steps", "seed"):  # empty cells would make them floats: 3.0
+        if whole in frame.columns and fields is CHECK_FIELDS:
+            frame[whole] = frame[whole].astype("Int64")
     buf = io.StringIO()
     frame.to_csv(buf, index=False, lineterminator="\n")
     return buf.getvalue()

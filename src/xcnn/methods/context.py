@@ -6,6 +6,7 @@ function returns the method's B×C×H×W map and may leave per-image numbers in 
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 P = TypeVar("P")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,7 +41,11 @@ class Context:
     # its layout (tokens, NHWC) again; set by the engine for run_with_layer
     layer_output: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     options: Any = None  # xcnn 0.2's Options (deprecated): read by params_of, sets memory_mb
+    # (mean, std) per channel of the model's input normalisation, when the Explainer knows it
+    # (LoadedModel.explainer); what a pixel's bounds in the input space follow from
+    input_statistics: tuple[Sequence[float], Sequence[float]] | None = None
     _layer_calls: int | None = field(default=None, init=False, repr=False)  # the layer's calls in one forward
+    _shared_prefix: bool = field(default=True, init=False, repr=False)  # see _forward_replacing
 
     def __post_init__(self) -> None:
         if self.options is not None:
@@ -72,7 +78,9 @@ class Context:
     def run_with_layer(self, replaced: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """The logits when the target layer's output is replaced: row n runs photo ``image[n]``
         with the layer giving ``replaced[n]`` (N×K×h×w, as ``activation`` reads) instead of its own
-        activations. What Ablation-CAM and its kin need; no gradients, chunked to ``memory_mb``."""
+        activations. What Ablation-CAM and its kin need; no gradients, chunked to ``memory_mb``.
+        Rows of one photo together (a chunk of one photo's ablations) cost one pass of the network
+        up to the layer, and the rest of it per row."""
         from xcnn.methods.sampling import chunk_items, footprint, plain_torch
 
         if self.layer is None or self.activation is None:
@@ -87,7 +95,12 @@ class Context:
 
         def hook(_m: nn.Module, _i: Any, own: torch.Tensor) -> torch.Tensor | None:
             seen[0] += 1
-            return convert(current[0], own) if seen[0] % calls == 0 else None
+            if seen[0] != calls:
+                return None
+            rows = len(current[0])
+            if isinstance(own, torch.Tensor) and len(own) != rows:  # one photo run once for all its rows
+                own = own.expand(rows, *own.shape[1:])
+            return convert(current[0], own)
 
         handle = module.register_forward_hook(hook)
         try:
@@ -95,10 +108,32 @@ class Context:
                 out = []
                 for i in range(0, len(image), most):
                     current[:] = [replaced[i:i + most]]
-                    out.append(self.model(self.images[image[i:i + most]]))
+                    out.append(self._forward_replacing(image[i:i + most], seen))
                 return torch.cat(out)
         finally:
             handle.remove()
+
+    def _forward_replacing(self, rows: torch.Tensor, seen: list[int]) -> torch.Tensor:
+        """The logits of photos ``rows`` with the layer's captured call replaced (by the hook).
+
+        When every row is the same photo, the photo runs once and the replacement carries the
+        rows: what comes after the layer broadcasts the photo's earlier tensors (a skip
+        connection) over them, as it would the same tensor repeated, and the network before the
+        layer runs once instead of per row. A network that cannot broadcast so (a concatenation
+        with an earlier tensor, a batch size kept from the input) raises or returns another
+        number of rows; it then runs every row, as from then on for this call."""
+        if self._shared_prefix and len(rows) > 1 and bool((rows == rows[0]).all()):
+            seen[0] = 0
+            try:
+                logits = self.model(self.images[rows[:1]])
+                if logits.shape[0] == len(rows):
+                    return logits
+            except RuntimeError as err:
+                log.debug("run_with_layer: the network after %s does not broadcast one photo (%s); "
+                          "running every row", self.layer, err)
+            self._shared_prefix = False
+        seen[0] = 0
+        return self.model(self.images[rows])
 
     def _calls_per_forward(self, module: nn.Module) -> int:
         """How often one forward pass calls ``module``: counted once, on the first photo."""

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,10 +70,13 @@ class EpsilonGammaBoxParams:
         object.__setattr__(self, "mean", _statistics(self.mean, "mean", positive=False))
         object.__setattr__(self, "std", _statistics(self.std, "std", positive=True))
 
-    def bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(low, high): the values a pixel in [0, 1] takes in the model's input space, 1×3×1×1."""
-        mean = torch.tensor(self.mean or IMAGENET_MEAN, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std or IMAGENET_STD, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+    def bounds(self, like: torch.Tensor, model_statistics: tuple[Sequence[float], Sequence[float]] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(low, high): the values a pixel in [0, 1] takes in the model's input space, 1×3×1×1.
+        The parameters win; then the loaded model's own statistics; then ImageNet's."""
+        known = model_statistics or (IMAGENET_MEAN, IMAGENET_STD)
+        mean = torch.tensor(self.mean or known[0], dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std or known[1], dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
         return (0 - mean) / std, (1 - mean) / std
 
 
@@ -94,7 +97,7 @@ def lrp_epsilon_gamma_box(ctx: Context) -> torch.Tensor:
     """zennit's EpsilonGammaBox relevance of the target, B×3×H×W, signed."""
     from zennit.composites import EpsilonGammaBox
 
-    low, high = ctx.params_of(EpsilonGammaBoxParams, "lrp_epsilon_gamma_box").bounds(ctx.images)
+    low, high = ctx.params_of(EpsilonGammaBoxParams, "lrp_epsilon_gamma_box").bounds(ctx.images, ctx.input_statistics)
     return relevance(ctx, "lrp_epsilon_gamma_box",
                      lambda canon: EpsilonGammaBox(low=low, high=high, epsilon=EPSILON, gamma=GAMMA,
                                                    stabilizer=EPSILON, canonizers=canon))

@@ -93,7 +93,8 @@ class LoadedModel:
         from xcnn.engine import Explainer
 
         chosen = self.gradcam_layer if layer in (None, "auto") else layer
-        return Explainer(self.model if model is None else model, target_layer=chosen, layout=self.layout)
+        return Explainer(self.model if model is None else model, target_layer=chosen, layout=self.layout,
+                         input_statistics=(tuple(self.mean), tuple(self.std)))
 
 
 def imagenet_categories() -> list[str]:

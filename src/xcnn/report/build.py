@@ -151,9 +151,9 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
         view_sections[1:1] = _paired_sections(frame, out, view, label, suffix)
         sections += view_sections
         figs += figures.write_figures(frame, summaries, out / "figures", view, label.lower(), eps)
-    from xcnn.experiment.export import keep_wanted, read_checks, wanted_methods
+    from xcnn.experiment.export import current_checks
 
-    checks = pd.DataFrame(keep_wanted(read_checks(run_dir), wanted_methods(run_dir))[0])
+    checks = pd.DataFrame(current_checks(run_dir))
     figs += figures.write_check_figures(checks, out / "figures", eps)
     ranked = tables.rankings(views["all"], checks)
     figs += figures.write_ranks_figure(ranked, out / "figures", eps)
