@@ -196,9 +196,9 @@ def test_the_randomisation_check_reads_the_records_layer_and_layout(tmp_path: Pa
     built: list[tuple[object, object]] = []
     original = engine.Explainer.__init__
 
-    def spy(self, model, target_layer="auto", layout=None):  # type: ignore[no-untyped-def]
+    def spy(self, model, target_layer="auto", layout=None, **kw):  # type: ignore[no-untyped-def]
         built.append((target_layer, layout))
-        original(self, model, target_layer, layout)
+        original(self, model, target_layer, layout, **kw)
 
     monkeypatch.setattr(engine.Explainer, "__init__", spy)
     from tests.test_faults_names import _folder
