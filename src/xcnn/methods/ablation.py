@@ -8,9 +8,11 @@ Grad-CAM. pytorch-grad-cam sets the channel to 0 only when the layer's minimum i
 min − 1e7 otherwise; xcnn always uses 0, as the paper does. When y_c ≤ 0 the weights change
 sign with y_c (the reference's formula, kept); when y_c = 0 they are undefined and the map is 0.
 
-Cost: one no-grad forward of the whole network (the layer's output is replaced by a hook) per
-(photo, channel), all photos' channels in one list of items run in chunks sized to
-``ctx.memory_mb``: 512 per photo for ResNet-18's ``layer4``, 2048 for ResNet-50's. Only the layer's captured call (its last in a
+Cost: the network after the layer runs once per (photo, channel) with the layer's output
+replaced (a hook), in chunks of one photo's channels sized to ``ctx.memory_mb`` (512 channels for
+ResNet-18's ``layer4``, 2048 for ResNet-50's); the network up to the layer runs once per chunk,
+not per channel, where what follows the layer can broadcast one photo over the chunk's rows
+(``Context.run_with_layer``), else once per row. Only the layer's captured call (its last in a
 forward pass) is replaced, so a module the network calls twice is ablated where the CAM reads it.
 """
 from __future__ import annotations
@@ -50,26 +52,26 @@ def channel_weights(ctx: Context, activation: torch.Tensor) -> torch.Tensor:
     x, targets = ctx.images, ctx.targets
     batch, channels = activation.shape[:2]
     device = activation.device
-    items = batch * channels
-    image = torch.arange(batch, device=device).repeat_interleave(channels)  # item j: channel j % K of photo j // K
-    channel = torch.arange(channels, device=device).repeat(batch)
     with plain_torch():
         # an item also holds its replaced activations, and their copy on the way in
         item_bytes = footprint(ctx.model, x).infer_bytes + 2 * activation[0].numel() * activation.element_size()
-    size = even_chunks(items, chunk_items(item_bytes, ctx.memory_mb))
-    log.debug("ablationcam: %d forwards in chunks of %d", items, size)
-    scores = torch.empty(items, dtype=ctx.logits.dtype, device=device)
-    tally = Tally("ablationcam passes", items)
-    for start in range(0, items, size):
-        b, k = image[start:start + size], channel[start:start + size]
-        replaced = activation[b].clone()
-        replaced[torch.arange(len(b), device=device), k] = 0
-        logits = ctx.run_with_layer(replaced, b)
-        scores[start:start + size] = logits.gather(1, targets[b][:, None])[:, 0]
-        tally.add(len(b))
+    # A chunk holds one photo's channels only: run_with_layer then runs the network up to the
+    # layer once per chunk, not once per channel.
+    size = even_chunks(channels, chunk_items(item_bytes, ctx.memory_mb))
+    log.debug("ablationcam: %d photos × %d channels in chunks of %d", batch, channels, size)
+    scores = torch.empty((batch, channels), dtype=ctx.logits.dtype, device=device)
+    tally = Tally("ablationcam passes", batch * channels)
+    for b in range(batch):
+        for start in range(0, channels, size):
+            k = torch.arange(start, min(start + size, channels), device=device)
+            replaced = activation[b].repeat(len(k), 1, 1, 1)
+            replaced[torch.arange(len(k), device=device), k] = 0
+            logits = ctx.run_with_layer(replaced, torch.full_like(k, b))
+            scores[b, k] = logits[:, int(targets[b])]
+            tally.add(len(k))
     score = ctx.logits.gather(1, targets[:, None])
     if bool((score == 0).any()):
         log.warning("ablationcam: the target's score is 0 for %d photo(s): their weights are undefined, "
                     "their maps 0", int((score == 0).sum()))
-    drop = score - scores.view(batch, channels)
+    drop = score - scores
     return torch.where(score != 0, drop / torch.where(score != 0, score, 1), torch.zeros_like(drop))
