@@ -73,7 +73,7 @@ class CheckContext:
             return torch.cat([net(inputs[i:i + most]) for i in range(0, len(inputs), most)])
 
 
-def _whole(value: Any, what: str, least: int) -> None:
+def whole_number(value: Any, what: str, least: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ValueError(f"{what} must be a whole number >= {least}, got {value!r}")
 
@@ -85,7 +85,7 @@ class FaithfulnessParams:
     steps: int = field(default=20, metadata={"help": "points per curve, besides the start (each costs a pass per map)"})
 
     def __post_init__(self) -> None:
-        _whole(self.steps, "faithfulness steps", 1)
+        whole_number(self.steps, "faithfulness steps", 1)
 
 
 @model_check("faithfulness", label="Deletion / insertion", category="faithfulness", paper="Petsiuk et al. 2018",
@@ -125,8 +125,8 @@ class RandomisationParams:
     photos: int = field(default=4, metadata={"help": "on the first N photos"})
 
     def __post_init__(self) -> None:
-        _whole(self.steps, "randomisation steps", 1)
-        _whole(self.photos, "randomisation photos", 1)
+        whole_number(self.steps, "randomisation steps", 1)
+        whole_number(self.photos, "randomisation photos", 1)
 
 
 @model_check("randomisation", label="Cascading randomisation", category="randomisation", paper="Adebayo et al. 2018",
@@ -149,7 +149,7 @@ class DependenceParams:
     photos: int = field(default=8, metadata={"help": "on the first N photos"})
 
     def __post_init__(self) -> None:
-        _whole(self.photos, "dependence photos", 1)
+        whole_number(self.photos, "dependence photos", 1)
 
 
 @model_check("dependence", label="Input and class dependence", category="randomisation", paper="Adebayo et al. 2018",
