@@ -67,6 +67,8 @@ def test_every_key_is_documented_with_its_code_default() -> None:
     for table, keys in config._SECTIONS.items():
         if table in ("methods", "metrics"):
             continue  # the registry's, below
+        if table == "checks":  # and the registry's checks, below
+            page[table] = {k: v for k, v in page[table].items() if k in keys}
         assert set(page[table]) == keys, f"[{table}] keys on the page differ from the code's"
         for key in keys:
             assert page[table][key] == code_default(table, key), f"{table}.{key}: the page's default is not the code's"
@@ -105,3 +107,18 @@ def test_a_metric_parameter_is_read_from_its_table_and_a_changed_one_is_another_
     assert config.compare_identity(default.identity("d"), load("[metrics]\nauc = false\n").identity("d")) == []
     with pytest.raises(XcnnError, match=r"metrics\.top_k_intersection: top_k_intersection k must be a whole number"):
         load("[metrics.top_k_intersection]\nk = 0\n")
+
+
+def test_every_built_in_check_and_its_parameters_are_documented() -> None:
+    """[checks]: 0.2's flat keys, then every other built-in check of the registry by name, with
+    its [checks.NAME] parameters."""
+    from xcnn import registry
+
+    page = documented()["checks"]
+    others = {n: c for n, c in registry.checks().items() if c.origin.startswith("xcnn.")
+              and n not in ("faithfulness", "randomisation", "dependence")}
+    assert {k for k in page if "." not in k} == config._SECTIONS["checks"] | set(others)
+    params = {f"{n}.{f.name}": toml(f.default) for n, c in others.items() if c.params is not None
+              for f in dataclasses.fields(c.params)}
+    assert {k: v for k, v in page.items() if "." in k} == params
+    assert all(page[n] == "`false`" for n in others)
