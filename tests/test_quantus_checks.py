@@ -117,3 +117,27 @@ def test_they_are_registered_with_their_category_and_direction() -> None:
         assert [s.higher_is_better for s in checks[name].scores] == directions
     with pytest.raises(ValueError, match="road percentages"):
         RoadParams(percentages=(0.0,))
+
+
+def test_a_maps_check_with_photos_runs_on_its_first_pairs_only() -> None:
+    from types import SimpleNamespace
+
+    from xcnn.experiment.config import Checks, Config, ModelSpec, Size
+    from xcnn.experiment.plan import all_batches, plan
+
+    samples = [SimpleNamespace(image_id=i, category="dog", mask=np.ones((8, 8), bool)) for i in range(5)]
+    config = Config(categories=("dog",), models=(ModelSpec("m"),), sizes=(Size("32", (32, 32)),), batch_size=2,
+                    checks=Checks(faithfulness=True, faithfulness_photos=4,
+                                  others=(("road", RoadParams(photos=1)), ("confidence", None))))
+    pairs: dict[str, set[str]] = {}
+    for batch in all_batches(config, samples):
+        for name, keys in batch.checks:
+            pairs.setdefault(name, set()).update(keys)
+    assert pairs == {"faithfulness": {f"{i}|dog" for i in range(4)}, "road": {"0|dog"},
+                     "confidence": {f"{i}|dog" for i in range(4)}}
+    # once every record exists, only the batches of pairs lacking a check's rows are planned, with that check
+    done = {("m", "32", str(i), "dog", "gradient") for i in range(5)} | {
+        ("m", "32", str(i), "dog", m) for i in range(5) for m in config.methods}
+    todo = plan(config, samples, done, set())
+    assert [sorted(n for n, _ in b.checks) for b in todo] == [["confidence", "faithfulness", "road"],
+                                                             ["confidence", "faithfulness"]]

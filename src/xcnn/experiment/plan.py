@@ -51,7 +51,9 @@ class Batch:
     photos: dict[str, bytes] = field(default_factory=dict, compare=False)  # file -> bytes, when shipped
     check: str | None = None
     faithful: frozenset[str] = frozenset()  # pair keys (pair_key) whose "maps"-scope check rows are wanted
-    checks: tuple[str, ...] = ()  # the "maps"-scope checks some unit of ``faithful`` lacks
+    # the "maps"-scope checks some pair lacks, each with the pairs it runs on (its first
+    # ``photos`` pairs when its parameters say, within ``faithful``)
+    checks: tuple[tuple[str, frozenset[str]], ...] = ()
 
     def key(self, sample: Any) -> UnitKey:
         return unit_key(self.model, self.size, sample, self.check)
@@ -99,10 +101,9 @@ def lacking_checks(config: Config, batch: Batch, sample: Any, method: str, done:
     if batch.check is not None:
         params = dict(config.checks.enabled()).get(batch.check)
         return [batch.check] if check_group(config, base, method, batch.check, params) not in checks_done else []
-    if pair_key(sample) not in batch.faithful:
-        return []
+    pairs = dict(batch.checks)
     return [name for name, params in config.checks.scoped("maps")
-            if check_group(config, base, method, name, params) not in checks_done]
+            if pair_key(sample) in pairs.get(name, ()) and check_group(config, base, method, name, params) not in checks_done]
 
 
 def all_batches(config: Config, samples: Sequence[Any]) -> list[Batch]:
@@ -112,15 +113,18 @@ def all_batches(config: Config, samples: Sequence[Any]) -> list[Batch]:
     check_size = config.check_size()
     n = config.checks.faithfulness_photos
     eligible = {pair_key(s) for s in (samples[:n] if n else samples)}
-    on_maps = tuple(name for name, _ in config.checks.scoped("maps"))
+    on_maps = {}  # each "maps"-scope check's pairs: the first faithfulness_photos, or its own fewer
+    for name, params in config.checks.scoped("maps"):
+        own = getattr(params, "photos", None)
+        on_maps[name] = eligible & {pair_key(s) for s in samples[:own]} if own else eligible
     for spec in models(config):
         methods = methods_of(config, spec)
         for size in config.sizes:
             faithful = spec != BASELINE_MODEL and size in config.faithfulness_sizes()
             for group in _groups(samples, size, config.batch_size):
                 wanted = frozenset(pair_key(s) for s in group if pair_key(s) in eligible) if faithful else frozenset()
-                batches.append(Batch(spec, size, tuple(group), methods, faithful=wanted,
-                                     checks=on_maps if wanted else ()))
+                checks = tuple((name, frozenset(wanted & pairs)) for name, pairs in on_maps.items() if wanted & pairs)
+                batches.append(Batch(spec, size, tuple(group), methods, faithful=wanted, checks=checks))
         if spec == BASELINE_MODEL or check_size is None:
             continue
         for check, params in config.checks.scoped("photos"):
@@ -155,7 +159,7 @@ def plan(config: Config, samples: Sequence[Any], done: set[Any], closed: set[Uni
                         checks.update(lacking_checks(config, batch, s, m, done, checks_done))
         if lacking:
             keep = batch.methods if batch.check else tuple(m for m in batch.methods if m in lacking)
-            out.append(replace(batch, methods=keep, checks=tuple(c for c in batch.checks if c in checks)))
+            out.append(replace(batch, methods=keep, checks=tuple(c for c in batch.checks if c[0] in checks)))
     return out
 
 

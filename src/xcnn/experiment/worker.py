@@ -102,8 +102,11 @@ class Worker:
                 results[key].checks = rows
             return [results[k] for k in batch.keys()]
         outs = self._keep(batch, self._explain(ex, lm, units, batch, results), results, lm.categories)
-        faith = self._rows(lm, ex, batch, [(u, o) for u, o in outs if pair_key(u.sample) in batch.faithful],
-                           batch.checks)
+        faith: dict[UnitKey, list] = {}
+        for name, pairs in batch.checks:  # each "maps"-scope check on its own pairs of the batch
+            for key, rows in self._rows(lm, ex, batch, [(u, o) for u, o in outs if pair_key(u.sample) in pairs],
+                                        (name,)).items():
+                faith.setdefault(key, []).extend(rows)
         for unit, out in outs:
             key = batch.key(unit.sample)
             results[key] = self._result(batch, unit, out, lm.categories)

@@ -24,6 +24,11 @@ from xcnn.metrics.checks import CheckContext, whole_number
 from xcnn.registry import CheckRow, Score, model_check
 
 
+def check_photos(photos: int | None) -> None:
+    if photos is not None and (isinstance(photos, bool) or not isinstance(photos, int) or photos < 1):
+        raise ValueError(f"photos must be a whole number >= 1, or left out for every pair, got {photos!r}")
+
+
 def relevance(ctx: CheckContext, method: str) -> torch.Tensor:
     """r = Σ_c m_c² of the method's maps, B×1×H×W float32 on the images' device."""
     m = torch.from_numpy(np.ascontiguousarray(ctx.maps[method])).to(ctx.images.device)
@@ -42,8 +47,11 @@ class RoadParams:
     percentages: tuple[float, ...] = field(default=(10.0, 30.0, 50.0, 70.0, 90.0), metadata={
         "help": "shares of the pixels removed, in %, most relevant first (MoRF) and least (LeRF)"})
     noise: float = field(default=0.01, metadata={"help": "std of the noise added to the imputed values"})
+    photos: int | None = field(default=None, metadata={
+        "help": "on the first N of the faithfulness_photos pairs (none: all of them)"})
 
     def __post_init__(self) -> None:
+        check_photos(self.photos)
         if not self.percentages or not all(0 < p < 100 for p in self.percentages):
             raise ValueError(f"road percentages must be numbers in (0, 100), got {self.percentages!r}")
         if not self.noise >= 0:
@@ -71,8 +79,11 @@ def road(ctx: CheckContext) -> Iterator[CheckRow]:
 class CorrelationParams:
     runs: int = field(default=100, metadata={"help": "random subsets per photo (one forward pass each)"})
     subset_size: int = field(default=224, metadata={"help": "values set to the baseline per subset, of C·H·W"})
+    photos: int | None = field(default=None, metadata={
+        "help": "on the first N of the faithfulness_photos pairs (none: all of them)"})
 
     def __post_init__(self) -> None:
+        check_photos(self.photos)
         whole_number(self.runs, "faithfulness_correlation runs", 2)
         whole_number(self.subset_size, "faithfulness_correlation subset_size", 1)
 
@@ -133,8 +144,11 @@ class _Maps:
 class SensitivityParams:
     samples: int = field(default=10, metadata={"help": "perturbed copies per photo, each explained again"})
     radius: float = field(default=0.2, metadata={"help": "uniform noise in [-radius, radius] (Quantus's lower_bound)"})
+    photos: int | None = field(default=None, metadata={
+        "help": "on the first N of the faithfulness_photos pairs (none: all of them)"})
 
     def __post_init__(self) -> None:
+        check_photos(self.photos)
         whole_number(self.samples, "sensitivity samples", 1)
         if not self.radius > 0:
             raise ValueError(f"sensitivity radius must be > 0, got {self.radius!r}")
@@ -159,8 +173,11 @@ def sensitivity(ctx: CheckContext) -> Iterator[CheckRow]:
 class LipschitzParams:
     samples: int = field(default=10, metadata={"help": "perturbed copies per photo, each explained again"})
     std: float = field(default=0.1, metadata={"help": "std of the Gaussian perturbation"})
+    photos: int | None = field(default=None, metadata={
+        "help": "on the first N of the faithfulness_photos pairs (none: all of them)"})
 
     def __post_init__(self) -> None:
+        check_photos(self.photos)
         whole_number(self.samples, "local_lipschitz samples", 1)
         if not self.std > 0:
             raise ValueError(f"local_lipschitz std must be > 0, got {self.std!r}")
