@@ -174,7 +174,9 @@ class Checks:
             from xcnn import registry
 
             if registry.get_check(name).scope == "maps":
-                photos = "every pair" if self.faithfulness_photos == 0 else f"first {self.faithfulness_photos} pairs"
+                own = getattr(params, "photos", None)
+                n = min(own, self.faithfulness_photos) if own and self.faithfulness_photos else own or self.faithfulness_photos
+                photos = "every pair" if n == 0 else f"first {n} pair{'s' * (n != 1)}"
                 where = f"{photos}, at {', '.join(s.label for s in sizes) or 'no size of run.sizes'}"
             else:
                 where = f"first {getattr(params, 'photos', DEFAULT_CHECK_PHOTOS)} photos, {at}"
