@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -180,7 +181,7 @@ class Explainer:
 
         with _eval_mode(self.model):
             if want_layer and self._layer_name is None:
-                self._layer_name = find_target_layer(self.model, images[:1])
+                self._layer_name = _auto_layer(self.model, images[:1])
                 log.info("CAM layer: %s", self._layer_name)
             layer = self._layer_name if want_layer else None
             clock = _Clock(images.device)
@@ -330,6 +331,25 @@ def _check_keys(keys: Sequence[str] | None, batch: int) -> list[str]:
     if len(keys) != batch:
         raise XcnnError(f"keys must give one string per image: got {len(keys)} for {batch} images")
     return [str(k) for k in keys]
+
+
+# Per model: the automatic layer's probe is a forward pass, which a fresh Explainer for every
+# call would otherwise pay every call. Keyed by the module tree (a replaced module probes again)
+# and the example's shape, dtype and device (what the probe's fallback depends on).
+_AUTO_LAYERS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict[tuple, str]]] = weakref.WeakKeyDictionary()
+
+
+def _auto_layer(model: nn.Module, example: torch.Tensor) -> str:
+    """:func:`find_target_layer`, probed once per model, module tree and example shape."""
+    tree = tuple((name, type(m), id(m)) for name, m in model.named_modules())
+    known_tree, known = _AUTO_LAYERS.get(model, ((), {}))
+    if known_tree != tree:  # only the latest tree is kept: a model edited in a loop holds one entry
+        known = {}
+        _AUTO_LAYERS[model] = (tree, known)
+    key = (tuple(example.shape[1:]), example.dtype, example.device)
+    if key not in known:
+        known[key] = find_target_layer(model, example)
+    return known[key]
 
 
 def find_target_layer(model: nn.Module, example: torch.Tensor) -> str:
