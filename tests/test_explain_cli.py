@@ -68,7 +68,8 @@ def test_explain_bad_methods_and_options(tmp_path: Path, capsys: pytest.CaptureF
     assert "integrated_gradients steps must be a whole number >= 1, got 0" in err and "\n" not in err
     from xcnn.cli.explain import parse_methods
 
-    assert parse_methods("all") == parse_methods("single-pass,scorecam,integrated_gradients,smoothgrad")
+    assert parse_methods("all") == parse_methods("single-pass,scorecam,integrated_gradients,smoothgrad,occlusion,rise,"
+                                                 "ablationcam,lrp_epsilon_plus_flat,lrp_epsilon_gamma_box")
     assert parse_methods("layercam, gradient,gradient") == ("gradient", "layercam")
     assert parse_methods("default") == METHODS
 
