@@ -1,14 +1,11 @@
-"""What a fresh Explainer per call costs: the probes run once per model, and change no map; the
-CPU cap on Score-CAM's passes changes the chunking, never a map."""
+"""What a fresh Explainer per call costs: the probes run once per model, and change no map."""
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
 import xcnn
 from xcnn.engine import find_target_layer
-from xcnn.methods import sampling
 from tests import tiny_net
 
 
@@ -52,25 +49,3 @@ def test_an_edited_model_is_probed_again() -> None:
     model[4] = nn.Sequential(nn.Conv2d(8, 8, 1), nn.AdaptiveAvgPool2d(1))
     assert xcnn.Explainer(model).explain(_images(1), 0, methods=["gradcam"]).layer == "4.0"
 
-
-def test_cpu_passes_are_capped_and_change_no_map(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a CPU Score-CAM's passes stay within CPU_PASS_MB whatever memory_mb allows; the map
-    equals the one of passes as large as memory_mb allows."""
-    torch.manual_seed(0)
-    model, x = tiny_net.build().eval(), _images()
-    item = sampling.footprint(model, x).infer_bytes
-    monkeypatch.setattr(sampling, "CPU_PASS_MB", 1)
-    cap = sampling.pass_items(item, 4096, torch.device("cpu"))
-    assert cap == (1 << 20) // item < 2 * 8  # below the 16 items of two photos' 8 channels
-    assert sampling.pass_items(item, 4096, torch.device("cuda")) == sampling.chunk_items(item, 4096)
-
-    calls = _Calls(model)
-    capped = xcnn.Explainer(model, target_layer="3").explain(x, [0, 1], methods=["scorecam"])
-    capped_rows, calls.rows = calls.rows[1:], []
-    monkeypatch.setattr(sampling, "CPU_PASS_MB", 1 << 30)
-    whole = xcnn.Explainer(model, target_layer="3").explain(x, [0, 1], methods=["scorecam"])
-    calls.close()
-    assert max(capped_rows) <= cap and len(capped_rows) > 1
-    assert calls.rows[1:] == [sum(capped_rows)]  # one pass for all items
-    assert whole["scorecam"].amax() > 0
-    assert (capped["scorecam"] - whole["scorecam"]).abs().max() <= 1e-6

@@ -6,8 +6,7 @@ channel and image with 1e-8 added to the span; s_k = y_c(x ⊙ M_k), the pre-sof
 w = softmax_k(s); L = relu(Σ_k w_k A_k), then upsampled and scaled like Grad-CAM.
 
 Cost: one no-grad forward per (image, channel), all images' channels in one list of items run in
-chunks sized to ``ctx.memory_mb`` (on a CPU also within ``sampling.CPU_PASS_MB``, where passes
-of a few tens of items run fastest). A channel whose upsampled map is constant has an all-zero
+chunks sized to ``ctx.memory_mb``. A channel whose upsampled map is constant has an all-zero
 mask, so x ⊙ M_k is the all-zero image for every such channel of every image: they share one
 item, batched with the others.
 """
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from xcnn.errors import XcnnError
 from xcnn.methods.context import Context, to_heat
 from xcnn.methods.passes import Tally
-from xcnn.methods.sampling import chunk_items, even_chunks, footprint, pass_items, plain_torch
+from xcnn.methods.sampling import chunk_items, even_chunks, footprint, plain_torch
 from xcnn.registry import method
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def channel_weights(ctx: Context, activation: torch.Tensor) -> torch.Tensor:
     ``top_k`` get weight 0."""
     model, x, targets = ctx.model, ctx.images, ctx.targets
     batch, channels = activation.shape[:2]
-    most = pass_items(footprint(model, x).infer_bytes, ctx.memory_mb, x.device)
+    most = chunk_items(footprint(model, x).infer_bytes, ctx.memory_mb)
     map_bytes = 2 * ctx.size[0] * ctx.size[1] * x.element_size()  # an upsampled map and its temporary
     lo, hi = _mask_ranges(activation, ctx.size, chunk_items(map_bytes, ctx.memory_mb))
     params = ctx.params_of(ScoreCAMParams, "scorecam")

@@ -111,20 +111,6 @@ def chunk_items(item_bytes: int, memory_mb: int) -> int:
     return max(1, (memory_mb << 20) // max(item_bytes, 1))
 
 
-# On a CPU a no-grad pass runs fastest per item at a few tens of 224² ResNet-18 items, not at
-# the hundreds a large memory budget allows: past that each pass's fresh multi-hundred-MB
-# tensors cost page faults and cache misses (benchmarks/scorecam_setup.py). A CPU pass holds at
-# most this much whatever memory_mb says; a GPU is not capped.
-CPU_PASS_MB = 384
-
-
-def pass_items(item_bytes: int, memory_mb: int, device: torch.device) -> int:
-    """:func:`chunk_items` for a no-grad forward pass on ``device``: on a CPU within
-    ``CPU_PASS_MB`` as well (a speed choice; a map never depends on it beyond rounding)."""
-    most = chunk_items(item_bytes, memory_mb)
-    return most if device.type != "cpu" else min(most, chunk_items(item_bytes, CPU_PASS_MB))
-
-
 def even_chunks(items: int, most: int) -> int:
     """The chunk size that runs ``items`` in as few passes of at most ``most`` as possible, all
     about equal: 50 items at most 37 go as 25 + 25, not 37 + 13 (less memory, and no small
