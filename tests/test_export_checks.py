@@ -8,7 +8,7 @@ from pathlib import Path
 
 from xcnn.experiment.export import CHECK_FIELDS, current_checks, write_exports
 from xcnn.experiment.store import JsonlStore, check_key
-from xcnn.registry import identity_of_values
+from xcnn.identity import identity_of_values
 
 
 def _row(**kw: object) -> dict[str, object]:
@@ -23,7 +23,7 @@ def test_the_export_keeps_the_current_settings_with_check_and_params(tmp_path: P
             _row(test="deletion", measure="auc", value=0.2, steps=20),  # another steps
             _row(test="keep_top", measure="prob", value=0.7, check="keep_top", params=mine),
             _row(test="keep_top", measure="prob", value=0.3, check="keep_top", params="000000000000"),
-            _row(test="input", measure="spearman", value=0.4)]  # dependence: not on any more
+            _row(test="input", measure="spearman", value=0.4)]  # dependence: not on now, its rows kept
     store = JsonlStore(tmp_path / "checks.jsonl", key=check_key).open()
     store.append(rows)
     store.close()
@@ -31,12 +31,12 @@ def test_the_export_keeps_the_current_settings_with_check_and_params(tmp_path: P
                                                  "others": [["keep_top", {"share": 0.5, "photos": 3}]]}}
     (tmp_path / "config.json").write_text(json.dumps({"config": config}))
     kept = current_checks(tmp_path)
-    assert sorted((r["check"], r["value"]) for r in kept) == [("faithfulness", 0.1), ("faithfulness", 0.9),
-                                                              ("keep_top", 0.7)]
+    assert sorted((r["check"], r["value"]) for r in kept) == [("dependence", 0.4), ("faithfulness", 0.1),
+                                                              ("faithfulness", 0.9), ("keep_top", 0.7)]
     (tmp_path / "records.jsonl").write_text("")
     write_exports(tmp_path)
     with open(tmp_path / "checks.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    assert tuple(table[0]) == CHECK_FIELDS and len(table) == 3
+    assert tuple(table[0]) == CHECK_FIELDS and len(table) == 4
     assert {r["step"] for r in table} == {"", "3"} and {r["steps"] for r in table} == {"10", ""}
     assert [r["params"] for r in table if r["check"] == "keep_top"] == [mine]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xcnn.errors import XcnnError, did_you_mean
+from xcnn.identity import identity_of_values
 
 log = logging.getLogger(__name__)
 
@@ -362,17 +363,6 @@ def check_identity(params: Any) -> tuple[int | None, str | None]:
     hash, the rows' ``params`` column (None when there is none), so rows made with other
     parameters are wanted again instead of counting as done."""
     return (None, None) if params is None else identity_of_values(dataclasses.asdict(params))
-
-
-def identity_of_values(values: Mapping[str, Any]) -> tuple[int | None, str | None]:
-    """``check_identity`` of parameters given as a dict (as config.json keeps them)."""
-    values = dict(values)
-    steps = values.pop("steps", None)
-    values.pop("photos", None)
-    if not values:
-        return steps, None
-    text = repr(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in values.items()))
-    return steps, hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def get(name: str) -> Method:

@@ -116,15 +116,16 @@ def write_exports(run_dir: str | Path) -> tuple[Path, Path]:
 
 
 def current_checks(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The check rows the current config asks for: of its methods, and of its checks with its
-    parameters and seed (rows of other settings stay in checks.jsonl); each with its ``check``
-    (0.2's rows have none: their test says it). Every row when config.json does not say."""
+    """The check rows the current config asks for: of its methods, and of the checks it turns on
+    only those with its parameters and seed (rows of other settings stay in checks.jsonl; a
+    check it no longer turns on keeps its rows); each with its ``check`` (0.2's rows have none:
+    their test says it). Every row when config.json does not say."""
     rows, _ = keep_wanted(read_checks(run_dir), wanted_methods(run_dir))
     settings = check_settings(run_dir)
     out = []
     for row in rows:
         key = check_key(row)
-        if settings is None or settings.get(key.check) == (key.steps, key.params, key.seed):
+        if settings is None or key.check not in settings or settings[key.check] == (key.steps, key.params, key.seed):
             out.append({**row, "check": key.check})
     return out
 
@@ -132,7 +133,7 @@ def current_checks(run_dir: str | Path) -> list[dict[str, Any]]:
 def check_settings(run_dir: str | Path) -> dict[str, tuple[int | None, str | None, int | None]] | None:
     """{check: (steps, params hash, seed)} of the checks RUN_DIR/config.json's config turns on;
     None when it does not say."""
-    from xcnn.registry import identity_of_values
+    from xcnn.identity import identity_of_values
 
     try:
         body = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
