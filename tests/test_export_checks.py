@@ -27,8 +27,8 @@ def test_the_export_keeps_the_current_settings_with_check_and_params(tmp_path: P
     store = JsonlStore(tmp_path / "checks.jsonl", key=check_key).open()
     store.append(rows)
     store.close()
-    config = {"methods": ["gradient"], "checks": {"faithfulness": True, "faithfulness_steps": 10, "seed": 0,
-                                                 "others": [["keep_top", {"share": 0.5, "photos": 3}]]}}
+    config = {"methods": ["gradient"], "checks": {"seed": 0, "enabled": [["faithfulness", {"steps": 10}],
+                                                                       ["keep_top", {"share": 0.5, "photos": 3}]]}}
     (tmp_path / "config.json").write_text(json.dumps({"config": config}))
     kept = current_checks(tmp_path)
     assert sorted((r["check"], r["value"]) for r in kept) == [("dependence", 0.4), ("faithfulness", 0.1),
@@ -40,3 +40,14 @@ def test_the_export_keeps_the_current_settings_with_check_and_params(tmp_path: P
     assert tuple(table[0]) == CHECK_FIELDS and len(table) == 4
     assert {r["step"] for r in table} == {"", "3"} and {r["steps"] for r in table} == {"10", ""}
     assert [r["params"] for r in table if r["check"] == "keep_top"] == [mine]
+
+
+def test_config_json_lists_every_enabled_check_with_its_parameters(tmp_path: Path) -> None:
+    from xcnn.experiment.config import load_config
+
+    (tmp_path / "c.toml").write_text('[data]\ndemo = true\ncategories = ["dog"]\n[[models]]\nname = "resnet18"\n'
+                                     '[checks]\nfaithfulness = true\nfaithfulness_steps = 7\ndependence = true\n'
+                                     '[checks.road]\nphotos = 1\n')
+    enabled = load_config(tmp_path / "c.toml").to_dict()["checks"]["enabled"]
+    assert [name for name, _ in enabled] == ["faithfulness", "dependence", "road"]
+    assert enabled[0][1] == {"steps": 7} and enabled[2][1]["photos"] == 1

@@ -223,7 +223,10 @@ class Config:
         d = asdict(self)
         d["sizes"] = [s.label for s in self.sizes]
         d.pop("source")
-        d["checks"] = {**asdict(self.checks), "faithfulness_sizes": list(self.checks.faithfulness_sizes)}
+        d["checks"] = {**asdict(self.checks), "faithfulness_sizes": list(self.checks.faithfulness_sizes),
+                       # every check turned on with its parameters, built-ins included: what the
+                       # exports pick the current settings' rows by (they never import the registry)
+                       "enabled": [[name, None if p is None else asdict(p)] for name, p in self.checks.enabled()]}
         return d
 
     def method_params(self) -> dict[str, Any]:

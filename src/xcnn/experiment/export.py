@@ -132,25 +132,16 @@ def current_checks(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def check_settings(run_dir: str | Path) -> dict[str, tuple[int | None, str | None, int | None]] | None:
     """{check: (steps, params hash, seed)} of the checks RUN_DIR/config.json's config turns on;
-    None when it does not say."""
+    None when it does not say (runs written before checks were registered: every row is kept)."""
     from xcnn.identity import identity_of_values
 
     try:
         body = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
         checks = body["config"]["checks"]
         seed = int(checks.get("seed", 0))
-        on: dict[str, dict[str, Any]] = {}
-        if checks.get("faithfulness"):
-            on["faithfulness"] = {"steps": int(checks.get("faithfulness_steps", 20))}
-        if checks.get("randomisation"):
-            on["randomisation"] = {"steps": int(checks.get("randomisation_steps", 5))}
-        if checks.get("dependence"):
-            on["dependence"] = {}
-        for name, params in checks.get("others", []):
-            on[str(name)] = dict(params or {})
+        return {str(name): (*identity_of_values(dict(params or {})), seed) for name, params in checks["enabled"]}
     except (OSError, ValueError, RecursionError, TypeError, KeyError, AttributeError):
         return None
-    return {name: (*identity_of_values(values), seed) for name, values in on.items()}
 
 
 def record_fields(records: list[dict[str, Any]], described: descriptions.Described) -> tuple[str, ...]:

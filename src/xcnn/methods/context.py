@@ -69,11 +69,9 @@ class Context:
     def run(self, inputs: torch.Tensor) -> torch.Tensor:
         """The model's logits for N inputs (N×3×H×W in its input space), without gradients and
         without the engine's rectifier rules, in chunks that fit ``memory_mb``."""
-        from xcnn.methods.sampling import chunk_items, footprint, plain_torch
+        from xcnn.methods.sampling import run_chunked
 
-        with plain_torch(), torch.no_grad():
-            most = chunk_items(footprint(self.model, self.images).infer_bytes, self.memory_mb)
-            return torch.cat([self.model(inputs[i:i + most]) for i in range(0, len(inputs), most)])
+        return run_chunked(self.model, inputs, self.images, self.memory_mb)
 
     def run_with_layer(self, replaced: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """The logits when the target layer's output is replaced: row n runs photo ``image[n]``

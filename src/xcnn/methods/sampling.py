@@ -111,6 +111,14 @@ def chunk_items(item_bytes: int, memory_mb: int) -> int:
     return max(1, (memory_mb << 20) // max(item_bytes, 1))
 
 
+def run_chunked(model: nn.Module, inputs: torch.Tensor, example: torch.Tensor, memory_mb: int) -> torch.Tensor:
+    """The model's logits for N inputs, without gradients and without the engine's rectifier
+    rules, in chunks that fit ``memory_mb`` (sized by ``example``'s footprint)."""
+    with plain_torch(), torch.no_grad():
+        most = chunk_items(footprint(model, example).infer_bytes, memory_mb)
+        return torch.cat([model(inputs[i:i + most]) for i in range(0, len(inputs), most)])
+
+
 def even_chunks(items: int, most: int) -> int:
     """The chunk size that runs ``items`` in as few passes of at most ``most`` as possible, all
     about equal: 50 items at most 37 go as 25 + 25, not 37 + 13 (less memory, and no small

@@ -65,12 +65,9 @@ class CheckContext:
 
     def run(self, inputs: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
         """Logits of N inputs without gradients, in chunks that fit ``memory_mb``."""
-        from xcnn.methods.sampling import chunk_items, footprint, plain_torch
+        from xcnn.methods.sampling import run_chunked
 
-        net = self.model if model is None else model
-        with plain_torch(), torch.no_grad():
-            most = chunk_items(footprint(net, self.images[:1]).infer_bytes, self.memory_mb)
-            return torch.cat([net(inputs[i:i + most]) for i in range(0, len(inputs), most)])
+        return run_chunked(self.model if model is None else model, inputs, self.images[:1], self.memory_mb)
 
 
 def whole_number(value: Any, what: str, least: int) -> None:
