@@ -16,7 +16,7 @@ from tests.test_run import ROOT, make_coco
 from tests.tiny_net import build
 from xcnn.cli import main
 from xcnn.engine import Explainer
-from xcnn.experiment import load_config, run, runner
+from xcnn.experiment import load_config, progress, run
 from xcnn.methods import passes
 from xcnn.methods.registry import Options
 
@@ -59,10 +59,10 @@ def test_multipass_methods_report_passes_inside_one_call_and_maps_stay_bit_ident
     x = torch.randn(2, 3, 32, 32)
     options = Options(ig_steps=4, smoothgrad_samples=3, memory_mb=1)
     ex = Explainer(model, target_layer="2")
-    plain = ex.explain(x, 1, methods=MULTIPASS, options=options, keys=["a", "b"])
+    plain = ex.explain(x, 1, methods=MULTIPASS, params=options, keys=["a", "b"])
     calls: list[tuple[str, int, int]] = []
     with passes.reporting(lambda *c: calls.append(c)):
-        told = ex.explain(x, 1, methods=MULTIPASS, options=options, keys=["a", "b"])
+        told = ex.explain(x, 1, methods=MULTIPASS, params=options, keys=["a", "b"])
     for m in MULTIPASS:
         assert torch.equal(plain.get(m), told.get(m))
     assert _assert_counts_up(calls, "integrated_gradients passes") == 2 * 4 + 1  # + the baseline
@@ -72,26 +72,26 @@ def test_multipass_methods_report_passes_inside_one_call_and_maps_stay_bit_ident
     calls.clear()
     with passes.reporting(lambda *c: calls.append(c)):
         ex.explain(x, 1, methods=["gradient", "gradcam"])
-    ex.explain(x, 1, methods=MULTIPASS, options=options, keys=["a", "b"])
+    ex.explain(x, 1, methods=MULTIPASS, params=options, keys=["a", "b"])
     assert calls == []
 
 
 def test_a_run_reports_method_and_check_passes_before_the_batch_is_counted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[tuple[str, int, int]] = []
-    reporter = runner.Progress.passes
-    store = runner.Progress.store
+    reporter = progress.Progress.passes
+    store = progress.Progress.store
 
-    def record_passes(self: runner.Progress, label: str, done: int, planned: int) -> None:
+    def record_passes(self: progress.Progress, label: str, done: int, planned: int) -> None:
         events.append((label, done, planned))
         reporter(self, label, done, planned)
 
-    def record_store(self: runner.Progress, *args: object) -> None:
+    def record_store(self: progress.Progress, *args: object) -> None:
         events.append(("units", self.summary.units_total, self.summary.units_total))
         store(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(runner.Progress, "passes", record_passes)
-    monkeypatch.setattr(runner.Progress, "store", record_store)
+    monkeypatch.setattr(progress.Progress, "passes", record_passes)
+    monkeypatch.setattr(progress.Progress, "store", record_store)
     checks = ("[checks]\nfaithfulness = true\nfaithfulness_steps = 4\nrandomisation = true\n"
               "randomisation_steps = 3\ndependence = true\n")
     summary = run(load_config(_tiny_config(tmp_path, checks)), tmp_path / "run")
@@ -111,8 +111,8 @@ def test_a_run_reports_method_and_check_passes_before_the_batch_is_counted(
 
 def test_a_terminal_shows_the_running_loop_on_the_bar(capsys: pytest.CaptureFixture,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "DRAW_EVERY", 0.0)
-    bar = runner.PassBar(live=True)
+    monkeypatch.setattr(progress, "DRAW_EVERY", 0.0)
+    bar = progress.PassBar(live=True)
     with passes.reporting(bar):
         outer = passes.Tally("randomisation steps", 3)
         outer.add()
@@ -127,8 +127,8 @@ def test_a_terminal_bar_is_redrawn_while_one_long_chunk_runs(capsys: pytest.Capt
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    monkeypatch.setattr(runner, "HEARTBEAT", 0.05)
-    bar = runner.PassBar(live=True)
+    monkeypatch.setattr(progress, "HEARTBEAT", 0.05)
+    bar = progress.PassBar(live=True)
     with passes.reporting(bar):
         passes.Tally("scorecam passes", 512)
         time.sleep(0.6)  # one chunk of passes: no report comes, the bar's clock still moves
@@ -141,10 +141,10 @@ def test_in_a_file_a_progress_line_comes_every_interval_while_one_long_chunk_run
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    monkeypatch.setattr(runner, "HEARTBEAT", 0.05)
-    monkeypatch.setattr(runner, "LOG_EVERY", 0.15)
-    bar = runner.PassBar(live=False, head=lambda: "0/8 units")
-    with caplog.at_level(logging.INFO, logger="xcnn.experiment.runner"), passes.reporting(bar):
+    monkeypatch.setattr(progress, "HEARTBEAT", 0.05)
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.15)
+    bar = progress.PassBar(live=False, head=lambda: "0/8 units")
+    with caplog.at_level(logging.INFO, logger="xcnn.experiment.progress"), passes.reporting(bar):
         passes.Tally("scorecam passes", 512)
         time.sleep(0.8)
         bar.close()
@@ -155,8 +155,8 @@ def test_in_a_file_a_progress_line_comes_every_interval_while_one_long_chunk_run
 def test_output_to_a_file_gets_progress_lines_not_a_bar(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                          caplog: pytest.LogCaptureFixture,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "LOG_EVERY", 0.0)  # a line at every report, as after 30 s
-    with caplog.at_level(logging.INFO, logger="xcnn.experiment.runner"):
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)  # a line at every report, as after 30 s
+    with caplog.at_level(logging.INFO, logger="xcnn.experiment.progress"):
         run(load_config(_tiny_config(tmp_path)), tmp_path / "run")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress:")]
     assert any("units" in line and "smoothgrad passes" in line for line in lines), lines
@@ -182,8 +182,8 @@ def test_explain_shows_pass_progress_on_a_terminal(tmp_path: Path, capsys: pytes
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     photo = tmp_path / "p.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(photo)
-    monkeypatch.setattr(runner, "DRAW_EVERY", 0.0)
-    monkeypatch.setattr(runner, "live_terminal", lambda: True)
+    monkeypatch.setattr(progress, "DRAW_EVERY", 0.0)
+    monkeypatch.setattr(progress, "live_terminal", lambda: True)
     assert main(["explain", str(photo), "--model", "python:tests.tiny_net:build", "--weights", "random",
                  "--classes", "cat,dog,bird", "--methods", "all", "--ig-steps", "4", "--smoothgrad-samples", "3",
                  "--memory-mb", "1", "--device", "cpu", "--out", str(tmp_path / "out")]) == 0

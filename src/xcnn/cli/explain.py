@@ -157,24 +157,24 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from xcnn.experiment import runner
+    from xcnn.experiment import progress
 
-    # As the run's (xcnn.experiment.runner.Progress): on a terminal, bars on stderr with the log
+    # As the run's (xcnn.experiment.progress.Progress): on a terminal, bars on stderr with the log
     # lines above them, the multi-pass methods' passes on a bar of their own; in a file, whole
-    # lines only (a progress line at most every runner.LOG_EVERY seconds).
-    live = runner.live_terminal()
+    # lines only (a progress line at most every progress.LOG_EVERY seconds).
+    live = progress.live_terminal()
     failed = 0
     with ExitStack() as stack:
         if live:
             stack.enter_context(logging_redirect_tqdm())
         if len(photos) == 1:  # one photo: its errors are the command's (one line, exit status 2)
-            stack.enter_context(_passes(runner.PassBar(live)))
+            stack.enter_context(_passes(progress.PassBar(live)))
             explain(photos[0], stems[0])
             return 0
         bar = stack.enter_context(tqdm(total=len(photos), unit="photo", desc="xcnn explain", dynamic_ncols=True,
                                        disable=not live))
         done = 0
-        passes = stack.enter_context(_passes(runner.PassBar(live, lambda: f"{done}/{len(photos)} photos", bar)))
+        passes = stack.enter_context(_passes(progress.PassBar(live, lambda: f"{done}/{len(photos)} photos", bar)))
         for path, stem in zip(photos, stems):
             try:
                 explain(path, stem)
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _passes(bar: Any) -> Iterator[Any]:
-    """``bar`` (an xcnn.experiment.runner.PassBar) told the passes of the block, closed after it."""
+    """``bar`` (an xcnn.experiment.progress.PassBar) told the passes of the block, closed after it."""
     from xcnn.methods.passes import reporting
 
     try:

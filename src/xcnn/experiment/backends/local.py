@@ -5,7 +5,7 @@ from typing import Any
 
 from xcnn.experiment.config import Config
 from xcnn.experiment.plan import Batch
-from xcnn.experiment.runner import Progress
+from xcnn.experiment.progress import Progress
 from xcnn.experiment.store import RunStore
 from xcnn.experiment.worker import Worker
 

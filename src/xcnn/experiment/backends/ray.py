@@ -23,7 +23,7 @@ from typing import Any
 from xcnn.errors import XcnnError
 from xcnn.experiment.config import Config, ModelSpec
 from xcnn.experiment.plan import Batch
-from xcnn.experiment.runner import Progress
+from xcnn.experiment.progress import Progress
 from xcnn.experiment.store import RunStore
 from xcnn.experiment.worker import UnitResult, Worker
 
