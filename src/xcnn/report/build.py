@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from xcnn.errors import XcnnError
-from xcnn.experiment import descriptions
-from xcnn.experiment.layout import FAILURES_FILE, RECORDS_FILE
+from xcnn.runfolder import descriptions
+from xcnn.runfolder.layout import FAILURES_FILE, RECORDS_FILE
 from xcnn.files import slug, unit_stem
 from xcnn.report import categories, figures, files, grids, html, progress, stats, tables
 from xcnn.report.run_info import RunInfo, read_config, reasons, run_info
@@ -151,7 +151,7 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
         view_sections[1:1] = _paired_sections(frame, out, view, label, suffix)
         sections += view_sections
         figs += figures.write_figures(frame, summaries, out / "figures", view, label.lower(), eps)
-    from xcnn.experiment.export import current_checks
+    from xcnn.runfolder.reading import current_checks
 
     checks = pd.DataFrame(current_checks(run_dir))
     figs += figures.write_check_figures(checks, out / "figures", eps)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from xcnn.experiment.descriptions import Described
+from xcnn.runfolder.descriptions import Described
 
 # Quantus's order (Hedström et al. 2023); other categories follow in the order they come.
 QUANTUS = ("localisation", "complexity", "faithfulness", "robustness", "randomisation", "axiomatic")

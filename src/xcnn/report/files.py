@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
-from xcnn.experiment.layout import CONFIG_FILE, EXP_FILE, RECORDS_CSV
+from xcnn.runfolder.layout import CONFIG_FILE, EXP_FILE, RECORDS_CSV
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from xcnn.experiment.layout import FAILURES_FILE
+from xcnn.runfolder.layout import FAILURES_FILE
 from xcnn.report.figures import Figure, heat_stops, method_color
 from xcnn.report.files import RUN_FILES
 from xcnn.report.grids import Grid

@@ -14,68 +14,20 @@ process is still writing, must say so before anything else ("unfinished: N of M 
 """
 from __future__ import annotations
 
-import errno
-import json
 import logging
-import os
-import socket
-import stat
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from xcnn.experiment.layout import FAILURES_FILE, FILTERED_FILE, LOCK_FILE, STARTED_FILE
+from xcnn.runfolder.jsonl import read_lines
+from xcnn.runfolder.layout import FAILURES_FILE, FILTERED_FILE, LOCK_FILE, STARTED_FILE
+from xcnn.runfolder.lock import lock_holder
 
 log = logging.getLogger(__name__)
 
 PLANNED_KEY = "record_units"  # config.json: the record units the run planned
-
-
-def lock_holder(run_dir: Path) -> str | None:
-    """Who holds RUN_DIR/.lock when another process does (as the lock file names it), else None.
-
-    A shared, non-blocking flock taken and dropped at once: it never waits, and a writer is
-    refused only if it starts in that instant. This process's own run is not another process."""
-    import fcntl
-
-    try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
-        return None  # no lock file: no run ever held it
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                return None
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
-            if f"pid {os.getpid()} on {socket.gethostname()})" in holder:
-                return None  # `xcnn run` writing its own report while it holds the lock
-            return holder or "another process"
-        return None
-    finally:
-        os.close(fd)  # drops the probe's lock, if it got one
-
-
-def read_lines(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file the run writes; unreadable lines (a torn tail) skipped."""
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return []
-    out = []
-    for line in raw.splitlines():
-        try:
-            value = json.loads(line)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(value, dict):
-            out.append(value)
-    return out
 
 
 def failure_reasons(run_dir: Path) -> Counter[str]:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from xcnn.errors import XcnnError
-from xcnn.experiment.layout import CONFIG_FILE, FAILURES_FILE, FILTERED_FILE, RECORDS_FILE
+from xcnn.runfolder.layout import CONFIG_FILE, FAILURES_FILE, FILTERED_FILE, RECORDS_FILE
 from xcnn.report import progress
 from xcnn.report.tables import cnn_label, is_baseline, method_label, order_methods, order_sizes, size_label
 

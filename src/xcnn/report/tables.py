@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from xcnn.errors import XcnnError
-from xcnn.experiment import descriptions
-from xcnn.experiment.descriptions import Described, MetricInfo, ScoreInfo
-from xcnn.experiment.export import current_records
-from xcnn.experiment.layout import RECORDS_CSV, RECORDS_FILE
+from xcnn.runfolder import descriptions
+from xcnn.runfolder.descriptions import Described, MetricInfo, ScoreInfo
+from xcnn.runfolder.reading import current_records
+from xcnn.runfolder.layout import RECORDS_CSV, RECORDS_FILE
 from xcnn.report import categories
 from xcnn.report.categories import Scored
 from xcnn.report.stats import cluster_bootstrap_ci, cluster_bootstrap_cis, versus_baseline
