@@ -57,6 +57,7 @@ def main() -> None:
     x = torch.randn((args.photos, 3, args.size, args.size), generator=torch.Generator().manual_seed(0)).to(dev)
     t = (torch.arange(args.photos) * 7).to(dev)
     keys = [f"photo{i}" for i in range(args.photos)]
+    batch = F.Batch(x, t, keys)
 
     def energy(xs: torch.Tensor, ts: torch.Tensor, _: Any = None) -> torch.Tensor:
         xs = xs.detach().clone().requires_grad_(True)
@@ -99,21 +100,21 @@ def main() -> None:
 
     heat = torch.rand((args.photos, 1, 7, 7), generator=torch.Generator().manual_seed(1)).to(dev)
     cases: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
-        "road": (lambda: F.road(forward, x, r, t, keys, percentages=args.percentages), quantus_road),
-        "fc": (lambda: F.faithfulness_correlation(forward, x, r, t, keys, nr_runs=args.runs),
+        "road": (lambda: F.road(forward, batch, r, F.RoadSettings(percentages=args.percentages)), quantus_road),
+        "fc": (lambda: F.faithfulness_correlation(forward, batch, r, F.CorrelationSettings(nr_runs=args.runs)),
                lambda: quantus.FaithfulnessCorrelation(nr_runs=args.runs, return_aggregate=False, disable_warnings=True,
                                                        normalise_func_kwargs=per_axis)(
                    model=model, x_batch=xn, y_batch=tn, a_batch=rn, device=args.device)),
         "average_drop": (lambda: F.confidence(forward, x, heat, t), torchcam_drop),
-        "max_sensitivity": (lambda: R.max_sensitivity(energy, x, r, t, keys, nr_samples=args.samples),
+        "max_sensitivity": (lambda: R.max_sensitivity(energy, batch, r, R.SensitivitySettings(nr_samples=args.samples)),
                             lambda: quantus.MaxSensitivity(nr_samples=args.samples, disable_warnings=True)(
                                 model=model, x_batch=xn, y_batch=tn, a_batch=rn, explain_func=q_explain,
                                 device=args.device)),
-        "avg_sensitivity": (lambda: R.avg_sensitivity(energy, x, r, t, keys, nr_samples=args.samples),
+        "avg_sensitivity": (lambda: R.avg_sensitivity(energy, batch, r, R.SensitivitySettings(nr_samples=args.samples)),
                             lambda: quantus.AvgSensitivity(nr_samples=args.samples, disable_warnings=True)(
                                 model=model, x_batch=xn, y_batch=tn, a_batch=rn, explain_func=q_explain,
                                 device=args.device)),
-        "local_lipschitz": (lambda: R.local_lipschitz_estimate(energy, x, r, t, keys, nr_samples=args.samples),
+        "local_lipschitz": (lambda: R.local_lipschitz_estimate(energy, batch, r, R.LipschitzSettings(nr_samples=args.samples)),
                             lambda: quantus.LocalLipschitzEstimate(nr_samples=args.samples, disable_warnings=True,
                                                                    normalise_func_kwargs=per_axis)(
                                 model=model, x_batch=xn, y_batch=tn, a_batch=rn, explain_func=q_explain,

@@ -59,7 +59,7 @@ def _sigmoid(v: float) -> float:
 def test_curves_of_the_right_map_are_known_exactly() -> None:
     steps = 20
     model = Checker()
-    out = fa.deletion_insertion(model, _photo(), _right_map(), [0], steps=steps)
+    out = fa.deletion_insertion(model, _photo(), _right_map(), [0], settings=fa.CurveSettings(steps=steps))
     counts = np.arange(steps + 1) * (H * W) // steps
     # The bright squares go first; each takes 3 × WEIGHT off the logit (black pixels take nothing).
     want = [_sigmoid(3 * WEIGHT * (ON - min(c, ON))) for c in counts]
@@ -92,14 +92,14 @@ def test_batched_per_curve_without_gradient_in_eval_mode() -> None:
     model = Checker().train()
     images = torch.rand(3, 3, H, W)
     maps = np.random.default_rng(0).random((3, 3, H, W))
-    one = fa.deletion_insertion(model, images, maps, [0, 1, 0], steps=7, curves_per_pass=1)
+    one = fa.deletion_insertion(model, images, maps, [0, 1, 0], settings=fa.CurveSettings(steps=7, curves_per_pass=1))
     # the 9 shared end points (photo, all deleted, blurred of 3 photos) in passes of at most
     # 8 images, then one pass per curve: its 6 inner points
     assert model.calls == [8, 1] + [6] * 6
     assert not any(model.grad_enabled) and not any(model.training_seen)
     assert model.training  # the caller's flag is back
     model.calls.clear()
-    five = fa.deletion_insertion(model, images, maps, [0, 1, 0], steps=7, curves_per_pass=5)
+    five = fa.deletion_insertion(model, images, maps, [0, 1, 0], settings=fa.CurveSettings(steps=7, curves_per_pass=5))
     assert model.calls == [9, 30, 6]  # whole curves only: never a curve split between calls
     for k in one:
         np.testing.assert_array_equal(one[k], five[k])
@@ -110,11 +110,11 @@ def test_several_methods_share_end_points_and_alike_orders() -> None:
     images = torch.rand(2, 3, H, W)
     rng = np.random.default_rng(5)
     a, b = rng.random((2, 1, H, W)), rng.random((2, 3, H, W))
-    alone = {name: fa.deletion_insertion(model, images, m, [0, 0], steps=5, keys=["p", "q"])
+    alone = {name: fa.deletion_insertion(model, images, m, [0, 0], ["p", "q"], fa.CurveSettings(steps=5))
              for name, m in (("a", a), ("b", b))}
     model.calls.clear()
     together = fa.deletion_insertion(model, images, {"a": a, "b": b, "a_rescaled": 4.0 * a}, [0, 0],
-                                     steps=5, keys=["p", "q"])
+                                     ["p", "q"], fa.CurveSettings(steps=5))
     for name in ("a", "b"):
         for k in alone[name]:
             np.testing.assert_allclose(together[name][k], alone[name][k], rtol=1e-12, atol=1e-15)
@@ -139,9 +139,10 @@ def test_constant_map_order_depends_on_the_seed_and_key_only() -> None:
     assert np.array_equal(batch[1], a[0])
     # Curves follow: same seed -> same curve, another seed -> another curve.
     model, x = Checker(), _photo()
-    c0 = fa.deletion_insertion(model, x, const, [0], seed=0, keys=["img7"])["deletion_curve"]
-    np.testing.assert_array_equal(c0, fa.deletion_insertion(model, x, const, [0], seed=0, keys=["img7"])["deletion_curve"])
-    assert not np.array_equal(c0, fa.deletion_insertion(model, x, const, [0], seed=3, keys=["img7"])["deletion_curve"])
+    c0 = fa.deletion_insertion(model, x, const, [0], ["img7"], fa.CurveSettings(seed=0))["deletion_curve"]
+    np.testing.assert_array_equal(c0, fa.deletion_insertion(model, x, const, [0], ["img7"])["deletion_curve"])
+    other = fa.deletion_insertion(model, x, const, [0], ["img7"], fa.CurveSettings(seed=3))["deletion_curve"]
+    assert not np.array_equal(c0, other)
 
 
 def test_order_is_by_energy_over_channels_ties_only_shuffled() -> None:
@@ -176,4 +177,6 @@ def test_bad_inputs_are_clear_errors() -> None:
     with pytest.raises(XcnnError, match="target"):
         fa.deletion_insertion(model, _photo(), _right_map(), [0, 1])
     with pytest.raises(XcnnError, match="key"):
-        fa.deletion_insertion(model, _photo(), _right_map(), [0], keys=["a", "b"])
+        fa.deletion_insertion(model, _photo(), _right_map(), [0], ["a", "b"])
+    with pytest.raises(XcnnError, match="steps"):
+        fa.CurveSettings(steps=0)

@@ -77,20 +77,20 @@ def test_road_equals_a_per_photo_implementation(monkeypatch: pytest.MonkeyPatch)
     model = _net()
     x, a, t = _data()
     pct = [10, 50, 90]
-    ours = F.road(model, x, a, t, KEYS, seed=7, percentages=pct, noise=0.02, chunk=4)
+    ours = F.road(model, F.Batch(x, t, KEYS), a, F.RoadSettings(seed=7, percentages=pct, noise=0.02, chunk=4))
     expected = np.stack([_road_by_hand(model, x[i], a[i], t[i], KEYS[i], 7, pct, 0.02, monkeypatch)
                          for i in range(3)])
     assert np.abs(ours["morf"].numpy() - expected[..., 0]).max() < 1e-6
     assert np.abs(ours["lerf"].numpy() - expected[..., 1]).max() < 1e-6
     assert torch.allclose(ours["gap"], (ours["lerf"] - ours["morf"]).mean(1))
-    alone = F.road(model, x[1:2], a[1:2], t[1:2], KEYS[1:2], seed=7, percentages=pct, noise=0.02)
+    alone = F.road(model, F.Batch(x[1:2], t[1:2], KEYS[1:2]), a[1:2], F.RoadSettings(seed=7, percentages=pct, noise=0.02))
     assert torch.equal(alone["morf"][0], ours["morf"][1]) and torch.equal(alone["lerf"][0], ours["lerf"][1])
 
 
 def test_road_refuses_bad_percentages() -> None:
     x, a, t = _data(1)
     with pytest.raises(XcnnError, match="percentages"):
-        F.road(_net(), x, a, t, KEYS[:1], percentages=[0, 50])
+        F.road(_net(), F.Batch(x, t, KEYS[:1]), a, F.RoadSettings(percentages=[0, 50]))
 
 
 def _fc_quantus(model: nn.Module, x: torch.Tensor, a: torch.Tensor, t: torch.Tensor, key: str, seed: int,
@@ -106,21 +106,24 @@ def _fc_quantus(model: nn.Module, x: torch.Tensor, a: torch.Tensor, t: torch.Ten
 def test_faithfulness_correlation_equals_quantus_given_the_subsets(monkeypatch: pytest.MonkeyPatch) -> None:
     model = _net()
     x, a, t = _data()
-    ours = F.faithfulness_correlation(model, x, a, t, KEYS, seed=3, nr_runs=12, subset_size=60, chunk=5)
+    ours = F.faithfulness_correlation(model, F.Batch(x, t, KEYS), a,
+                                        F.CorrelationSettings(seed=3, nr_runs=12, subset_size=60, chunk=5))
     expected = [_fc_quantus(model, x[i:i + 1], a[i:i + 1], t[i:i + 1], KEYS[i], 3, 12, 60, monkeypatch)
                 for i in range(3)]
     assert np.abs(ours.numpy() - np.array(expected)).max() < 1e-5
-    alone = F.faithfulness_correlation(model, x[2:], a[2:], t[2:], KEYS[2:], seed=3, nr_runs=12, subset_size=60)
+    alone = F.faithfulness_correlation(model, F.Batch(x[2:], t[2:], KEYS[2:]), a[2:],
+                                         F.CorrelationSettings(seed=3, nr_runs=12, subset_size=60))
     assert alone[0].item() == pytest.approx(ours[2].item(), abs=1e-12)
 
 
 def test_faithfulness_correlation_of_a_constant_map_is_nan() -> None:
     x, _, t = _data(1)
-    out = F.faithfulness_correlation(_net(), x, torch.ones(1, 1, 32, 32), t, KEYS[:1], nr_runs=5, subset_size=10)
+    out = F.faithfulness_correlation(_net(), F.Batch(x, t, KEYS[:1]), torch.ones(1, 1, 32, 32),
+                                       F.CorrelationSettings(nr_runs=5, subset_size=10))
     assert torch.isnan(out).all()
 
 
 def test_faithfulness_correlation_refuses_a_subset_larger_than_the_input() -> None:
     x, a, t = _data(1)
     with pytest.raises(XcnnError, match="subset_size"):
-        F.faithfulness_correlation(_net(), x, a, t, KEYS[:1], subset_size=3 * 32 * 32 + 1)
+        F.faithfulness_correlation(_net(), F.Batch(x, t, KEYS[:1]), a, F.CorrelationSettings(subset_size=3 * 32 * 32 + 1))

@@ -49,7 +49,8 @@ def _quantus_one(metric: object, model: nn.Module, x: torch.Tensor, t: torch.Ten
 
 
 def _ours(fn: object, model: nn.Module, x: torch.Tensor, t: torch.Tensor, keys: Sequence[str], **kw: object) -> torch.Tensor:
-    return fn(lambda xs, ts, _: _energy(model, xs, ts), x, _energy(model, x, t), t, keys, **kw)  # type: ignore[operator]
+    settings = (R.LipschitzSettings if fn is R.local_lipschitz_estimate else R.SensitivitySettings)(**kw)  # type: ignore[arg-type]
+    return fn(lambda xs, ts, _: _energy(model, xs, ts), R.Batch(x, t, keys), _energy(model, x, t), settings)  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("name", ["MaxSensitivity", "AvgSensitivity"])
@@ -87,13 +88,13 @@ def test_local_lipschitz_equals_quantus_given_the_perturbations(monkeypatch: pyt
 
 def test_an_all_zero_map_has_no_sensitivity() -> None:
     _, x, t = _data()
-    out = R.max_sensitivity(lambda xs, ts, _: torch.zeros(len(xs), 1, 24, 24), x, torch.zeros(3, 1, 24, 24), t, KEYS,
-                            nr_samples=2)
+    out = R.max_sensitivity(lambda xs, ts, _: torch.zeros(len(xs), 1, 24, 24), R.Batch(x, t, KEYS),
+                            torch.zeros(3, 1, 24, 24), R.SensitivitySettings(nr_samples=2))
     assert torch.isnan(out).all()
 
 
 def test_explain_must_return_the_relevance_form() -> None:
     model, x, t = _data()
     with pytest.raises(XcnnError, match="relevance's form"):
-        R.max_sensitivity(lambda xs, ts, _: torch.zeros(len(xs), 3, 24, 24), x, _energy(model, x, t), t, KEYS,
-                          nr_samples=1)
+        R.max_sensitivity(lambda xs, ts, _: torch.zeros(len(xs), 3, 24, 24), R.Batch(x, t, KEYS), _energy(model, x, t),
+                          R.SensitivitySettings(nr_samples=1))

@@ -49,8 +49,8 @@ def test_road_rows_are_the_curves_and_gap_of_r(ctx: CheckContext) -> None:
     ctx.params = RoadParams(percentages=(20.0, 60.0))
     got = _table(registry.get_check("road").fn(ctx))
     for m in METHODS:
-        want = fa.road(ctx.run, ctx.images, _energy(ctx, m), ctx.targets, list(ctx.keys), seed=3,
-                       percentages=(20.0, 60.0), noise=0.01)
+        want = fa.road(ctx.run, fa.Batch(ctx.images, ctx.targets, list(ctx.keys)), _energy(ctx, m),
+                       fa.RoadSettings(seed=3, percentages=(20.0, 60.0), noise=0.01))
         for i in range(2):
             assert got[(i, m, "road", "gap", None)] == pytest.approx(float(want["gap"][i]), abs=1e-6)
             for k in range(2):
@@ -65,8 +65,8 @@ def test_correlation_and_confidence_rows(ctx: CheckContext) -> None:
     ctx.params = None
     conf = _table(registry.get_check("confidence").fn(ctx))
     for m in METHODS:
-        want = fa.faithfulness_correlation(ctx.run, ctx.images, _energy(ctx, m), ctx.targets, list(ctx.keys), seed=3,
-                                           nr_runs=8, subset_size=30)
+        want = fa.faithfulness_correlation(ctx.run, fa.Batch(ctx.images, ctx.targets, list(ctx.keys)), _energy(ctx, m),
+                                           fa.CorrelationSettings(seed=3, nr_runs=8, subset_size=30))
         drop = fa.confidence(ctx.run, ctx.images, torch.from_numpy(ctx.maps[m]), ctx.targets)
         for i in range(2):
             assert got[(i, m, "faithfulness_correlation", "pearson", None)] == pytest.approx(float(want[i]), nan_ok=True)
@@ -92,9 +92,10 @@ def test_robustness_rows_explain_each_perturbed_batch_once_for_every_method(ctx:
     for m in METHODS:
         def explain(x, t, keys, m=m):  # type: ignore[no-untyped-def]
             return _energy_of(inner(x, t, keys, None)[m])
-        s = ro.sensitivities(explain, ctx.images, _energy(ctx, m), ctx.targets, list(ctx.keys), seed=3, nr_samples=3)
-        ll = ro.local_lipschitz_estimate(explain, ctx.images, _energy(ctx, m), ctx.targets, list(ctx.keys), seed=3,
-                                         nr_samples=2)
+        s = ro.sensitivities(explain, ro.Batch(ctx.images, ctx.targets, list(ctx.keys)), _energy(ctx, m),
+                             ro.SensitivitySettings(seed=3, nr_samples=3))
+        ll = ro.local_lipschitz_estimate(explain, ro.Batch(ctx.images, ctx.targets, list(ctx.keys)), _energy(ctx, m),
+                                         ro.LipschitzSettings(seed=3, nr_samples=2))
         for i in range(2):
             assert got[(i, m, "max_sensitivity", "value", None)] == pytest.approx(float(s[i].max()), rel=1e-5)
             assert got[(i, m, "avg_sensitivity", "value", None)] == pytest.approx(float(s[i].mean()), rel=1e-5)

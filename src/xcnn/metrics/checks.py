@@ -26,7 +26,7 @@ from torch import nn
 from xcnn.errors import XcnnError
 from xcnn.methods.passes import Tally
 from xcnn.metrics import sanity
-from xcnn.metrics.faithfulness import deletion_insertion
+from xcnn.metrics.faithfulness import CurveSettings, deletion_insertion
 from xcnn.registry import CheckRow, Score, model_check
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def faithfulness(ctx: CheckContext) -> Iterator[CheckRow]:
     # all methods in one call: they share each photo's end points and, where two maps order
     # the pixels alike, their curves
     curves = deletion_insertion(ctx.model, ctx.images, {m: ctx.maps[m] for m in ctx.methods}, ctx.targets,
-                                steps=steps, seed=ctx.seed, keys=list(ctx.keys))
+                                list(ctx.keys), CurveSettings(steps=steps, seed=ctx.seed))
     for m in ctx.methods:
         r = curves[m]
         for i in range(len(ctx.keys)):

@@ -18,15 +18,36 @@ from typing import Any
 import numpy as np
 import torch
 
-from xcnn.metrics import faithfulness as fa
 from xcnn.metrics import robustness as ro
 from xcnn.metrics.checks import CheckContext, whole_number
+from xcnn.metrics.confidence import confidence as confidence_of
+from xcnn.metrics.correlation import CorrelationSettings
+from xcnn.metrics.correlation import faithfulness_correlation as correlation_of
+from xcnn.metrics.forward import Batch
+from xcnn.metrics.road import RoadSettings, road_problem
+from xcnn.metrics.road import road as road_of
 from xcnn.registry import CheckRow, Score, model_check
 
 
 def check_photos(photos: int | None) -> None:
     if photos is not None and (isinstance(photos, bool) or not isinstance(photos, int) or photos < 1):
         raise ValueError(f"photos must be a whole number >= 1, or left out for every pair, got {photos!r}")
+
+
+def check_params(params: Any, name: str, whole: dict[str, int], positive: tuple[str, ...] = ()) -> None:
+    """What every parameter dataclass below checks: ``photos`` (none or a whole number >= 1), each
+    field of ``whole`` a whole number >= its value, each of ``positive`` a number > 0."""
+    check_photos(params.photos)
+    for key, least in whole.items():
+        whole_number(getattr(params, key), f"{name} {key}", least)
+    for key in positive:
+        if not getattr(params, key) > 0:
+            raise ValueError(f"{name} {key} must be > 0, got {getattr(params, key)!r}")
+
+
+def batch(ctx: CheckContext) -> Batch:
+    """The context's photos, targets (on the photos' device) and keys as the metrics take them."""
+    return Batch(ctx.images, ctx.targets.to(ctx.images.device), list(ctx.keys))
 
 
 def relevance(ctx: CheckContext, method: str) -> torch.Tensor:
@@ -51,11 +72,10 @@ class RoadParams:
         "help": "on the first N of the faithfulness_photos pairs (none: all of them)"})
 
     def __post_init__(self) -> None:
-        check_photos(self.photos)
-        if not self.percentages or not all(0 < p < 100 for p in self.percentages):
-            raise ValueError(f"road percentages must be numbers in (0, 100), got {self.percentages!r}")
-        if not self.noise >= 0:
-            raise ValueError(f"road noise must be >= 0, got {self.noise!r}")
+        check_params(self, "road", {})
+        problem = road_problem(self.percentages, self.noise)
+        if problem:
+            raise ValueError(problem)
 
 
 @model_check("road", label="ROAD", category="faithfulness", paper="Rong et al. 2022", params=RoadParams,
@@ -65,8 +85,8 @@ def road(ctx: CheckContext) -> Iterator[CheckRow]:
     percentage, steps 0..P−1) and their gap, the mean of LeRF − MoRF (step null)."""
     p = ctx.params or RoadParams()
     for m in ctx.methods:
-        out = fa.road(ctx.run, ctx.images, relevance(ctx, m), ctx.targets.to(ctx.images.device), list(ctx.keys),
-                      seed=ctx.seed, percentages=p.percentages, noise=p.noise)
+        out = road_of(ctx.run, batch(ctx), relevance(ctx, m),
+                      RoadSettings(seed=ctx.seed, percentages=p.percentages, noise=p.noise))
         yield from _rows(out["gap"], m, "road", "gap")
         for k in range(len(p.percentages)):
             yield from _rows(out["morf"][:, k], m, "road", "morf", k)
@@ -83,9 +103,7 @@ class CorrelationParams:
         "help": "on the first N of the faithfulness_photos pairs (none: all of them)"})
 
     def __post_init__(self) -> None:
-        check_photos(self.photos)
-        whole_number(self.runs, "faithfulness_correlation runs", 2)
-        whole_number(self.subset_size, "faithfulness_correlation subset_size", 1)
+        check_params(self, "faithfulness_correlation", {"runs": 2, "subset_size": 1})
 
 
 @model_check("faithfulness_correlation", label="Faithfulness correlation", category="faithfulness",
@@ -96,8 +114,8 @@ def faithfulness_correlation(ctx: CheckContext) -> Iterator[CheckRow]:
     they are set to the photo's minimum."""
     p = ctx.params or CorrelationParams()
     for m in ctx.methods:
-        values = fa.faithfulness_correlation(ctx.run, ctx.images, relevance(ctx, m), ctx.targets.to(ctx.images.device),
-                                             list(ctx.keys), seed=ctx.seed, nr_runs=p.runs, subset_size=p.subset_size)
+        values = correlation_of(ctx.run, batch(ctx), relevance(ctx, m),
+                                CorrelationSettings(seed=ctx.seed, nr_runs=p.runs, subset_size=p.subset_size))
         yield from _rows(values, m, "faithfulness_correlation", "pearson")
 
 
@@ -112,7 +130,7 @@ def confidence(ctx: CheckContext) -> Iterator[CheckRow]:
     photo's: the relative drop, and whether it rose."""
     for m in ctx.methods:
         maps = torch.from_numpy(np.ascontiguousarray(ctx.maps[m])).to(ctx.images.device).float()
-        out = fa.confidence(ctx.run, ctx.images, maps, ctx.targets.to(ctx.images.device))
+        out = confidence_of(ctx.run, ctx.images, maps, ctx.targets.to(ctx.images.device))
         yield from _rows(out["average_drop"], m, "average_drop", "drop")
         yield from _rows(out["increase_in_confidence"], m, "increase_in_confidence", "increase")
 
@@ -148,10 +166,7 @@ class SensitivityParams:
         "help": "on the first N of the faithfulness_photos pairs (none: all of them)"})
 
     def __post_init__(self) -> None:
-        check_photos(self.photos)
-        whole_number(self.samples, "sensitivity samples", 1)
-        if not self.radius > 0:
-            raise ValueError(f"sensitivity radius must be > 0, got {self.radius!r}")
+        check_params(self, "sensitivity", {"samples": 1}, ("radius",))
 
 
 @model_check("sensitivity", label="Max- and Avg-Sensitivity", category="robustness", paper="Yeh et al. 2019",
@@ -163,8 +178,8 @@ def sensitivity(ctx: CheckContext) -> Iterator[CheckRow]:
     p = ctx.params or SensitivityParams()
     maps = _Maps(ctx)
     for m in ctx.methods:
-        s = ro.sensitivities(maps.of(m), ctx.images, relevance(ctx, m), ctx.targets.to(ctx.images.device),
-                             list(ctx.keys), seed=ctx.seed, nr_samples=p.samples, lower_bound=p.radius)
+        s = ro.sensitivities(maps.of(m), batch(ctx), relevance(ctx, m),
+                             ro.SensitivitySettings(seed=ctx.seed, nr_samples=p.samples, lower_bound=p.radius))
         yield from _rows(s.amax(dim=1), m, "max_sensitivity", "value")
         yield from _rows(s.nanmean(dim=1), m, "avg_sensitivity", "value")
 
@@ -177,10 +192,7 @@ class LipschitzParams:
         "help": "on the first N of the faithfulness_photos pairs (none: all of them)"})
 
     def __post_init__(self) -> None:
-        check_photos(self.photos)
-        whole_number(self.samples, "local_lipschitz samples", 1)
-        if not self.std > 0:
-            raise ValueError(f"local_lipschitz std must be > 0, got {self.std!r}")
+        check_params(self, "local_lipschitz", {"samples": 1}, ("std",))
 
 
 @model_check("local_lipschitz", label="Local Lipschitz estimate", category="robustness",
@@ -192,7 +204,6 @@ def local_lipschitz(ctx: CheckContext) -> Iterator[CheckRow]:
     p: Any = ctx.params or LipschitzParams()
     maps = _Maps(ctx)
     for m in ctx.methods:
-        values = ro.local_lipschitz_estimate(maps.of(m), ctx.images, relevance(ctx, m),
-                                             ctx.targets.to(ctx.images.device), list(ctx.keys), seed=ctx.seed,
-                                             nr_samples=p.samples, perturb_std=p.std)
+        values = ro.local_lipschitz_estimate(maps.of(m), batch(ctx), relevance(ctx, m),
+                                             ro.LipschitzSettings(seed=ctx.seed, nr_samples=p.samples, perturb_std=p.std))
         yield from _rows(values, m, "local_lipschitz", "value")

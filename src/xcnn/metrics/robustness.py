@@ -13,18 +13,20 @@
 
 ``explain(x, targets, keys)`` recomputes the attribution to compare, in the form the caller
 scores (xcnn passes r = Σ_c m_c² of the method's map); ``relevance`` is that attribution for
-the unperturbed x. Copy s of photo ``key`` is drawn by a CPU generator seeded by (seed, stream,
-key, s) (``perturbation``), so a value never depends on its batch; the n·B copies go through
-``explain`` ``chunk`` at a time.
+the unperturbed x of the ``Batch`` (photos, targets, keys). Copy s of photo ``key`` is drawn by a
+CPU generator seeded by (seed, stream, key, s) (``perturbation``), so a value never depends on
+its batch; the n·B copies go through ``explain`` ``chunk`` at a time.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from xcnn.errors import XcnnError
 from xcnn.methods.passes import Tally
-from xcnn.metrics.faithfulness import _check_batch, _check_chunk, noise_generator
+from xcnn.metrics.forward import Batch as Batch
+from xcnn.metrics.forward import check_chunk, noise_generator
 
 if TYPE_CHECKING:
     import torch
@@ -51,30 +53,74 @@ def perturbation(kind: str, seed: int, key: str, sample: int, shape: Sequence[in
     raise XcnnError(f"unknown perturbation {kind!r}: use \"uniform\" or \"gaussian\"")
 
 
-def _perturbed_maps(
-    explain: Explain, x: torch.Tensor, targets: torch.Tensor, keys: Sequence[str], seed: int,
-    nr_samples: int, kind: str, scale: float, chunk: int, label: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """B×n×(flattened attribution) maps of the perturbed copies, and B×n ‖x − x′‖₂ (float64)."""
-    import torch
+@dataclass(frozen=True)
+class SensitivitySettings:
+    """``nr_samples`` copies x + U(−lower_bound, lower_bound) per photo, drawn with ``seed``;
+    ``chunk``: copies per ``explain`` call."""
 
-    b = x.shape[0]
+    seed: int = 0
+    nr_samples: int = 10
+    lower_bound: float = SENSITIVITY_BOUND
+    chunk: int = 16
+
+    def __post_init__(self) -> None:
+        _check_copies(self.nr_samples, self.lower_bound, self.chunk)
+
+    def copies(self) -> _Copies:
+        return _Copies("uniform", self.lower_bound, self.seed, self.nr_samples, self.chunk)
+
+
+@dataclass(frozen=True)
+class LipschitzSettings:
+    """``nr_samples`` copies x + N(0, perturb_std²) per photo, drawn with ``seed``; ``chunk``:
+    copies per ``explain`` call."""
+
+    seed: int = 0
+    nr_samples: int = 10
+    perturb_std: float = LIPSCHITZ_STD
+    chunk: int = 16
+
+    def __post_init__(self) -> None:
+        _check_copies(self.nr_samples, self.perturb_std, self.chunk)
+
+    def copies(self) -> _Copies:
+        return _Copies("gaussian", self.perturb_std, self.seed, self.nr_samples, self.chunk)
+
+
+@dataclass(frozen=True)
+class _Copies:
+    kind: str  # "uniform" | "gaussian", see ``perturbation``
+    scale: float
+    seed: int
+    nr_samples: int
+    chunk: int
+
+
+def _check_copies(nr_samples: int, scale: float, chunk: int) -> None:
     if nr_samples < 1:
         raise XcnnError(f"nr_samples must be at least 1, got {nr_samples!r}")
     if not scale > 0:
         raise XcnnError(f"the perturbation's size must be positive, got {scale!r}")
-    _check_chunk(chunk)
-    items = [(i, s) for i in range(b) for s in range(nr_samples)]
+    check_chunk(chunk)
+
+
+def _perturbed_maps(explain: Explain, batch: Batch, copies: _Copies, label: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """B×n×(flattened attribution) maps of the perturbed copies, and B×n ‖x − x′‖₂ (float64)."""
+    import torch
+
+    x, keys, b, n = batch.x.detach(), batch.keys, batch.shape[0], copies.nr_samples
+    items = [(i, s) for i in range(b) for s in range(n)]
     maps: torch.Tensor | None = None
     dist = torch.empty(len(items), dtype=torch.float64, device=x.device)
     tally = Tally(label, len(items))
-    for start in range(0, len(items), chunk):
-        group = items[start:start + chunk]
+    for start in range(0, len(items), copies.chunk):
+        group = items[start:start + copies.chunk]
         index = torch.tensor([i for i, _ in group], device=x.device)
-        noise = torch.stack([perturbation(kind, seed, keys[i], s, x.shape[1:], scale) for i, s in group])
-        noisy = (x.detach()[index].double() + noise.to(x.device)).to(x.dtype)
-        dist[start:start + len(group)] = (noisy.double() - x.detach()[index].double()).flatten(1).norm(dim=1)
-        out = explain(noisy, targets[index], [keys[i] for i, _ in group]).detach()
+        noise = torch.stack([perturbation(copies.kind, copies.seed, keys[i], s, x.shape[1:], copies.scale)
+                             for i, s in group])
+        noisy = (x[index].double() + noise.to(x.device)).to(x.dtype)
+        dist[start:start + len(group)] = (noisy.double() - x[index].double()).flatten(1).norm(dim=1)
+        out = explain(noisy, batch.targets[index], [keys[i] for i, _ in group]).detach()
         if out.shape[0] != len(group):
             raise XcnnError(f"explain must return one map per input: {len(group)} inputs, shape {tuple(out.shape)}")
         if maps is None:
@@ -82,55 +128,41 @@ def _perturbed_maps(
         maps[start:start + len(group)] = out.reshape(len(group), -1).to(x.device, torch.float64)
         tally.add(len(group))
     assert maps is not None
-    return maps.view(b, nr_samples, -1), dist.view(b, nr_samples)
+    return maps.view(b, n, -1), dist.view(b, n)
 
 
-def sensitivities(
-    explain: Explain, x: torch.Tensor, relevance: torch.Tensor, targets: torch.Tensor, keys: Sequence[str],
-    seed: int = 0, nr_samples: int = 10, lower_bound: float = SENSITIVITY_BOUND, chunk: int = 16,
-) -> torch.Tensor:
+def sensitivities(explain: Explain, batch: Batch, relevance: torch.Tensor,
+                  settings: SensitivitySettings = SensitivitySettings()) -> torch.Tensor:
     """B×n float64 ‖a(x) − a(x′_s)‖₂ / ‖a(x)‖₂ for the n = ``nr_samples`` uniform copies
     (NaN for an all-zero a(x), as Quantus's 0/0)."""
-    b = _check_batch(x, targets, keys)[0]
-    a = _flat(relevance, b)
-    maps, _ = _perturbed_maps(explain, x, targets, keys, seed, nr_samples, "uniform", lower_bound, chunk,
-                              "sensitivity passes")
+    a = _flat(relevance, batch.shape[0])
+    maps, _ = _perturbed_maps(explain, batch, settings.copies(), "sensitivity passes")
     _same_size(a, maps)
     return (a[:, None] - maps).norm(dim=2) / a.norm(dim=1, keepdim=True)
 
 
-def max_sensitivity(
-    explain: Explain, x: torch.Tensor, relevance: torch.Tensor, targets: torch.Tensor, keys: Sequence[str],
-    seed: int = 0, nr_samples: int = 10, lower_bound: float = SENSITIVITY_BOUND, chunk: int = 16,
-) -> torch.Tensor:
+def max_sensitivity(explain: Explain, batch: Batch, relevance: torch.Tensor,
+                    settings: SensitivitySettings = SensitivitySettings()) -> torch.Tensor:
     """Max-Sensitivity, as Quantus 0.6.0's ``MaxSensitivity`` (``nanmax`` over the samples);
     float64 [B], low is robust. Shares its copies with ``avg_sensitivity`` (same seed)."""
-    return _nan_reduce(sensitivities(explain, x, relevance, targets, keys, seed, nr_samples, lower_bound, chunk),
-                       "max")
+    return _nan_reduce(sensitivities(explain, batch, relevance, settings), "max")
 
 
-def avg_sensitivity(
-    explain: Explain, x: torch.Tensor, relevance: torch.Tensor, targets: torch.Tensor, keys: Sequence[str],
-    seed: int = 0, nr_samples: int = 10, lower_bound: float = SENSITIVITY_BOUND, chunk: int = 16,
-) -> torch.Tensor:
+def avg_sensitivity(explain: Explain, batch: Batch, relevance: torch.Tensor,
+                    settings: SensitivitySettings = SensitivitySettings()) -> torch.Tensor:
     """Avg-Sensitivity, as Quantus 0.6.0's ``AvgSensitivity`` (``nanmean`` over the samples);
     float64 [B], low is robust."""
-    return _nan_reduce(sensitivities(explain, x, relevance, targets, keys, seed, nr_samples, lower_bound, chunk),
-                       "mean")
+    return _nan_reduce(sensitivities(explain, batch, relevance, settings), "mean")
 
 
-def local_lipschitz_estimate(
-    explain: Explain, x: torch.Tensor, relevance: torch.Tensor, targets: torch.Tensor, keys: Sequence[str],
-    seed: int = 0, nr_samples: int = 10, perturb_std: float = LIPSCHITZ_STD, chunk: int = 16,
-) -> torch.Tensor:
+def local_lipschitz_estimate(explain: Explain, batch: Batch, relevance: torch.Tensor,
+                             settings: LipschitzSettings = LipschitzSettings()) -> torch.Tensor:
     """Local Lipschitz Estimate, as Quantus 0.6.0's ``LocalLipschitzEstimate`` with
     ``normalise_func_kwargs={"normalise_axes": [1, 2, 3]}``: max over n Gaussian copies of
     ‖â(x) − â(x′)‖₂ / (‖x − x′‖₂ + 1e-10), â = a / max|a| per map (an all-zero map stays
     zero). float64 [B], low is robust."""
-    b = _check_batch(x, targets, keys)[0]
-    a = _by_max(_flat(relevance, b))
-    maps, dist = _perturbed_maps(explain, x, targets, keys, seed, nr_samples, "gaussian", perturb_std, chunk,
-                                 "local Lipschitz passes")
+    a = _by_max(_flat(relevance, batch.shape[0]))
+    maps, dist = _perturbed_maps(explain, batch, settings.copies(), "local Lipschitz passes")
     _same_size(a, maps)
     ratio = (a[:, None] - _by_max(maps)).norm(dim=2) / (dist + EPS)
     return _nan_reduce(ratio, "max")
