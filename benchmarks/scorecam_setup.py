@@ -37,6 +37,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
 
     import xcnn
     from xcnn import engine
+    from xcnn.engine.layers import auto_layer
     from xcnn.methods import sampling
 
     torch.set_num_threads(args.threads)
@@ -50,7 +51,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         spans = []
         for _ in range(2):
             start = time.perf_counter()
-            engine._auto_layer(model, x[:1])
+            auto_layer(model, x[:1])
             middle = time.perf_counter()
             sampling.footprint(model, x)
             spans.append((middle - start, time.perf_counter() - middle))

@@ -281,8 +281,10 @@ def test_milliseconds_share_the_call() -> None:
 def test_options_and_keys_are_checked() -> None:
     model = torchvision.models.resnet18(weights=None, num_classes=10)
     with Explainer(model) as ex:
-        with pytest.raises(XcnnError, match="options must be"):
-            ex.explain(torch.randn(1, 3, 32, 32), 1, options={"ig_steps": 3})  # type: ignore[arg-type]
+        with pytest.raises(XcnnError, match="params must be"):
+            ex.explain(torch.randn(1, 3, 32, 32), 1, params=3)  # type: ignore[arg-type]
+        with pytest.raises(XcnnError, match="params for unknown methods"):
+            ex.explain(torch.randn(1, 3, 32, 32), 1, params={"ig_steps": 3})
         with pytest.raises(XcnnError, match="one string per image: got 1 for 2"):
             ex.explain(torch.randn(2, 3, 32, 32), 1, keys=["a"])
         with pytest.raises(XcnnError, match="listed twice"):
@@ -300,10 +302,10 @@ def test_extra_pass_methods_get_options_and_keys_through_the_engine() -> None:
     x = torch.randn(2, 3, 32, 32)
     options = Options(ig_steps=4, smoothgrad_samples=3, scorecam_top_k=8)
     with Explainer(model) as ex:
-        both = ex.explain(x, [1, 2], methods=ALL_METHODS, options=options, keys=["a", "b"])
-        alone = ex.explain(x[1:], 2, methods=["smoothgrad"], options=options, keys=["b"])
-        other_key = ex.explain(x[1:], 2, methods=["smoothgrad"], options=options, keys=["c"])
-        one_channel = ex.explain(x, [1, 2], methods=["scorecam"], options=Options(scorecam_top_k=1))
+        both = ex.explain(x, [1, 2], methods=ALL_METHODS, params=options, keys=["a", "b"])
+        alone = ex.explain(x[1:], 2, methods=["smoothgrad"], params=options, keys=["b"])
+        other_key = ex.explain(x[1:], 2, methods=["smoothgrad"], params=options, keys=["c"])
+        one_channel = ex.explain(x, [1, 2], methods=["scorecam"], params=Options(scorecam_top_k=1))
     assert both.methods() == list(ALL_METHODS)
     assert set(both.milliseconds) == set(ALL_METHODS)
     torch.testing.assert_close(both.smoothgrad[1:], alone.smoothgrad, atol=1e-6, rtol=1e-4)

@@ -87,5 +87,5 @@ class Options:
 def deprecated_options(options: Options) -> tuple[dict[str, Any], int]:
     """(params, memory_mb) from a 0.2 ``Options``, with a DeprecationWarning."""
     warnings.warn("xcnn.Options is deprecated: pass params={method: its parameter dataclass} and memory_mb",
-                  DeprecationWarning, stacklevel=3)
+                  DeprecationWarning, stacklevel=4)  # explain -> _Call.of -> here
     return options.params(), options.memory_mb
