@@ -57,6 +57,7 @@ def test_all_zero_map_gives_nan_not_zero_or_crash() -> None:
     assert math.isnan(metrics.relevance_mass_accuracy(zero, mask)[0])
     e, total = metrics.energy(zero, mask)
     assert e[0] == 0.0 and total[0] == 0.0
+    assert math.isnan(metrics.pointing_game(zero, mask)[0])
 
 
 def test_batched_rows_are_independent_and_torch_is_accepted() -> None:
@@ -95,9 +96,8 @@ def test_scores_in_one_pass_agree_with_the_single_metrics() -> None:
     np.testing.assert_array_equal(s["P"], metrics.concentration(maps, masks))
     np.testing.assert_array_equal(s["rma"], metrics.relevance_mass_accuracy(maps, masks))
     np.testing.assert_array_equal(s["chance"], metrics.chance_level(masks))
-    hits = metrics.pointing_game(maps, masks).astype(float)
-    hits[2] = np.nan  # undefined for the all-zero map
-    np.testing.assert_array_equal(s["pointing_hit"], hits)
+    np.testing.assert_array_equal(s["pointing_hit"], metrics.pointing_game(maps, masks))
+    assert math.isnan(s["pointing_hit"][2])  # undefined for the all-zero map
 
 
 def test_package_keeps_the_old_module_api() -> None:

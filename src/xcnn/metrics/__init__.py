@@ -1,9 +1,12 @@
 """Measurements on saliency maps; pure, batched functions with documented known answers.
 
 - ``localisation`` (re-exported here): energy concentration P = E / E_celk, chance level,
-  pointing game, relevance mass accuracy, and ``scores`` (all of them in one pass).
+  pointing game, relevance mass accuracy, and ``scores`` (all of them for the same maps).
 - ``baselines``: model-free maps (uniform, centre, edges), scored exactly like methods.
 - ``faithfulness``: deletion and insertion curves and their areas (Petsiuk et al. 2018).
+- ``road``, ``correlation``, ``confidence`` and ``robustness``: the model checks after Quantus 0.6.0
+  (ROAD, Faithfulness Correlation, Average Drop, Max/Avg-Sensitivity, Local Lipschitz), on the
+  ``Batch`` and ``forward`` of ``forward``.
 - ``sanity``: map similarity (Spearman, SSIM), cascading model randomisation, and the helpers
   of the input- and class-dependence checks (Adebayo et al. 2018).
 
@@ -39,7 +42,8 @@ __all__ = [
     "relevance_mass_accuracy",
     "scores",
 ]
-_SUBMODULES = ("localisation", "baselines", "faithfulness", "sanity")
+_SUBMODULES = ("localisation", "baselines", "faithfulness", "sanity", "road", "correlation", "confidence", "robustness",
+               "forward")
 
 
 def __getattr__(name: str) -> Any:

@@ -38,13 +38,23 @@ def _check(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return m, k
 
 
+def _energy_px(m: np.ndarray) -> np.ndarray:
+    """B×H×W energy Σ_c m_c² per pixel, in the map's dtype (three terms: float32 keeps up)."""
+    return np.einsum("bchw,bchw->bhw", m, m)
+
+
+def _inside_and_total(per_pixel: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel values summed (float64) inside the mask and over the whole map; multiplying
+    by a 0/1 mask is exact."""
+    total = per_pixel.sum(axis=(1, 2), dtype=np.float64)
+    inside = (per_pixel * k.astype(per_pixel.dtype)).sum(axis=(1, 2), dtype=np.float64)
+    return inside, total
+
+
 def energy(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """(E, E_celk): squared map summed inside the mask, and over the whole map."""
     m, k = _check(maps, masks)
-    per_pixel = np.square(m).sum(axis=1, dtype=np.float64)  # B×H×W, energy summed over channels
-    total = per_pixel.sum(axis=(1, 2))
-    inside = np.where(k, per_pixel, 0.0).sum(axis=(1, 2))
-    return inside, total
+    return _inside_and_total(_energy_px(m), k)
 
 
 def concentration(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
@@ -62,53 +72,34 @@ def chance_level(masks: ArrayLike) -> np.ndarray:
 
 
 def pointing_game(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
-    """Whether the pixel of maximum energy (squared map summed over channels) is in the mask.
+    """1.0 where the pixel of maximum energy (squared map summed over channels) is in the mask,
+    0.0 where it is not, NaN for an all-zero map (no maximum worth pointing with; see
+    ``concentration``'s NaN). float64.
 
-    Ties go to the first maximal pixel in row-major order, so the answer is deterministic; an
-    all-zero map has no maximum worth pointing with, and the caller should treat it as
-    undefined (see ``concentration``'s NaN).
+    Ties go to the first maximal pixel in row-major order, so the answer is deterministic.
     """
     m, k = _check(maps, masks)
-    per_pixel = np.square(m).sum(axis=1, dtype=np.float64).reshape(m.shape[0], -1)
-    best = per_pixel.argmax(axis=1)
-    return k.reshape(k.shape[0], -1)[np.arange(k.shape[0]), best]
+    per_pixel = _energy_px(m)
+    best = per_pixel.reshape(m.shape[0], -1).argmax(axis=1)
+    hit = k.reshape(k.shape[0], -1)[np.arange(k.shape[0]), best].astype(np.float64)
+    hit[~(per_pixel.sum(axis=(1, 2), dtype=np.float64) > 0)] = np.nan
+    return hit
 
 
 def relevance_mass_accuracy(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
     """RMA = Σ|I|·M / Σ|I| (unsquared, summed over channels); NaN for an all-zero map."""
     m, k = _check(maps, masks)
-    per_pixel = np.abs(m).sum(axis=1, dtype=np.float64)
-    total = per_pixel.sum(axis=(1, 2))
-    inside = np.where(k, per_pixel, 0.0).sum(axis=(1, 2))
+    inside, total = _inside_and_total(np.abs(m).sum(axis=1), k)
     return _ratio(inside, total)
 
 
 def scores(maps: ArrayLike, masks: ArrayLike) -> dict[str, np.ndarray]:
-    """Every metric above in one pass over the maps (what the registered metrics below read):
-    ``E, E_celk, P, chance, pointing_hit, rma``, each of length B. ``pointing_hit`` is
-    float here: 1.0 / 0.0, and NaN for an all-zero map."""
+    """Every metric above for the same maps (what the registered metrics below read): ``E,
+    E_celk, P, chance, pointing_hit, rma``, each of length B."""
     m, k = _check(maps, masks)
-    # Hot path of a run: one pass per quantity. Per-pixel channel sums stay in the map's dtype
-    # (three terms), every sum over pixels is float64; multiplying by a 0/1 mask is exact.
-    energy_px = np.einsum("bchw,bchw->bhw", m, m)
-    abs_px = np.abs(m).sum(axis=1)
-    inside_k = k.astype(m.dtype)
-    flat_k = k.reshape(k.shape[0], -1)
-    total = energy_px.sum(axis=(1, 2), dtype=np.float64)
-    inside = (energy_px * inside_k).sum(axis=(1, 2), dtype=np.float64)
-    best = energy_px.reshape(m.shape[0], -1).argmax(axis=1)
-    hit = flat_k[np.arange(k.shape[0]), best].astype(np.float64)
-    hit[~(total > 0)] = np.nan
-    abs_total = abs_px.sum(axis=(1, 2), dtype=np.float64)
-    abs_inside = (abs_px * inside_k).sum(axis=(1, 2), dtype=np.float64)
-    return {
-        "E": inside,
-        "E_celk": total,
-        "P": _ratio(inside, total),
-        "chance": flat_k.mean(axis=1, dtype=np.float64),
-        "pointing_hit": hit,
-        "rma": _ratio(abs_inside, abs_total),
-    }
+    e, total = energy(m, k)
+    return {"E": e, "E_celk": total, "P": _ratio(e, total), "chance": chance_level(k),
+            "pointing_hit": pointing_game(m, k), "rma": relevance_mass_accuracy(m, k)}
 
 
 # --- the registered per-map metrics: every record gets each (xcnn.registry.metric) --------------
@@ -182,7 +173,7 @@ def relevance(maps: ArrayLike) -> np.ndarray:
         m = m.astype(np.float64)
     if m.ndim != 4:
         raise XcnnError(f"maps must be B×C×H×W, got {tuple(m.shape)}")
-    return np.einsum("bchw,bchw->bhw", m, m)
+    return _energy_px(m)
 
 
 def relevances(maps: ArrayLike) -> dict[str, np.ndarray]:
