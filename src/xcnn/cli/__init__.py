@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     # Each command module imports its heavy dependencies (torch) only when it runs, so
     # `xcnn report` works where torch is not installed.
-    for name in ("explain", "data", "run", "report"):
+    for name in ("explain", "data", "run", "report", "app"):
         importlib.import_module(f"xcnn.cli.{name}").add_parser(sub)
     return parser
 
