@@ -95,7 +95,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
 
 def test_download_selects_like_select_and_skips_present_files(server: Server, tmp_path: Path) -> None:
     root = tmp_path / "coco"
-    out = dl.download_coco(root, "val2017", ["zebra", "Traffic Light"], 8, seed=0, url=server.url)
+    out = dl.download_coco(root, "val2017", ["zebra", "Traffic Light"], dl.Selection(8, seed=0), url=server.url)
     chosen = json.loads(out.read_text())["images"]
     assert len(chosen["zebra"]) == 8 and chosen["traffic light"] == [2]
     # the image folder reproduces the same choice with the library's own selection
@@ -115,13 +115,13 @@ def test_download_selects_like_select_and_skips_present_files(server: Server, tm
     # second run: the archive and the kept images are not fetched again (the unusable ones,
     # not kept, are tried again when the walk reaches them)
     before = len(server.requests)
-    again = dl.download_coco(root, "val2017", ["zebra", "traffic light"], 8, seed=0, url=server.url)
+    again = dl.download_coco(root, "val2017", ["zebra", "traffic light"], dl.Selection(8, seed=0), url=server.url)
     assert json.loads(again.read_text())["images"] == chosen
     assert {p for p, _ in server.requests[before:]} <= {"/val2017/000006.jpg", "/val2017/000007.jpg"}
 
 
 def test_download_walks_all_candidates_when_asked_for_more(server: Server, tmp_path: Path) -> None:
-    out = dl.download_coco(tmp_path, "val2017", ["zebra"], 30, seed=1, url=server.url)
+    out = dl.download_coco(tmp_path, "val2017", ["zebra"], dl.Selection(30, seed=1), url=server.url)
     selection = json.loads(out.read_text())
     # 27 zebra images: 4 too small (never fetched), 6 corrupt and 7 wrong size (fetched, not kept)
     assert sorted(selection["images"]["zebra"]) == [1, 2, 3, 5, *range(100, 120)]

@@ -107,7 +107,7 @@ def test_download_neither_writes_nor_deletes_outside_root(server: Server, tmp_pa
     image(data, 1)["file_name"] = name
     serve_annotations(server, data)
     with pytest.raises(XcnnError) as err:
-        dl.download_coco(tmp_path / "coco", "val2017", ["zebra"], 30, seed=0, url=server.url)
+        dl.download_coco(tmp_path / "coco", "val2017", ["zebra"], dl.Selection(30, seed=0), url=server.url)
     assert "image 1" in one_line(err)
     assert victim.read_text() == "not an image, and not xcnn's"
     assert not any("victim" in p for p, _ in server.requests)
@@ -117,7 +117,7 @@ def test_download_leaves_a_foreign_file_at_an_image_path_alone(server: Server, t
     mine = tmp_path / "val2017" / "000001.jpg"
     mine.parent.mkdir(parents=True)
     mine.write_text("my notes, not a photo")
-    out = dl.download_coco(tmp_path, "val2017", ["zebra"], 30, seed=0, url=server.url)
+    out = dl.download_coco(tmp_path, "val2017", ["zebra"], dl.Selection(30, seed=0), url=server.url)
     selection = json.loads(out.read_text())
     assert mine.read_text() == "my notes, not a photo"
     assert 1 not in selection["images"]["zebra"]
@@ -129,7 +129,7 @@ def test_download_leaves_a_foreign_file_at_an_image_path_alone(server: Server, t
 
 def test_split_cannot_lead_out_of_root(server: Server, tmp_path: Path) -> None:
     with pytest.raises(XcnnError, match="split") as err:
-        dl.download_coco(tmp_path / "coco", "../../val2017", ["zebra"], 3, url=server.url)
+        dl.download_coco(tmp_path / "coco", "../../val2017", ["zebra"], dl.Selection(3), url=server.url)
     one_line(err)
     assert not server.requests
 

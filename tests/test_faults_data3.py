@@ -266,7 +266,7 @@ def test_malformed_base_url_is_refused_at_once(server: Server, tmp_path: Path, u
 def test_malformed_base_url_from_the_environment_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(dl.BASE_URL_ENV, "ht!tp://x")
     with pytest.raises(XcnnError, match=dl.BASE_URL_ENV) as err:
-        dl.download_coco(tmp_path, "val2017", ["zebra"], 3)
+        dl.download_coco(tmp_path, "val2017", ["zebra"], dl.Selection(3))
     one_line(err)
 
 

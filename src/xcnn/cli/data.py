@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _coco(args: argparse.Namespace) -> int:
-    from xcnn.data.download import download_coco
+    from xcnn.data.download import Selection, download_coco
 
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if not categories:
@@ -55,8 +55,8 @@ def _coco(args: argparse.Namespace) -> int:
 
     for c in categories:  # refuse a category the experiment cannot use before downloading anything
         imagenet_classes(c)
-    out = download_coco(args.root, args.split, categories, args.per_category, args.seed, args.min_area,
-                        args.base_url, max_pixels=args.max_pixels)
+    wanted = Selection(args.per_category, args.seed, args.min_area, args.max_pixels)
+    out = download_coco(args.root, args.split, categories, wanted, args.base_url)
     selection = json.loads(out.read_text())
     short = [f"{name} {len(ids)} of {args.per_category}" for name, ids in selection["images"].items()
              if len(ids) < args.per_category]

@@ -39,24 +39,25 @@ import urllib.request
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from tqdm import tqdm
 
 from xcnn.data.coco import CocoDataset, check_selection
-from xcnn.data.images import is_image, load_image
+from xcnn.data.download_checks import (BASE_URL_ENV, OFFICIAL_BASE_URL, Check, InTheWay, _local_error, _local_io,
+                                       base_url, check_image, check_zip)
 from xcnn.data.paths import inside
 from xcnn.errors import XcnnError
 from xcnn.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-OFFICIAL_BASE_URL = "http://images.cocodataset.org"
-BASE_URL_ENV = "XCNN_COCO_BASE_URL"
+__all__ = ["ATTEMPTS", "BASE_URL_ENV", "OFFICIAL_BASE_URL", "Check", "InTheWay", "Selection", "base_url", "check_image",
+           "check_zip", "download_coco", "fetch", "fetch_annotations"]
+
 SELECTION_FILE = "xcnn-selection.json"
 UNUSABLE = "download unusable (corrupt or wrong size)"  # skip reasons in the selection
 IN_THE_WAY = "another file in the way (left alone)"
@@ -72,54 +73,6 @@ Got = Literal["whole", "short", "unknown"]
 # What a dropped, refused or timed-out connection raises; local file errors are turned into
 # XcnnErrors before they get here (see _local_io), so these are worth retrying.
 _NETWORK = (urllib.error.URLError, http.client.HTTPException, OSError)
-
-
-@dataclass(frozen=True)
-class Check:
-    """What a fetched file must be: `check(path)` says what is wrong with it, or None."""
-
-    kind: str  # for messages: "image", "zip archive"
-    problem: Callable[[Path], str | None]
-    recognises: Callable[[Path], bool]  # a file already there is a (maybe damaged) copy of this kind
-
-    def __call__(self, path: Path) -> str | None:
-        return self.problem(path)
-
-
-class InTheWay(XcnnError):
-    """A file that is not of the kind expected already holds the target's name: it is left alone."""
-
-
-def base_url(value: str | None = None) -> str:
-    """The server root: `value`, else $XCNN_COCO_BASE_URL, else the official COCO server.
-
-    A malformed address is refused at once: every try at it would fail the same way, and
-    retrying would end in "run again later".
-    """
-    env = os.environ.get(BASE_URL_ENV)
-    given, where = (value, "--base-url") if value else (env, f"${BASE_URL_ENV}") if env else (OFFICIAL_BASE_URL, "")
-    problem = _url_problem(given)
-    if problem is not None:
-        raise XcnnError(f"{where} {given!r} is not a server address ({problem}); give one like "
-                        f"{OFFICIAL_BASE_URL} or file:///path/to/a/copy")
-    return given.rstrip("/")
-
-
-def _url_problem(url: str) -> str | None:
-    if any(c.isspace() or not c.isprintable() for c in url):
-        return "it holds a space or a control character"
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - parsed on access; a port that is not a number raises here
-    except ValueError as err:
-        return str(err)
-    if parts.scheme not in ("http", "https", "file"):
-        return f"the scheme must be http, https or file, not {parts.scheme!r}" if parts.scheme else "no http:// or https://"
-    if parts.scheme != "file" and not parts.hostname:
-        return "no host name"
-    if parts.scheme == "file" and not parts.path.strip("/"):
-        return "no path"
-    return None
 
 
 def fetch(url: str, dest: Path, check: Check | None = None, *, progress: bool = False, timeout: float = 60) -> str | None:
@@ -240,61 +193,6 @@ def _is_web_page(head: bytes) -> bool:
     return head.lstrip()[:9].lower().startswith((b"<!doctype", b"<html"))
 
 
-@contextmanager
-def _local_io(path: Path) -> Iterator[None]:
-    """Names an OSError of a local file operation as what it is: retrying the download won't help."""
-    try:
-        yield
-    except OSError as err:
-        raise _local_error(path, err) from None
-
-
-def _local_error(path: Path, err: OSError) -> XcnnError:
-    return XcnnError(
-        f"local I/O error on {path} ({err.strerror or err}), not a network one; "
-        "free disk space or fix the permissions, then run again"
-    )
-
-
-def check_image(size: tuple[int, int] | None = None, max_pixels: int | None = None) -> Check:
-    """A check that the file decodes as an image (of `size` = (h, w) if given, within `max_pixels`)."""
-
-    def problem(path: Path) -> str | None:
-        try:
-            # As stored (no EXIF turn): `size` and the masks are those of the stored pixels.
-            load_image(path, size, max_pixels=max_pixels)
-        except XcnnError as err:
-            return str(err)
-        return None
-
-    return Check("image", problem, is_image)
-
-
-def check_zip(member: str) -> Check:
-    """A check that the file is a zip archive holding `member` whole (its CRC is verified)."""
-    at_fault = f"the file on the server or something on the way (a proxy) is at fault: check --base-url or ${BASE_URL_ENV}"
-
-    def problem(path: Path) -> str | None:
-        try:
-            with zipfile.ZipFile(path) as archive:
-                if member not in archive.namelist():
-                    return f"the archive has no {member}; check --split"
-                with archive.open(member) as data:  # reading to the end checks the CRC
-                    while data.read(1 << 20):
-                        pass
-        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-            return f"the archive is damaged ({err}); {at_fault}"
-        except OSError as err:
-            raise _local_error(path, err) from None
-        return None
-
-    def recognises(path: Path) -> bool:
-        with _local_io(path), path.open("rb") as f:
-            return f.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
-
-    return Check("zip archive", problem, recognises)
-
-
 def fetch_annotations(root: Path, split: str, server: str | None = None) -> Path:
     """`root/annotations/instances_{split}.json`, fetched (archive once) and extracted if absent.
 
@@ -378,24 +276,29 @@ def _extract(archive: Path, member: str, target: Path) -> None:
         raise _local_error(tmp, err) from None
 
 
-def download_coco(
-    root: str | Path,
-    split: str,
-    categories: Sequence[str],
-    per_category: int,
-    seed: int = 0,
-    min_area: float = 0.01,
-    url: str | None = None,
-    *,
-    max_pixels: int | None = None,
-) -> Path:
+@dataclass(frozen=True)
+class Selection:
+    """Which images to fetch, as `Dataset.select` picks them: the first `per_category` usable
+    ones of each category in the order of `seed`, objects of at least `min_area` of the image,
+    photos of at most `max_pixels`. Checked when made, before anything is downloaded."""
+
+    per_category: int
+    seed: int = 0
+    min_area: float = 0.01
+    max_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        check_selection(self.per_category, self.seed, self.min_area, self.max_pixels)
+
+
+def download_coco(root: str | Path, split: str, categories: Sequence[str], wanted: Selection,
+                  url: str | None = None) -> Path:
     """Fetch the annotations and the seeded selection of images; returns the selection file.
 
     Layout: root/annotations/instances_{split}.json, root/{split}/{file_name},
     root/xcnn-selection.json (chosen image ids per category, with the selection settings).
     Every argument is checked before anything is downloaded.
     """
-    check_selection(per_category, seed, min_area, max_pixels)
     _split_year(split)
     if not any(c.strip() for c in categories):
         raise XcnnError("no category given; name at least one, e.g. 'zebra'")
@@ -404,34 +307,17 @@ def download_coco(
     ann_file = fetch_annotations(root, split, server)
     dataset = CocoDataset(ann_file, root / split)
     names = [dataset.category(c)["name"] for c in categories if c.strip()]
-    fetched: Counter[str] = Counter()
-    bar = tqdm(total=per_category * len(set(names)), unit="img", desc=f"{split} images", disable=None)
-
-    def prepare(file: Path, info: dict) -> str | None:
-        present = file.is_file()
-        url = f"{server}/{split}/{urllib.parse.quote(info['file_name'])}"
-        try:
-            problem = fetch(url, file, check_image((info["height"], info["width"]), max_pixels))
-        except InTheWay as err:
-            log.warning("skipping image %d: %s", info["id"], err)
-            return IN_THE_WAY
-        if problem is not None:
-            fetched["unusable"] += 1
-            if fetched["unusable"] > MAX_BAD_IMAGES * len(names):
-                raise XcnnError(f"{fetched['unusable']} downloaded images were unusable; is {server} a COCO image server?")
-            return UNUSABLE
-        fetched["already present" if present else "downloaded"] += 1
-        bar.update(1)
-        return None
-
-    with bar:
-        samples, skipped = dataset.select(names, per_category, seed, min_area, prepare=prepare, max_pixels=max_pixels)
+    images = _Images(server, split, wanted.max_pixels, len(names),
+                     tqdm(total=wanted.per_category * len(set(names)), unit="img", desc=f"{split} images", disable=None))
+    with images.bar:
+        samples, skipped = dataset.select(names, wanted.per_category, wanted.seed, wanted.min_area, prepare=images,
+                                          max_pixels=wanted.max_pixels)
     chosen: dict[str, list[int | str]] = {name: [] for name in dict.fromkeys(names)}
     for sample in samples:
         chosen[sample.category].append(sample.image_id)
     selection = {
-        "split": split, "seed": seed, "per_category": per_category, "min_area": min_area, "max_pixels": max_pixels,
-        "annotations": str(ann_file.relative_to(root)), "image_dir": split,
+        "split": split, "seed": wanted.seed, "per_category": wanted.per_category, "min_area": wanted.min_area,
+        "max_pixels": wanted.max_pixels, "annotations": str(ann_file.relative_to(root)), "image_dir": split,
         "images": chosen, "skipped": skipped,
     }
     out = root / SELECTION_FILE
@@ -440,6 +326,37 @@ def download_coco(
     log.info(
         "%s: %s; images downloaded %d, already present %d; skipped %s; selection in %s",
         split, ", ".join(f"{n} {len(ids)}" for n, ids in chosen.items()),
-        fetched["downloaded"], fetched["already present"], skipped or "none", out,
+        images.fetched["downloaded"], images.fetched["already present"], skipped or "none", out,
     )
     return out
+
+
+@dataclass
+class _Images:
+    """The `prepare` hook of the selection's walk: fetches each image the walk reaches and
+    counts them; too many unusable ones mean the server is not a COCO image server."""
+
+    server: str
+    split: str
+    max_pixels: int | None
+    categories: int  # as named, so a category named twice allows twice the unusable images
+    bar: Any  # tqdm
+    fetched: Counter[str] = field(default_factory=Counter)
+
+    def __call__(self, file: Path, info: dict[str, Any]) -> str | None:
+        present = file.is_file()
+        url = f"{self.server}/{self.split}/{urllib.parse.quote(info['file_name'])}"
+        try:
+            problem = fetch(url, file, check_image((info["height"], info["width"]), self.max_pixels))
+        except InTheWay as err:
+            log.warning("skipping image %d: %s", info["id"], err)
+            return IN_THE_WAY
+        if problem is not None:
+            self.fetched["unusable"] += 1
+            if self.fetched["unusable"] > MAX_BAD_IMAGES * self.categories:
+                raise XcnnError(f"{self.fetched['unusable']} downloaded images were unusable; is {self.server} "
+                                "a COCO image server?")
+            return UNUSABLE
+        self.fetched["already present" if present else "downloaded"] += 1
+        self.bar.update(1)
+        return None
