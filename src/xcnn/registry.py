@@ -27,16 +27,33 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from xcnn.errors import XcnnError, did_you_mean
 from xcnn.identity import identity_of_values
 
+# The entries and the parameter helpers live in their own modules; their names stay importable here.
+from xcnn.registry_entries import Check as Check
+from xcnn.registry_entries import CheckInfo as CheckInfo
+from xcnn.registry_entries import CheckRow as CheckRow
+from xcnn.registry_entries import Kind as Kind
+from xcnn.registry_entries import Method as Method
+from xcnn.registry_entries import MethodInfo as MethodInfo
+from xcnn.registry_entries import Metric as Metric
+from xcnn.registry_entries import MetricContext as MetricContext
+from xcnn.registry_entries import MetricInfo as MetricInfo
+from xcnn.registry_entries import Scope as Scope
+from xcnn.registry_entries import Score as Score
+from xcnn.registry_params import check_params_type as check_params_type
+from xcnn.registry_params import params_identity as params_identity
+from xcnn.registry_params import parse_params as parse_params
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11; annotations only
+
 log = logging.getLogger(__name__)
 
-Kind = Literal["signed", "heat"]  # signed: B×3×H×W with sign; heat: B×1×H×W in [0, 1]
 Rule = Literal["gradient", "deconvnet", "guided"]
 RULES: tuple[Rule, ...] = ("gradient", "deconvnet", "guided")
 ENTRY_POINTS = "xcnn.plugins"
@@ -46,132 +63,6 @@ DEFAULT_METHODS: tuple[str, ...] = ("gradient", "deconvnet", "guided_backprop", 
 # The packages whose modules register the built-in entries: every module in them is imported on
 # the first question asked of a table, so a new built-in method or metric is one new module.
 BUILTIN_PACKAGES = ("xcnn.methods", "xcnn.metrics")
-
-
-@dataclass(frozen=True)
-class Method:
-    """A saliency method (or a model-free baseline) as the registry knows it."""
-
-    name: str  # registry name: configs, records, Maps, CLI
-    label: str  # words in tables and figures
-    kind: Kind
-    fn: Callable[..., Any] = dataclasses.field(repr=False, compare=False, default=lambda ctx: None)
-    rules: tuple[Rule, ...] = ()  # backward rules of the engine's shared pass that it reads
-    needs_layer: bool = False  # reads the CAM layer's activations (and their gradient)
-    extra_passes: bool = False  # costs passes of its own (batched, chunked to a memory budget)
-    params: type | None = None  # frozen dataclass of its parameters, or None
-    fields: tuple[str, ...] = ()  # per-image numbers it returns: record fields, e.g. "completeness"
-    reference: str = ""  # the paper, for docs and the report
-    baseline: bool = False  # model-free map, scored like a method but never mistaken for one
-    origin: str = ""  # the module that registered it
-
-    @property
-    def draw(self) -> str:
-        """How a picture shows it: "grey" (channel-summed magnitude) or "heat" (over the photo)."""
-        return "heat" if self.kind == "heat" else "grey"
-
-    @property
-    def builtin(self) -> bool:
-        return self.origin.startswith("xcnn.")
-
-    def default_params(self) -> Any:
-        return None if self.params is None else self.params()
-
-    def function(self) -> Callable[..., Any]:
-        return self.fn
-
-    def describe(self) -> dict[str, Any]:
-        """What a run folder keeps of it, so the report (torch-free) draws and names it."""
-        return {"label": self.label, "kind": self.kind, "draw": self.draw, "reference": self.reference,
-                "baseline": self.baseline, "fields": list(self.fields), "origin": self.origin}
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A per-map metric: a pure function of maps, masks and a context, B values per call."""
-
-    name: str  # the record field it fills
-    label: str
-    fn: Callable[..., Any] = dataclasses.field(repr=False, compare=False, default=lambda m, k, c: None)
-    higher_is_better: bool | None = True  # None: neither (a description, not a score)
-    category: str = "localisation"  # Quantus's categories: localisation, complexity, ...
-    paper: str = ""
-    fields: tuple[str, ...] = ()  # record fields it fills besides its name (P also gives E, E_celk)
-    boolean: bool = False  # its values are yes/no (1.0 / 0.0, NaN: undefined), kept as true/false/null
-    origin: str = ""
-    params: type | None = None  # frozen dataclass of its parameters ([metrics.NAME]); read as ctx.params
-
-    def describe(self) -> dict[str, Any]:
-        return {"label": self.label, "higher_is_better": self.higher_is_better, "category": self.category,
-                "paper": self.paper, "fields": list(self.fields), "origin": self.origin}
-
-
-@dataclass
-class MetricContext:
-    """What a per-map metric may read besides the maps and masks (all for the same B maps)."""
-
-    method: str  # the method (or baseline) whose maps these are
-    photos: Any = None  # B×H×W×3 uint8 RGB at the model's input size, when the caller has them
-    values: dict[str, Any] = dataclasses.field(default_factory=dict)  # fields of the metrics run before
-    cache: dict[str, Any] = dataclasses.field(default_factory=dict)  # shared work between metrics
-    params: Any = None  # the running metric's parameters (its dataclass, the run's values), or None
-
-
-Scope = Literal["maps", "photos"]
-
-
-@dataclass(frozen=True)
-class Score:
-    """A summary number of a model check, as the report's method card shows it: the mean, per
-    method, of the rows with this test and measure (step null, or the last step)."""
-
-    test: str
-    measure: str
-    label: str  # the card's column
-    higher_is_better: bool | None = True  # None: neither (a description, like a similarity)
-    last_step: bool = False  # the rows at the highest step (randomisation: every layer re-initialised)
-
-    def describe(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class Check:
-    """A model check: it runs the model again (on perturbed photos, other classes, randomised
-    weights ...) and writes rows to RUN_DIR/checks.jsonl.
-
-    scope "maps": it reads the maps a record batch just computed, on the first
-    ``checks.faithfulness_photos`` (photo, category) pairs at ``checks.faithfulness_sizes``
-    (deletion / insertion). scope "photos": it gets a batch of its own, the first N photos
-    (N: its parameter ``photos``, else 8) at the run's first resized size (randomisation,
-    dependence: a check that compares photos with each other)."""
-
-    name: str
-    label: str
-    fn: Callable[..., Any] = dataclasses.field(repr=False, compare=False, default=lambda ctx: ())
-    category: str = "faithfulness"  # Quantus's categories: faithfulness, robustness, randomisation, ...
-    paper: str = ""
-    scope: Scope = "maps"
-    params: type | None = None  # frozen dataclass; its ``steps`` and ``photos`` fields are special (check_identity)
-    scores: tuple[Score, ...] = ()
-    origin: str = ""
-
-    def describe(self) -> dict[str, Any]:
-        return {"label": self.label, "category": self.category, "paper": self.paper, "scope": self.scope,
-                "scores": [s.describe() for s in self.scores], "origin": self.origin}
-
-
-@dataclass(frozen=True)
-class CheckRow:
-    """One value a check gives: for photo ``photo`` (its index in the check's batch) and method
-    ``method``. ``step``: the point of a curve or of a cascade (None: a summary value)."""
-
-    photo: int
-    method: str
-    test: str
-    measure: str
-    value: float
-    step: int | None = None
 
 
 _METHODS: dict[str, Method] = {}
@@ -192,89 +83,95 @@ def _refuse_twice(kind: str, name: str, table: Mapping[str, Any], fn: Callable[.
                         f"(first by {table[name].origin}); give it another name")
 
 
-def method(name: str, *, label: str, kind: Kind, rules: Iterable[Rule] = (), needs_layer: bool = False,
-           extra_passes: bool = False, params: type | None = None, fields: Iterable[str] = (),
-           reference: str = "", baseline: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def method(name: str, **info: Unpack[MethodInfo]) -> Callable[[Fn], Fn]:
     """Register ``fn(ctx: xcnn.Context) -> Tensor`` as a saliency method (see the module docstring).
 
     ``kind``: "signed" (B×3×H×W) or "heat" (B×1×H×W in [0, 1]); ``rules``: the engine's shared
     backward passes it reads (gradient, deconvnet, guided); ``needs_layer``: it reads the CAM
     layer; ``extra_passes``: it runs the model itself (``ctx.run``, ``ctx.run_with_layer``);
     ``params``: its frozen parameter dataclass (the function reads ``ctx.params``);
-    ``fields``: the per-image numbers it leaves in ``ctx.extras[NAME]``, kept in the records."""
-    rules = tuple(rules)
+    ``fields``: the per-image numbers it leaves in ``ctx.extras[NAME]``, kept in the records;
+    ``reference``: the paper; ``baseline``: a model-free map (``MethodInfo``)."""
+    values = _keywords("method", dict(info), MethodInfo)
+    values["rules"] = rules = tuple(values.get("rules", ()))
+    values["fields"] = tuple(values.get("fields", ()))
 
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def register(fn: Fn) -> Fn:
         _plugin_first(fn)
         where = f"{_origin(fn)}: method {name!r}"
         if not name.isidentifier() or name != name.lower():
             raise XcnnError(f"{where}: a name is lowercase letters, digits and _, starting with a letter")
-        if kind not in ("signed", "heat"):
-            raise XcnnError(f"{where}: kind {kind!r} is not \"signed\" or \"heat\"")
+        if values["kind"] not in ("signed", "heat"):
+            raise XcnnError(f"{where}: kind {values['kind']!r} is not \"signed\" or \"heat\"")
         if not set(rules) <= set(RULES):
             raise XcnnError(f"{where}: rules {rules!r}: each one of {', '.join(RULES)}")
-        _check_params_type(params, where)
-        table = _METHODS
-        _refuse_twice("method", name, table, fn)
-        table[name] = Method(name, label, kind, fn, rules, needs_layer, extra_passes, params, tuple(fields),
-                             reference, baseline, _origin(fn))
+        check_params_type(values.get("params"), where)
+        _refuse_twice("method", name, _METHODS, fn)
+        _METHODS[name] = Method(name=name, fn=fn, origin=_origin(fn), **values)
         return fn
 
     return register
 
 
-def metric(name: str, *, label: str, higher_is_better: bool | None = True, category: str = "localisation",
-           paper: str = "", fields: Iterable[str] = (), boolean: bool = False, params: type | None = None,
-           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def metric(name: str, **info: Unpack[MetricInfo]) -> Callable[[Fn], Fn]:
     """Register ``fn(maps, masks, ctx) -> B values`` as a per-map metric: maps B×C×H×W and masks
     B×H×W as NumPy arrays (float, bool), ``ctx`` a ``xcnn.MetricContext``. It runs on every record
     (a config's ``[metrics] NAME = false`` turns it off) and its value lands under ``name``. A
     metric with ``fields`` returns a dict of B values per field, its own name included;
-    ``params``: its frozen parameter dataclass (``[metrics.NAME]``), read as ``ctx.params``."""
+    ``params``: its frozen parameter dataclass (``[metrics.NAME]``), read as ``ctx.params``;
+    ``higher_is_better``, ``category``, ``paper``, ``boolean``: see ``Metric`` (``MetricInfo``)."""
+    values = _keywords("metric", dict(info), MetricInfo)
+    values["fields"] = tuple(values.get("fields", ()))
 
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def register(fn: Fn) -> Fn:
         _plugin_first(fn)
         if not name.isidentifier():
             raise XcnnError(f"{_origin(fn)}: metric {name!r}: a name is letters, digits and _")
-        _check_params_type(params, f"{_origin(fn)}: metric {name!r}")
+        check_params_type(values.get("params"), f"{_origin(fn)}: metric {name!r}")
         _refuse_twice("metric", name, _METRICS, fn)
-        _METRICS[name] = Metric(name, label, fn, higher_is_better, category, paper, tuple(fields), boolean,
-                                _origin(fn), params)
+        _METRICS[name] = Metric(name=name, fn=fn, origin=_origin(fn), **values)
         return fn
 
     return register
 
 
-def model_check(name: str, *, label: str, category: str = "faithfulness", paper: str = "", scope: Scope = "maps",
-                params: type | None = None, scores: Iterable[Score] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def model_check(name: str, **info: Unpack[CheckInfo]) -> Callable[[Fn], Fn]:
     """Register ``fn(ctx: xcnn.CheckContext) -> Iterable[xcnn.CheckRow]`` as a model check
-    (``xcnn.check``; see ``Check``). It runs only when a config's ``[checks]`` turns it on
-    (``NAME = true``, or a ``[checks.NAME]`` table of its parameters)."""
+    (``xcnn.check``; see ``Check`` and ``CheckInfo``). It runs only when a config's ``[checks]``
+    turns it on (``NAME = true``, or a ``[checks.NAME]`` table of its parameters)."""
+    values = _keywords("model_check", dict(info), CheckInfo)
+    values["scores"] = tuple(values.get("scores", ()))
 
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def register(fn: Fn) -> Fn:
         _plugin_first(fn)
         where = f"{_origin(fn)}: check {name!r}"
         if not name.isidentifier() or name != name.lower():
             raise XcnnError(f"{where}: a name is lowercase letters, digits and _, starting with a letter")
-        if scope not in ("maps", "photos"):
-            raise XcnnError(f"{where}: scope {scope!r} is not \"maps\" or \"photos\"")
-        _check_params_type(params, where)
+        if values.get("scope", "maps") not in ("maps", "photos"):
+            raise XcnnError(f"{where}: scope {values['scope']!r} is not \"maps\" or \"photos\"")
+        check_params_type(values.get("params"), where)
         _refuse_twice("check", name, _CHECKS, fn)
-        _CHECKS[name] = Check(name, label, fn, category, paper, scope, params, tuple(scores), _origin(fn))
+        _CHECKS[name] = Check(name=name, fn=fn, origin=_origin(fn), **values)
         return fn
 
     return register
 
 
-def _check_params_type(params: type | None, where: str) -> None:
-    if params is None:
-        return
-    if not (dataclasses.is_dataclass(params) and params.__dataclass_params__.frozen):  # type: ignore[attr-defined]
-        raise XcnnError(f"{where}: params must be a frozen dataclass (@dataclass(frozen=True))")
-    try:
-        params()
-    except Exception as err:
-        raise XcnnError(f"{where}: params {params.__name__}() needs a default for every field ({err})") from None
+def _keywords(decorator: str, info: dict[str, Any], spec: type) -> dict[str, Any]:
+    """``info`` as given, refused as Python refuses a wrong keyword (TypeError) where it has one
+    that ``spec`` (a TypedDict) lacks or lacks one that ``spec`` requires."""
+    known: frozenset[str] = spec.__required_keys__ | spec.__optional_keys__  # type: ignore[attr-defined]
+    for key in info:
+        if key not in known:
+            hint = did_you_mean(key, sorted(known)) or f"known: {', '.join(sorted(known))}"
+            raise TypeError(f"{decorator}() got an unexpected keyword argument {key!r}; {hint}")
+    missing = sorted(spec.__required_keys__ - set(info))  # type: ignore[attr-defined]
+    if missing:
+        raise TypeError(f"{decorator}() missing required keyword argument(s): {', '.join(map(repr, missing))}")
+    return info
 
 
 # --- the tables -----------------------------------------------------------------------------
@@ -403,56 +300,6 @@ def describe(names: Iterable[str] | None = None) -> dict[str, Any]:
 
 
 # --- parameters ---------------------------------------------------------------------------
-
-def parse_params(entry: Method | Check | Metric, table: Mapping[str, Any], where: str) -> Any:
-    """A method's (or check's) parameters from a TOML table or CLI values: unknown keys and wrong
-    types are one line naming ``where``; the dataclass validates the values itself."""
-    if entry.params is None:
-        if table:
-            kind = "check" if isinstance(entry, Check) else "metric" if isinstance(entry, Metric) else "method"
-            raise XcnnError(f"{where}: {kind} {entry.name!r} has no parameters")
-        return None
-    fields = {f.name: f for f in dataclasses.fields(entry.params)}
-    for key, value in table.items():
-        if key not in fields:
-            hint = did_you_mean(key, list(fields)) or f"known: {', '.join(fields)}"
-            raise XcnnError(f"{where}.{key}: unknown parameter of {entry.name}; {hint}")
-        default = getattr(entry.params(), key)
-        if not _same_type(value, default):
-            raise XcnnError(f"{where}.{key}: expected {type(default).__name__}, got {value!r}")
-    try:
-        return entry.params(**{k: _converted(v, getattr(entry.params(), k)) for k, v in table.items()})
-    except (ValueError, TypeError) as err:
-        raise XcnnError(f"{where}: {err}") from None
-
-
-def _converted(value: Any, default: Any) -> Any:
-    if isinstance(default, float):
-        return float(value)
-    if isinstance(default, tuple):  # TOML and JSON give lists; a frozen dataclass keeps tuples
-        return tuple(float(v) if default and isinstance(default[0], float) else v for v in value)
-    return value
-
-
-def _same_type(value: Any, default: Any) -> bool:
-    if isinstance(default, tuple):
-        kinds = {type(v) for v in default} or {int, float, str}
-        return (isinstance(value, (list, tuple))
-                and all(isinstance(v, tuple(kinds | ({int} if float in kinds else set()))) and not isinstance(v, bool)
-                        for v in value))
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    if default is None:  # an optional number: None means "not set"
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
-
-
-def params_identity(entry: Method, params: Any) -> dict[str, Any] | None:
-    """What a method's parameters contribute to a run's identity (None: it has none)."""
-    return None if params is None else dataclasses.asdict(params)
-
 
 # --- plugins ----------------------------------------------------------------------------
 
