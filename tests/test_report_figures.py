@@ -175,7 +175,7 @@ def test_grid_survives_a_missing_picture(tmp_path):
 def test_check_figures_draw_one_curve_per_method_and_nothing_without_checks(tmp_path: Path) -> None:
     import pandas as pd
 
-    from xcnn.report.figures import write_check_figures
+    from xcnn.report.check_figures import write_check_figures
 
     rows = [{"method": m, "test": "randomisation", "measure": meas, "step": k, "value": 1 - k / 5}
             for m in ("gradient", "gradcam") for meas in ("spearman", "ssim") for k in range(1, 6)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,9 @@ from xcnn.errors import XcnnError
 from xcnn.runfolder import descriptions
 from xcnn.runfolder.layout import FAILURES_FILE, RECORDS_FILE
 from xcnn.files import slug, unit_stem
-from xcnn.report import categories, figures, files, grids, html, progress, stats, tables
+from xcnn.report import categories, check_figures, figures, files, grids, html, progress, stats, tables
 from xcnn.report.run_info import RunInfo, read_config, reasons, run_info
+from xcnn.runfolder.reading import current_checks
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def _write_report(run_dir: Path, body: dict, images: list | None, eps: bool) -> 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _build(run_dir, tmp, df, chosen, info, images, eps)
+        _build(_Inputs(run_dir, df, info, chosen, images, eps), tmp)
         _swap(tmp, run_dir / REPORT)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -121,8 +123,20 @@ def _swap(new: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info: RunInfo, images: list | None,
-           eps: bool) -> None:
+@dataclass(frozen=True)
+class _Inputs:
+    """What a report is built from, all checked before anything is written."""
+
+    run_dir: Path
+    df: pd.DataFrame | None
+    info: RunInfo
+    chosen: list  # the grids' images (grids.choose_images)
+    images: list | None  # as asked for (--images), for the grids' note
+    eps: bool
+
+
+def _build(inputs: _Inputs, out: Path) -> None:
+    run_dir, df, info = inputs.run_dir, inputs.df, inputs.info
     run_files = files.copy_run_files(run_dir, out)
     if df is None:
         failures = run_dir / FAILURES_FILE
@@ -135,32 +149,50 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
     sections: list[html.TableSection] = []
     figs: list[figures.Figure] = []
     for view, frame in views.items():
-        label = tables.VIEWS[view]
-        suffix = "" if view == "all" else f"_{view}"
-        summaries = tables.summaries(frame, n_resamples=N_RESAMPLES)
-        view_sections = []
-        for key, name, title in _SPLITS:
-            shown = tables.table_for_display(summaries[key])
-            caption = f"Records: {label.lower()}. {SUMMARY_NOTE} {tables.metrics_caption(list(shown.columns))}".strip()
-            if key == "method":
-                caption = f"The measure and layout of {tables.thesis('Table 7.1')}, on this run's records. {caption}"
-            written = tables.write_table(shown, out / "tables", name + suffix, f"{title} ({label.lower()}). {caption}")
-            # The splits are long: folded on the page, so Table 7.1 and the tests come first.
-            view_sections.append(html.TableSection(f"{title} — {label.lower()}", caption, shown, written,
-                                                   folded=key != "method", view=view))
-        view_sections[1:1] = _paired_sections(frame, out, view, label, suffix)
+        view_sections, view_figs = _view(frame, out, view, inputs.eps)
         sections += view_sections
-        figs += figures.write_figures(frame, summaries, out / "figures", view, label.lower(), eps)
-    from xcnn.runfolder.reading import current_checks
-
+        figs += view_figs
     checks = pd.DataFrame(current_checks(run_dir))
-    figs += figures.write_check_figures(checks, out / "figures", eps)
+    figs += check_figures.write_check_figures(checks, out / "figures", inputs.eps)
     ranked = tables.rankings(views["all"], checks)
-    figs += figures.write_ranks_figure(ranked, out / "figures", eps)
+    figs += check_figures.write_ranks_figure(ranked, out / "figures", inputs.eps)
     log.info("wrote %d figures to %s", len(figs), run_dir / REPORT / "figures")  # where they will be
     numbers = tables.method_card(views["all"], checks, ranked)
+    card_section = _card_section(numbers, views["all"], checks, ranked, out)
+    means = _metric_means(numbers, out)
+    if means is not None:
+        sections.insert(0, means)
+    grid_list = grids.write_grids(df, run_dir, out / "grids", inputs.chosen)
+    cards = _gallery(run_dir, out, df)
+    page = html.Page(info=info, df=df, views=list(views), card_table=card_section, tables=sections, figures=figs,
+                     grids=grid_list, cards=cards, run_files=run_files, grid_note=grids.choice_note(df, inputs.images))
+    html.write_index(out, page)
+
+
+def _view(frame: pd.DataFrame, out: Path, view: str, eps: bool) -> tuple[list[html.TableSection], list[figures.Figure]]:
+    """One view's tables (Table 7.1, the paired tests, the splits) and figures."""
+    label = tables.VIEWS[view]
+    suffix = "" if view == "all" else f"_{view}"
+    summaries = tables.summaries(frame, n_resamples=N_RESAMPLES)
+    view_sections = []
+    for key, name, title in _SPLITS:
+        shown = tables.table_for_display(summaries[key])
+        caption = f"Records: {label.lower()}. {SUMMARY_NOTE} {tables.metrics_caption(list(shown.columns))}".strip()
+        if key == "method":
+            caption = f"The measure and layout of {tables.thesis('Table 7.1')}, on this run's records. {caption}"
+        written = tables.write_table(shown, out / "tables", name + suffix, f"{title} ({label.lower()}). {caption}")
+        # The splits are long: folded on the page, so Table 7.1 and the tests come first.
+        view_sections.append(html.TableSection(f"{title} — {label.lower()}", caption, shown, written,
+                                               folded=key != "method", view=view))
+    view_sections[1:1] = _paired_sections(frame, out, view, label, suffix)
+    return view_sections, figures.write_figures(frame, summaries, out / "figures", view, label.lower(), eps)
+
+
+def _card_section(numbers: pd.DataFrame, df: pd.DataFrame, checks: pd.DataFrame, ranked: tables.Rankings,
+                  out: Path) -> html.TableSection:
+    """The method card: written as a table (two decimals), and shown narrow on the page."""
     card = tables.card_for_display(numbers)
-    best = tables.best_baseline(views["all"])
+    best = tables.best_baseline(df)
     checked = "; then the means of the validity checks the run made" if not tables.check_summary(checks).empty else ""
     conflicts = categories.sentences(ranked.conflicts)
     card_caption = " ".join(part for part in (
@@ -171,7 +203,7 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
         "The CSV adds the 95 % cluster-bootstrap interval over photos of every mean (columns '… 95 % CI low' and "
         "'… high'; check scores over the photos their rows are of).",
         tables.metrics_caption(list(card.columns)),
-        tables.flags_caption(list(card.columns), "edges" in set(views["all"]["method"]))) if part)
+        tables.flags_caption(list(card.columns), "edges" in set(df["method"]))) if part)
     # Two decimals: the card is a summary to read at a glance; the CSV keeps full precision and
     # the win rate as two numbers.
     card_files = tables.write_table(card, out / "tables", "method_card", " ".join(["Method card.", *conflicts, card_caption]),
@@ -185,23 +217,22 @@ def _build(run_dir: Path, out: Path, df: pd.DataFrame | None, chosen: list, info
     if metric_columns:
         page_caption += (" The means of the other per-map metrics are in the table 'Every metric per method' "
                          "(and in the CSV).")
-    card_section = html.TableSection("", page_caption, shown_card, card_files,
-                                     headers=tables.card_headers(list(shown_card.columns)), digits=2, css="compact",
-                                     wrap=("Reference", "Flags"), notes=tuple(conflicts))
+    return html.TableSection("", page_caption, shown_card, card_files,
+                             headers=tables.card_headers(list(shown_card.columns)), digits=2, css="compact",
+                             wrap=("Reference", "Flags"), notes=tuple(conflicts))
+
+
+def _metric_means(numbers: pd.DataFrame, out: Path) -> html.TableSection | None:
+    """Every mean of the card with its interval (folded, first of the tables), when there is one."""
     tidy, wide = tables.metric_intervals(numbers)
-    if not tidy.empty:
-        caption = ("Per method and baseline, over all records, every mean of the method card: mean [95 % "
-                   f"cluster-bootstrap interval over photos] (records with a finite P; check scores over their rows). "
-                   f"{tables.metrics_caption(list(wide.columns))}").strip()
-        written = tables.write_table(wide, out / "tables", "metric_means", f"Every metric per method. {caption}",
-                                     csv_table=tidy)
-        sections.insert(0, html.TableSection("Every metric per method — all records", caption, wide, written,
-                                             folded=True))
-    grid_list = grids.write_grids(df, run_dir, out / "grids", chosen)
-    cards = _gallery(run_dir, out, df)
-    page = html.Page(info=info, df=df, views=list(views), card_table=card_section, tables=sections, figures=figs,
-                     grids=grid_list, cards=cards, run_files=run_files, grid_note=grids.choice_note(df, images))
-    html.write_index(out, page)
+    if tidy.empty:
+        return None
+    caption = ("Per method and baseline, over all records, every mean of the method card: mean [95 % "
+               f"cluster-bootstrap interval over photos] (records with a finite P; check scores over their rows). "
+               f"{tables.metrics_caption(list(wide.columns))}").strip()
+    written = tables.write_table(wide, out / "tables", "metric_means", f"Every metric per method. {caption}",
+                                 csv_table=tidy)
+    return html.TableSection("Every metric per method — all records", caption, wide, written, folded=True)
 
 
 def _paired_sections(frame: pd.DataFrame, out: Path, view: str, label: str, suffix: str) -> list[html.TableSection]:

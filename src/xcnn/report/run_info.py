@@ -220,27 +220,36 @@ def run_info(run_dir: Path, df: pd.DataFrame | None, body: dict[str, Any] | None
     fact("Config", " · ".join(str(v) for v in (body.get("source"), body.get("hash") and f"hash {body['hash'][:12]}")
                               if v))
     info.notes += [n for n in (xcnn_note, torch_note) if n]
+    info.notes += _run_notes(run_dir, df, left_out, from_jsonl)
+    if config:
+        info.config_text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False)
+    return info
+
+
+def _run_notes(run_dir: Path, df: pd.DataFrame | None, left_out: Counter[str] | None, from_jsonl: bool) -> list[str]:
+    """What the report leaves out and why: failed units, records of methods the config no longer
+    asks for, and lines of records.jsonl its reader did not return."""
+    notes: list[str] = []
+    records = run_dir / RECORDS_FILE
     failed = progress.failure_reasons(run_dir)
     if failed and df is not None:
         note = (f"{sum(failed.values())} unit(s) failed and have no records ({reasons(failed, 3)}); each is "
                 f"listed with its reason in {FAILURES_FILE}.")
-        info.notes.append(note)
+        notes.append(note)
     if left_out:
         shown = ", ".join(f"{method_label(m)} ×{n}" for m, n in sorted(left_out.items()))
         note = (f"{sum(left_out.values())} records of methods the config no longer asks for ({shown}) are left out "
                 "of this report and of the exports; they stay in records.jsonl.")
         log.info("%s: %s", run_dir, note)
-        info.notes.append(note)
+        notes.append(note)
     if from_jsonl and df is not None:
         lost = unread_lines(run_dir, len(df) + sum((left_out or Counter()).values()))
         if lost:
             note = (f"{lost} line(s) of records.jsonl hold records that the store's reader left out (a run "
                     "killed mid-write leaves a few; more means the file was damaged): they are not in this report.")
             log.warning("%s: %s", records, note)
-            info.notes.append(note)
-    if config:
-        info.config_text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False)
-    return info
+            notes.append(note)
+    return notes
 
 
 def reasons(failed: Counter[str], most: int) -> str:
