@@ -67,7 +67,7 @@ def main() -> None:
 
     config = load_config(args.config)
     if args.device:
-        config = dataclasses.replace(config, device=args.device)
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, device=args.device))
     if args.no_checks:
         config = dataclasses.replace(config, checks=Checks())
     if args.ray:
@@ -83,7 +83,7 @@ def main() -> None:
 # --- the run against the engine alone ---------------------------------------------------------
 
 def run_vs_engine(config: Any, args: argparse.Namespace) -> None:
-    device = runner.resolve_device(config.device)
+    device = runner.resolve_device(config.run.device)
     with tempfile.TemporaryDirectory() as tmp:
         engine_in_run = [0.0]
         real_explain = worker_module.explain_units
@@ -133,15 +133,15 @@ def engine_alone(config: Any, samples: list[Any], device: torch.device) -> float
     for spec in config.models:
         lm = worker_module.load_model(spec, device)
         with Explainer(lm.model, target_layer=spec.gradcam_layer) as ex:
-            for size in config.sizes:
-                for batch in plan_module._groups(samples, size, config.batch_size):
+            for size in config.run.sizes:
+                for batch in plan_module._groups(samples, size, config.run.batch_size):
                     units = [prepare(s, size, {}) for s in batch]
                     x = torch.from_numpy(np.stack([u.photo for u in units])).to(device)
                     x = lm.normalize(x.permute(0, 3, 1, 2).float() / 255.0)
                     _sync(device)
                     t = time.perf_counter()
-                    maps = ex.explain(x, targets=None, methods=list(config.methods))
-                    _ = {m: maps.get(m).detach().float().cpu().numpy() for m in config.methods}
+                    maps = ex.explain(x, targets=None, methods=list(config.run.methods))
+                    _ = {m: maps.get(m).detach().float().cpu().numpy() for m in config.run.methods}
                     _sync(device)
                     total += time.perf_counter() - t
                     del maps, x
@@ -205,7 +205,8 @@ def ray_vs_local(config: Any, args: argparse.Namespace) -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=str(Path(tmp) / "ray"),
                  _system_config={"worker_niceness": 0})
         start_s = time.perf_counter() - t0
-        on_ray = dataclasses.replace(config, backend="ray", address=None)  # joins the Ray started above
+        # joins the Ray started above
+        on_ray = dataclasses.replace(config, run=dataclasses.replace(config.run, backend="ray", address=None))
         local_s, ray_s, workers = [], [], []
         try:
             for r in range(args.rounds):  # taking turns, so drift in a shared machine hits both
@@ -235,7 +236,9 @@ def ray_vs_local(config: Any, args: argparse.Namespace) -> None:
 
 def _shared_demo(config: Any, tmp: Path) -> Any:
     """The demo set built once for every run of the benchmark, not once per run folder."""
-    return dataclasses.replace(config, demo_dir=str(tmp / "demo-data")) if config.demo else config
+    if not config.data.demo:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, demo_dir=str(tmp / "demo-data")))
 
 
 def _sync(device: torch.device) -> None:

@@ -9,11 +9,11 @@ import pytest
 from typing import Any
 
 from xcnn.experiment import config
+from xcnn.experiment.config._read import toml_keys
 from xcnn.methods.registry import Options
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "CONFIG.md"
 REQUIRED = {("data", "categories"), ("models", "name")}
-RENAMED = {("run", "noise_seed"): "seed"}  # a TOML key whose field has another name
 
 
 def documented() -> dict[str, dict[str, str]]:
@@ -45,14 +45,14 @@ def toml(value: Any) -> str:
 
 
 def code_default(table: str, key: str) -> str:
+    """A key's default as the table's dataclass (Options for [run]'s 0.2 method keys) has it."""
     if (table, key) in REQUIRED:
         return "required"
-    owner: Any = {"data": config.Config, "run": config.Config, "models": config.ModelSpec,
-                  "checks": config.Checks}[table]
-    field = RENAMED.get((table, key), key)
-    if table == "run" and key in config._OPTION_KEYS:
-        owner = Options
-    value = {f.name: f.default for f in dataclasses.fields(owner)}[field]
+    owner: Any = config.TABLES[table]
+    names = toml_keys(owner)
+    if table == "run" and key in config.OPTION_KEYS:
+        owner, names = Options, config.OPTION_KEYS
+    value = {f.name: f.default for f in dataclasses.fields(owner)}[names[key]]
     if table == "run" and key == "sizes":  # Size objects, written as TOML writes them
         value = [int(s.label) if s.label.isdigit() else s.label for s in value]
     if table == "run" and key == "scorecam_top_k":
@@ -60,13 +60,17 @@ def code_default(table: str, key: str) -> str:
     return toml(value)
 
 
+def table_keys(table: str) -> set[str]:
+    """The TOML keys a table's dataclass reads (its fields, [run] with the 0.2 method keys)."""
+    return config.RunConfig.keys() if table == "run" else set(toml_keys(config.TABLES[table]))
+
+
 def test_every_key_is_documented_with_its_code_default() -> None:
     page = documented()
-    assert set(page) == {*config._SECTIONS, "top"}
-    assert set(page["top"]) == config._TOP_KEYS and page["top"]["plugins"] == "`[]`"
-    for table, keys in config._SECTIONS.items():
-        if table in ("methods", "metrics"):
-            continue  # the registry's, below
+    assert set(page) == {*config.TABLES, "top"}
+    assert set(page["top"]) == config.TOP_KEYS and page["top"]["plugins"] == "`[]`"
+    for table in ("data", "models", "run", "checks"):
+        keys = table_keys(table)
         if table == "checks":  # and the registry's checks, below
             page[table] = {k: v for k, v in page[table].items() if k in keys}
         assert set(page[table]) == keys, f"[{table}] keys on the page differ from the code's"
@@ -74,6 +78,21 @@ def test_every_key_is_documented_with_its_code_default() -> None:
             assert page[table][key] == code_default(table, key), f"{table}.{key}: the page's default is not the code's"
 
     assert toml(("original", 224)) == '`["original", 224]`' and toml(None) == "none"
+
+
+@pytest.mark.parametrize("table", ["data", "models", "run"])
+def test_the_reader_takes_exactly_the_documented_keys(tmp_path: Path, table: str) -> None:
+    """An unknown key's error lists the keys the reader takes: the page's, no more, no fewer."""
+    from xcnn.errors import XcnnError
+
+    tables = {"data": '[data]\ndemo = true\ncategories = ["dog"]\n', "models": '[[models]]\nname = "resnet18"\n',
+              "run": "[run]\n"}
+    tables[table] += "bogus_key = 1\n"
+    (tmp_path / "c.toml").write_text("".join(tables.values()))
+    with pytest.raises(XcnnError, match=rf"{table}(\[0\])?\.bogus_key: unknown key") as err:
+        config.load_config(tmp_path / "c.toml")
+    listed = set(str(err.value).split("known: ")[1].split(", "))
+    assert listed == set(documented()[table]) == table_keys(table)
 
 
 def test_every_methods_parameter_and_metric_is_documented() -> None:
@@ -100,7 +119,7 @@ def test_a_metric_parameter_is_read_from_its_table_and_a_changed_one_is_another_
         return config.load_config(tmp_path / "c.toml")
 
     default, changed = load(""), load("[metrics.top_k_intersection]\nk = 500\n")
-    assert dict(changed.metric_params)["top_k_intersection"] == TopKParams(500)
+    assert dict(changed.metrics.params)["top_k_intersection"] == TopKParams(500)
     assert "metrics" not in default.identity("d") and changed.identity("d")["metrics"] == {"top_k_intersection": {"k": 500}}
     assert config.compare_identity(default.identity("d"), changed.identity("d")) == [
         "parameters of metric top_k_intersection"]
@@ -117,7 +136,7 @@ def test_every_built_in_check_and_its_parameters_are_documented() -> None:
     page = documented()["checks"]
     others = {n: c for n, c in registry.checks().items() if c.origin.startswith("xcnn.")
               and n not in ("faithfulness", "randomisation", "dependence")}
-    assert {k for k in page if "." not in k} == config._SECTIONS["checks"] | set(others)
+    assert {k for k in page if "." not in k} == table_keys("checks") | set(others)
     params = {f"{n}.{f.name}": toml(f.default) for n, c in others.items() if c.params is not None
               for f in dataclasses.fields(c.params)}
     assert {k: v for k, v in page.items() if "." in k} == params

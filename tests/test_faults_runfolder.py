@@ -194,8 +194,9 @@ def test_legitimate_records_are_read(tmp_path: Path, fields: dict) -> None:
 
 def test_an_address_with_the_local_backend_warns(tmp_path: Path, cfg: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = load_config(_small(cfg, 'sizes = [48]\naddress = "10.0.0.1:6379"'))
-    assert config.backend == "local" and config.address == "10.0.0.1:6379"
-    config = dataclasses.replace(config, ann_file=str(tmp_path / "missing.json"))  # fails before any work
+    assert config.run.backend == "local" and config.run.address == "10.0.0.1:6379"
+    # fails before any work
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, ann_file=str(tmp_path / "missing.json")))
     with caplog.at_level(logging.WARNING), pytest.raises(XcnnError, match="not found"):
         run(config, tmp_path / "run")
     assert any("run.address" in r.getMessage() and "local" in r.getMessage() for r in caplog.records)

@@ -351,17 +351,17 @@ def test_config_checks_category_names_only_where_they_are_coco_names(tmp_path: P
     with pytest.raises(XcnnError, match="'unicorn'"):
         load_config(_config(tmp_path / "voc.toml", 'format = "voc"\nroot = "v"', '["unicorn"]'))
     cfg = load_config(_config(tmp_path / "f.toml", 'format = "folder"\nroot = "f"', '["unicorn"]'))
-    assert cfg.format == "folder" and cfg.root == str((tmp_path / "f").resolve())
+    assert cfg.data.format == "folder" and cfg.data.root == str((tmp_path / "f").resolve())
     cfg = load_config(_config(tmp_path / "b.toml", 'format = "imagenet-boxes"\nimage_dir = "i"\nbox_dir = "x"',
                               f'["{CHIHUAHUA}"]'))
-    assert cfg.box_dir == str((tmp_path / "x").resolve()) and cfg.categories == (CHIHUAHUA,)
+    assert cfg.data.box_dir == str((tmp_path / "x").resolve()) and cfg.data.categories == (CHIHUAHUA,)
 
 
 def test_example_configs_parse() -> None:
     root = Path(__file__).resolve().parents[1] / "configs" / "examples"
-    formats = {p.stem: load_config(p).format for p in sorted(root.glob("*.toml"))}
+    formats = {p.stem: load_config(p).data.format for p in sorted(root.glob("*.toml"))}
     assert formats == {"coco": "coco", "folder": "folder", "imagenet-boxes": "imagenet-boxes", "voc": "voc"}
-    assert load_config(root / "imagenet-boxes.toml").growth == 0
+    assert load_config(root / "imagenet-boxes.toml").run.growth == 0
 
 
 # --- one run, three formats -----------------------------------------------------------------

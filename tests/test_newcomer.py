@@ -158,7 +158,7 @@ def test_data_coco_help_examples() -> None:
 def test_run_help_example() -> None:
     from xcnn.experiment import load_config
 
-    assert load_config(ROOT / "configs/demo.toml").categories
+    assert load_config(ROOT / "configs/demo.toml").data.categories
 
 
 def test_explain_a_photo_with_a_long_name(tmp_path: Path) -> None:

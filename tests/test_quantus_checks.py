@@ -123,11 +123,11 @@ def test_they_are_registered_with_their_category_and_direction() -> None:
 def test_a_maps_check_with_photos_runs_on_its_first_pairs_only() -> None:
     from types import SimpleNamespace
 
-    from xcnn.experiment.config import Checks, Config, ModelSpec, Size
+    from xcnn.experiment.config import Checks, Config, DataConfig, ModelSpec, RunConfig, Size
     from xcnn.experiment.plan import all_batches, plan
 
     samples = [SimpleNamespace(image_id=i, category="dog", mask=np.ones((8, 8), bool)) for i in range(5)]
-    config = Config(categories=("dog",), models=(ModelSpec("m"),), sizes=(Size("32", (32, 32)),), batch_size=2,
+    config = Config(DataConfig(("dog",)), (ModelSpec("m"),), RunConfig(sizes=(Size("32", (32, 32)),), batch_size=2),
                     checks=Checks(faithfulness=True, faithfulness_photos=4,
                                   others=(("road", RoadParams(photos=1)), ("confidence", None))))
     pairs: dict[str, set[str]] = {}
@@ -138,7 +138,7 @@ def test_a_maps_check_with_photos_runs_on_its_first_pairs_only() -> None:
                      "confidence": {f"{i}|dog" for i in range(4)}}
     # once every record exists, only the batches of pairs lacking a check's rows are planned, with that check
     done = {("m", "32", str(i), "dog", "gradient") for i in range(5)} | {
-        ("m", "32", str(i), "dog", m) for i in range(5) for m in config.methods}
+        ("m", "32", str(i), "dog", m) for i in range(5) for m in config.run.methods}
     todo = plan(config, samples, done, set())
     assert [sorted(n for n, _ in b.checks) for b in todo] == [["confidence", "faithfulness", "road"],
                                                              ["confidence", "faithfulness"]]

@@ -174,7 +174,7 @@ def test_a_batch_that_kills_its_worker_is_retried_elsewhere_then_failed_and_noth
     # photo 3 at 48 px kills every process that runs it; photo 2 at its own size only the first one
     fake = FakeRay(lambda batch, attempt: has(batch, 3, "48") or (has(batch, 2, "original") and attempt == 1))
     monkeypatch.setattr(ray_backend, "_import_ray", lambda: fake)
-    summary = run(replace(load_config(config_file), backend="ray"), tmp_path / "run")
+    summary = run(replace(cfg := load_config(config_file), run=replace(cfg.run, backend="ray")), tmp_path / "run")
 
     poison = next(keys for keys in fake.attempts if ("resnet18", "48", "3") in {k[:3] for k in keys})
     assert fake.attempts[poison] == ray_backend.MAX_LOSSES and len(fake.ran_on[poison]) == 2  # both actors
@@ -312,10 +312,12 @@ def _child(root: Path) -> None:
     try:
         ray.init(address=cluster.address)
         lap("cluster")
-        config = replace(load_config(root / "cfg.toml"), backend="ray", address=cluster.address)
+        loaded = load_config(root / "cfg.toml")
+        config = replace(loaded, run=replace(loaded.run, backend="ray", address=cluster.address))
         info["workers"] = run(config, root / "ray").workers
         lap("plain")
-        info.update(_with_a_worker_killed(lambda: run(replace(config, ship_photos=True), root / "worker-killed")))
+        shipped = replace(config.run, ship_photos=True)
+        info.update(_with_a_worker_killed(lambda: run(replace(config, run=shipped), root / "worker-killed")))
         lap("worker killed")
         ray.shutdown()
         info.update(_driver_killed(root, cluster.address))

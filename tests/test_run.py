@@ -238,9 +238,9 @@ def test_per_unit_failures_are_recorded_and_the_run_goes_on(tmp_path: Path, data
         if any(u.sample.image_id == 3 for u in units):
             raise XcnnError("input too small for this model")
         results = real(ex, lm, units, *args)
-        for unit, out in results:
+        for unit, out in zip(units, results):
             if unit.sample.image_id == 4:
-                out["maps"]["gradient"][:] = 0.0  # an all-zero map
+                out.maps["gradient"][:] = 0.0  # an all-zero map
         return results
 
     monkeypatch.setattr(worker_module, "explain_units", flaky)
@@ -294,11 +294,11 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path: Path, dataset: tupl
 
 def test_demo_and_thesis_configs_are_valid() -> None:
     demo = load_config(ROOT / "configs" / "demo.toml")
-    assert demo.demo and [m.name for m in demo.models] == ["mobilenet_v2", "efficientnet_lite0"]
-    assert [s.label for s in demo.sizes] == ["original", "224"]
+    assert demo.data.demo and [m.name for m in demo.models] == ["mobilenet_v2", "efficientnet_lite0"]
+    assert [s.label for s in demo.run.sizes] == ["original", "224"]
     thesis = load_config(ROOT / "configs" / "thesis.toml")
-    assert len(thesis.categories) == 6 and thesis.images_per_category == 30 and len(thesis.models) == 4
-    assert "traffic light" in thesis.categories
+    assert len(thesis.data.categories) == 6 and thesis.data.images_per_category == 30 and len(thesis.models) == 4
+    assert "traffic light" in thesis.data.categories
 
 
 def test_missing_config_file_is_one_line(tmp_path: Path) -> None:

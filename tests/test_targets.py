@@ -50,15 +50,15 @@ def test_map_rule_takes_names_wnids_and_indices(tmp_path: Path) -> None:
 
 
 def test_config_reads_rules_and_refuses_unknown_categories(tmp_path: Path) -> None:
-    assert _config(tmp_path, "").targets == "imagenet"
+    assert _config(tmp_path, "").data.targets == "imagenet"
     assert "targets" not in _config(tmp_path, "").identity("d")  # older runs keep their identity
     label = _config(tmp_path, 'targets = "label"')
-    assert label.targets == "label" and label.identity("d")["targets"] == "label"
+    assert label.data.targets == "label" and label.identity("d")["targets"] == "label"
     inline = _config(tmp_path, '[data.targets]\ncat = ["tabby", 282]\ndog = [151]')
-    assert inline.target_map == (("cat", ("tabby", 282)), ("dog", (151,)))
+    assert inline.data.target_map == (("cat", ("tabby", 282)), ("dog", (151,)))
     (tmp_path / "map.csv").write_text("category,classes\ncat,tabby;282\ndog,151\n")
     from_file = _config(tmp_path, 'targets = "map.csv"')
-    assert from_file.target_map == inline.target_map and from_file.identity("d") == inline.identity("d")
+    assert from_file.data.target_map == inline.data.target_map and from_file.identity("d") == inline.identity("d")
     with pytest.raises(XcnnError, match="data.categories: category 'dog' is not in the targets map"):
         _config(tmp_path, '[data.targets]\ncat = ["tabby"]\ndgo = [151]')
     with pytest.raises(XcnnError, match='data.targets: .*"imagenet", "label" nor a CSV file'):

@@ -93,13 +93,13 @@ def classes_for(rule: str, target_map: TargetMap, category: str, names: Sequence
 def check_model(config: Any, lm: Any) -> None:
     """Before any work: every category has a class under the config's rule, and every run size
     is one the model takes."""
-    for cat in config.categories:
+    for cat in config.data.categories:
         try:
-            classes_for(config.targets, config.target_map, cat, lm.categories, lm.wnids)
+            classes_for(config.data.targets, config.data.target_map, cat, lm.categories, lm.wnids)
         except XcnnError as err:
             raise XcnnError(f"data.categories: {err}") from None
     if lm.fixed_size is not None:
-        for size in config.sizes:
+        for size in config.run.sizes:
             if size.hw != lm.fixed_size:
                 h, w = lm.fixed_size
                 raise XcnnError(f"run.sizes: {lm.name} takes only {h}×{w} inputs, not {size.label!r}; "

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
-import pickle
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeGuard
+from typing import TYPE_CHECKING
+
+from typing_extensions import Unpack
 
 import torch
 import torchvision
@@ -41,7 +39,13 @@ from torch import nn
 
 from xcnn.errors import XcnnError, did_you_mean
 from xcnn.files import write_atomic
+from xcnn.layouts import LAYOUTS as LAYOUTS
 from xcnn.models import checks, factory
+from xcnn.models.options import ModelOptions as ModelOptions
+from xcnn.models.options import OptionsDict
+from xcnn.models.options import input_statistics as input_statistics
+from xcnn.models.state import _load_state, _read_state_dict
+from xcnn.models.state import check_weights_file as check_weights_file
 
 if TYPE_CHECKING:
     from xcnn.engine import Explainer
@@ -125,18 +129,21 @@ def load(
     weights: str | Path | None = None,
     device: str | torch.device = "cpu",
     *,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    classes: Sequence[str] | str | Path | None = None,
-    layout: str | None = None,
+    options: ModelOptions | None = None,
+    **overrides: Unpack[OptionsDict],
 ) -> LoadedModel:
     """A model in eval mode, probed once (B×classes output, reachable rectifiers).
 
     ``weights``: None (the published weights; a ``python:`` factory's own), a path to a
     state-dict file, or "random" (untrained, seeded; for tests and timing). ``mean``, ``std``,
     ``classes`` (names, or a file with one name per line) and ``layout`` ("tokens", "nhwc",
-    "nchw": how the CAM layer's output reads as a map) override the model's own.
+    "nchw": how the CAM layer's output reads as a map) override the model's own: as keywords,
+    or as one ``options`` (a ModelOptions) that the keywords override in turn.
     """
+    try:
+        opts = replace(options or ModelOptions(), **overrides)
+    except XcnnError as err:
+        raise XcnnError(f"model {name!r}: {err}") from None
     if name.startswith(TIMM_PREFIX):
         loaded = _load_timm(name, weights)
     elif name.startswith(factory.PREFIX):
@@ -146,18 +153,18 @@ def load(
     else:
         loaded = _load_torchvision(name, weights)
     loaded.model.eval().to(device)
-    try:
-        if mean is not None:
-            loaded.mean = input_statistics(mean, "mean")
-        if std is not None:
-            loaded.std = input_statistics(std, "std")
-    except XcnnError as err:
-        raise XcnnError(f"model {name!r}: {err}") from None
-    if layout is not None:
-        if layout not in LAYOUTS:
-            raise XcnnError(f"model {name!r}: reshape {layout!r} is not one of {', '.join(LAYOUTS)}")
-        loaded.layout = None if layout == "nchw" else layout
+    loaded.mean = tuple(opts.mean) if opts.mean is not None else loaded.mean
+    loaded.std = tuple(opts.std) if opts.std is not None else loaded.std
+    if opts.layout is not None:
+        loaded.layout = None if opts.layout == "nchw" else opts.layout
     outputs = checks.probe(name, loaded.model, loaded.fixed_size)
+    _set_classes(loaded, opts.classes, outputs)
+    return loaded
+
+
+def _set_classes(loaded: LoadedModel, classes: Sequence[str] | str | Path | None, outputs: int) -> None:
+    """The class names given, else the model's own, else ImageNet's for 1000 outputs."""
+    name = loaded.name
     if classes is not None:
         names = factory.read_classes(classes) if isinstance(classes, (str, Path)) else [str(c) for c in classes]
         if names != loaded.categories:
@@ -170,36 +177,9 @@ def load(
     if len(loaded.categories) != outputs:
         raise XcnnError(f"model {name!r} has {outputs} outputs but {len(loaded.categories)} class names; "
                         "give one name per output")
-    return loaded
 
 
 TIMM_PREFIX = "timm:"
-LAYOUTS = ("tokens", "nhwc", "nchw")
-
-
-def input_statistics(values: object, key: str) -> tuple[float, float, float]:
-    """``mean`` or ``std`` as three floats; one line if they are not three finite numbers (a std
-    also > 0). The one check for the config and for Python callers: a NaN mean or an infinite
-    std would otherwise give NaN logits or a blank channel, and records that look valid."""
-    items = list(values) if isinstance(values, (list, tuple)) else [values]
-    good = [float(v) for v in items if _finite(v)]
-    good = [v for v in good if key != "std" or v > 0]
-    if not isinstance(values, (list, tuple)) or len(items) != 3 or len(good) != 3:
-        shown = "[" + ", ".join(map(_number, items)) + "]" if isinstance(values, (list, tuple)) else repr(values)
-        raise XcnnError(f"{key} {shown} must be three finite numbers (R, G, B){', each > 0' if key == 'std' else ''}")
-    return good[0], good[1], good[2]
-
-
-def _finite(v: object) -> TypeGuard[float | int]:
-    if isinstance(v, bool):
-        return False
-    # a Python int may be too large for a float: compared, not converted
-    return (isinstance(v, float) and math.isfinite(v)) or (isinstance(v, int) and abs(v) < 1e300)
-
-
-def _number(v: object) -> str:
-    # 0 and 0.0 read the same, as they do in TOML
-    return f"{v:g}" if isinstance(v, float) else repr(v)
 
 
 def _imagenet_wnids() -> list[str]:
@@ -305,79 +285,6 @@ def _download(url: str, file: Path) -> None:
     if len(prefix) == 8 and not digest.startswith(prefix):
         file.unlink()
         raise XcnnError(f"downloaded {url} does not match its hash ({digest[:8]} != {prefix}); try again")
-
-
-def check_weights_file(file: Path) -> None:
-    """One line if ``file`` cannot be a weights file: missing, a folder, or a name with a NUL byte."""
-    if "\0" in str(file):
-        raise XcnnError(f"weights file {str(file)!r} has a NUL byte in its name; give a state-dict file")
-    if file.is_dir():
-        raise XcnnError(f"weights file {file} is a folder; give a state-dict file")
-    if not file.exists():
-        raise XcnnError(f"weights file {file} does not exist; give a state-dict file")
-
-
-# Training scripts save {"model": state dict, "optimizer": ..., "epoch": ...} and the like.
-_WRAPPERS = ("state_dict", "model_state_dict", "model")
-_SAVE_HINT = "save model.state_dict() with torch.save and give that file"
-
-
-def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:
-    """A state dict (names -> tensors) from ``file``, unwrapped from the common checkpoint dicts
-    and without nn.DataParallel's ``module.`` prefix; one line saying what the file holds if
-    it is something else. Only tensors and plain containers are unpickled (weights_only): a
-    weights file never runs code."""
-    check_weights_file(file)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except OSError as err:
-        raise XcnnError(f"cannot read weights file {file} ({err.strerror or err}); check its permissions") from None
-    except pickle.UnpicklingError as err:
-        # weights_only refuses any class but tensors and containers: say which one it met
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f"a pickled {found.group(1)}" if found else "pickled Python objects"
-        raise XcnnError(f"weights file {file} holds {what}, not a state dict; {_SAVE_HINT}") from None
-    except Exception as err:  # torch's reader fails in many ways on a file it did not write
-        detail = " ".join(str(err).split())[:120] or type(err).__name__
-        raise XcnnError(f"weights file {file} is not a file written by torch.save ({detail}); {_SAVE_HINT}") from None
-    if isinstance(state, dict) and not _is_state_dict(state):
-        state = next((state[k] for k in _WRAPPERS if isinstance(state.get(k), dict)), state)
-    if not isinstance(state, dict) or not _is_state_dict(state):
-        raise XcnnError(f"weights file {file} holds {_describe(state)}, not a state dict (names -> tensors); {_SAVE_HINT}")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
-def _is_state_dict(state: dict) -> bool:
-    return bool(state) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, torch.Tensor):
-        return "a tensor"
-    if isinstance(value, dict):
-        if not value:
-            return "an empty dict"
-        keys = sorted(repr(k)[:40] for k in value)
-        return f"a dict with keys {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}"
-    return f"a {type(value).__name__}"
-
-
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        # torch's message is one header line and then every key: say which keys, in one line
-        own = model.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        shaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-                  if k in state and state[k].shape != own[k].shape]
-        said = [f"{len(keys)} {what} (first: {keys[0]})" for keys, what in
-                ((missing, "missing"), (unexpected, "unexpected"), (shaped, "of another shape")) if keys]
-        detail = "; ".join(said) or " ".join(str(err).split())[:200]
-        raise XcnnError(f"weights do not fit {name}: {detail}; give a state dict saved from this architecture") from None
 
 
 def _efficientnet_lite0(weights: str | Path | None) -> LoadedModel:
