@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from xcnn.errors import XcnnError, did_you_mean
+from xcnn.layouts import LAYOUTS as NAMED_LAYOUTS
 
-LAYOUTS = (None, "nchw", "tokens", "nhwc")
+LAYOUTS = (None, *NAMED_LAYOUTS)  # None: the map as it is, as "nchw" says
 
 _ShapeKey = tuple[tuple[int, ...], torch.dtype, torch.device]
 _Tree = tuple[tuple[str, type, int], ...]
