@@ -48,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     config = load_config(args.config)
     if args.ray is not None:
-        config = dataclasses.replace(config, backend="ray", address=None if args.ray == "local" else args.ray)
+        config = dataclasses.replace(config, run=dataclasses.replace(
+            config.run, backend="ray", address=None if args.ray == "local" else args.ray))
     summary = run(config, out, save_maps=args.save_maps, retry_killed=args.retry_killed)
     if not args.no_report:
         from xcnn.report import write_report

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xcnn.experiment.plan import Batch
-    from xcnn.experiment.store import RunStore, UnitKey
+    from xcnn.experiment.store import RunStore
+    from xcnn.runfolder.records import UnitKey
 
 log = logging.getLogger(__name__)
 

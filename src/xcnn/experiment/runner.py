@@ -25,7 +25,8 @@ from xcnn.experiment.config import Config
 from xcnn.experiment.layout import FILTERED_FILE, SKIPPED_FILE
 from xcnn.experiment.plan import Batch, all_batches, missing, plan
 from xcnn.experiment.progress import Progress, Summary
-from xcnn.experiment.store import DEMO_DIR, RunStore, UnitKey
+from xcnn.experiment.store import DEMO_DIR, RunStore
+from xcnn.runfolder.records import UnitKey
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,11 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
 
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    if config.backend == "local" and config.address is not None:
+    if config.run.backend == "local" and config.run.address is not None:
         log.warning("run.address %r is ignored: the backend is local (this machine alone); set run.backend = "
-                    "\"ray\" or pass --ray %s to use that cluster", config.address, config.address)
+                    "\"ray\" or pass --ray %s to use that cluster", config.run.address, config.run.address)
     _check_data_paths(config)
-    device = resolve_device(config.device) if config.backend == "local" else None
+    device = resolve_device(config.run.device) if config.run.backend == "local" else None
     with RunStore(run_dir) as store:
         data = _dataset(config, run_dir)
         store.check_identity(config.identity(_digest(data)), config.source)
@@ -71,15 +72,15 @@ def run(config: Config, run_dir: str | Path, save_maps: bool = False, retry_kill
                  len(batches))
         if batches:
             with Progress(summary, todo) as bar:
-                BACKENDS[config.backend]().execute(config, batches, store, bar, device=device, save_maps=save_maps)
+                BACKENDS[config.run.backend]().execute(config, batches, store, bar, device=device, save_maps=save_maps)
         summary.check_rows = store.check_rows
         summary.records_total = len(store.records.done)
         summary.filtered = len(store.filtered_units.intersection(k for k, _, _ in units))
         summary.seconds = time.perf_counter() - start
         _log_summary(summary)
-        if config.max_target_rank is not None:
+        if config.run.max_target_rank is not None:
             log.info("%d units filtered by max_target_rank (target's rank over %d: no maps, no records; "
-                     "listed in %s)", summary.filtered, config.max_target_rank, run_dir / FILTERED_FILE)
+                     "listed in %s)", summary.filtered, config.run.max_target_rank, run_dir / FILTERED_FILE)
         # the report's header says how long the run took (this call; a resumed run adds up)
         store.write_config({**body, "run_seconds": round(summary.seconds, 1),
                             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -98,7 +99,7 @@ def _config_body(config: Config, data: DataSource, units: list[Unit]) -> dict[st
             # what a report of a killed run counts its "N of M units done" against
             "record_units": sum(1 for _, _, b in units if b.check is None),
             # how the report (torch-free, without the plugins) names, orders and draws them
-            "registry": registry.describe(config.methods),
+            "registry": registry.describe(config.run.methods),
             "plugins": dict(config.plugins)}
 
 
@@ -131,13 +132,13 @@ def _dataset(config: Config, run_dir: Path) -> DataSource:
     """The config's dataset, not yet read (the demo set is built here: it is COCO-format)."""
     from xcnn.data.formats import FORMATS
 
-    if config.demo:
+    if config.data.demo:
         from xcnn.data import demo
 
-        ann_file, image_dir = demo.build(Path(config.demo_dir) if config.demo_dir else run_dir / DEMO_DIR)
+        ann_file, image_dir = demo.build(Path(config.data.demo_dir) if config.data.demo_dir else run_dir / DEMO_DIR)
         return DataSource("coco", {"ann_file": str(ann_file), "image_dir": str(image_dir)})
-    paths = {k: getattr(config, k) for k in FORMATS[config.format] if getattr(config, k) is not None}
-    return DataSource(config.format, paths)
+    paths = {k: getattr(config.data, k) for k in FORMATS[config.data.format] if getattr(config.data, k) is not None}
+    return DataSource(config.data.format, paths)
 
 
 def _digest(data: DataSource) -> str:
@@ -147,20 +148,20 @@ def _digest(data: DataSource) -> str:
 
 
 def _select(config: Config, data: DataSource) -> tuple[list[Any], dict[str, int]]:
-    wanted = config.images_per_category or ALL_PHOTOS
-    samples, skipped = data.open().select(list(config.categories), wanted, config.seed,
-                                          config.min_area, max_pixels=config.max_pixels)
+    wanted = config.data.images_per_category or ALL_PHOTOS
+    samples, skipped = data.open().select(list(config.data.categories), wanted, config.data.seed,
+                                          config.data.min_area, max_pixels=config.run.max_pixels)
     if not samples:
         raise XcnnError(
-            f"no usable image for {', '.join(config.categories)} in {data.where} "
+            f"no usable image for {', '.join(config.data.categories)} in {data.where} "
             f"(skipped: {dict(skipped) or 'none found'}); check the categories and data.min_area"
         )
     per = Counter(s.category for s in samples)
-    short = {c: per[c] for c in config.categories if per[c] < wanted} if config.images_per_category else {}
+    short = {c: per[c] for c in config.data.categories if per[c] < wanted} if config.data.images_per_category else {}
     # A set smaller than asked is the data, not a fault: the demo asks 2 of categories that have 1.
     log.info("selected %d (photo, category) pairs from %d photos, %s per category%s; skipped: %s",
              len(samples), len({str(s.image_id) for s in samples}),
-             f"up to {wanted}" if config.images_per_category else "every usable photo",
+             f"up to {wanted}" if config.data.images_per_category else "every usable photo",
              f" (fewer usable: {', '.join(f'{c} {n}' for c, n in short.items())})" if short else "",
              dict(skipped) or "none")
     return samples, skipped
@@ -168,28 +169,27 @@ def _select(config: Config, data: DataSource) -> tuple[list[Any], dict[str, int]
 
 def _check_data_paths(config: Config) -> None:
     """Cheap checks first: a missing dataset should not wait for every model to load."""
-    if config.demo:
+    if config.data.demo:
         return
-    hint = "fix the path in the config" + (", or fetch the data with 'xcnn data coco'" if config.format == "coco" else "")
-    if config.format == "coco" and not Path(str(config.ann_file)).is_file():
-        raise XcnnError(f"data.ann_file: {config.ann_file} not found; {hint} ({config.source})")
+    hint = "fix the path in the config" + (", or fetch the data with 'xcnn data coco'" if config.data.format == "coco" else "")
+    if config.data.format == "coco" and not Path(str(config.data.ann_file)).is_file():
+        raise XcnnError(f"data.ann_file: {config.data.ann_file} not found; {hint} ({config.source})")
     for key in ("image_dir", "root", "box_dir"):
-        value = getattr(config, key)
+        value = getattr(config.data, key)
         if value is not None and not Path(value).is_dir():
             raise XcnnError(f"data.{key}: {value} is not a folder; {hint} ({config.source})")
-    if config.format == "folder" and not (Path(str(config.root)) / CSV_NAME).is_file():
-        raise XcnnError(f"data.root: {config.root} holds no {CSV_NAME}; write it (columns image, mask, category) "
+    if config.data.format == "folder" and not (Path(str(config.data.root)) / CSV_NAME).is_file():
+        raise XcnnError(f"data.root: {config.data.root} holds no {CSV_NAME}; write it (columns image, mask, category) "
                         f"or fix the path ({config.source})")
 
 
 def resolve_device(name: str) -> Any:
     """A torch device from "auto", "cpu", "cuda[:N]" or "mps"; one line if it is not here."""
-    import re
-
     import torch
 
-    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", name):
-        raise XcnnError(f'device {name!r}: use "cpu", "cuda", "cuda:N", "mps" or "auto"')
+    from xcnn.devices import check_device
+
+    check_device(name)
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -39,10 +39,10 @@ PROBE_PAUSE = 0.5  # between questions to an actor Ray is restarting
 def execute(config: Config, batches: list[Batch], store: RunStore, progress: Progress, *,
             device: Any, save_maps: bool) -> None:
     """Run ``batches`` on Ray. ``device`` is unused: each actor's device comes from the cluster
-    (a GPU each where it has GPUs) and ``config.device``. A process already connected to Ray
+    (a GPU each where it has GPUs) and ``config.run.device``. A process already connected to Ray
     (``ray.init`` done by the caller) is used as it is and left connected."""
     ray = _import_ray()
-    owned = _connect(ray, config.address)
+    owned = _connect(ray, config.run.address)
     try:
         pool = _Pool(ray, config, save_maps)
         try:
@@ -155,7 +155,7 @@ class _Pool:
         self.config = config
         self.slots: list[_Slot] = []
         remote = ray.remote(_Actor)
-        for node, ip, device, threads, gpus in _layout(ray, config.device):
+        for node, ip, device, threads, gpus in _layout(ray, config.run.device):
             # Pinned to its node (not soft): if the node goes, the actor dies instead of waiting
             # forever for room elsewhere, and its batches move to the other actors.
             actor = remote.options(
@@ -230,7 +230,7 @@ class _Pool:
     def _ship(self, batch: Batch) -> Batch:
         """With ship_photos, the photo bytes travel with the batch (no path every node sees).
         A photo the driver cannot read is not shipped: the worker reports it as unreadable."""
-        if not self.config.ship_photos:
+        if not self.config.run.ship_photos:
             return batch
         photos = {}
         for s in batch.samples:
