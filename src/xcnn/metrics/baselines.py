@@ -61,4 +61,5 @@ def edges(photos: ArrayLike) -> np.ndarray:
     peak = mag.max(axis=(1, 2), keepdims=True)
     out = np.zeros_like(mag)
     np.divide(mag, peak, out=out, where=peak > 0)  # a flat photo stays all zero
-    return out[:, None].astype(np.float32)
+    scaled: np.ndarray = out[:, None].astype(np.float32)
+    return scaled

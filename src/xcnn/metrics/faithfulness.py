@@ -104,7 +104,8 @@ def auc(curves: np.ndarray) -> np.ndarray:
     """Trapezoid area of B×(steps+1) curves sampled at k/steps on [0, 1]; float64 [B]."""
     c = np.asarray(curves, dtype=np.float64)
     steps = c.shape[-1] - 1
-    return (c.sum(axis=-1) - 0.5 * (c[..., 0] + c[..., -1])) / steps
+    area: np.ndarray = (c.sum(axis=-1) - 0.5 * (c[..., 0] + c[..., -1])) / steps
+    return area
 
 
 @dataclass(frozen=True)

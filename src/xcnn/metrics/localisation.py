@@ -40,7 +40,8 @@ def _check(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
 
 def _energy_px(m: np.ndarray) -> np.ndarray:
     """B×H×W energy Σ_c m_c² per pixel, in the map's dtype (three terms: float32 keeps up)."""
-    return np.einsum("bchw,bchw->bhw", m, m)
+    per_pixel: np.ndarray = np.einsum("bchw,bchw->bhw", m, m)
+    return per_pixel
 
 
 def _inside_and_total(per_pixel: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,7 +69,8 @@ def chance_level(masks: ArrayLike) -> np.ndarray:
     k = _as_numpy(masks).astype(bool, copy=False)
     if k.ndim != 3:
         raise XcnnError(f"masks must be B×H×W, got {tuple(k.shape)}")
-    return k.reshape(k.shape[0], -1).mean(axis=1, dtype=np.float64)
+    share: np.ndarray = k.reshape(k.shape[0], -1).mean(axis=1, dtype=np.float64)
+    return share
 
 
 def pointing_game(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
@@ -81,7 +83,7 @@ def pointing_game(maps: ArrayLike, masks: ArrayLike) -> np.ndarray:
     m, k = _check(maps, masks)
     per_pixel = _energy_px(m)
     best = per_pixel.reshape(m.shape[0], -1).argmax(axis=1)
-    hit = k.reshape(k.shape[0], -1)[np.arange(k.shape[0]), best].astype(np.float64)
+    hit: np.ndarray = k.reshape(k.shape[0], -1)[np.arange(k.shape[0]), best].astype(np.float64)
     hit[~(per_pixel.sum(axis=(1, 2), dtype=np.float64) > 0)] = np.nan
     return hit
 
@@ -108,7 +110,8 @@ def _shared(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> dict[str, 
     """``scores`` once per call, whichever of these metrics asks first (they share one pass)."""
     if "localisation" not in ctx.cache:
         ctx.cache["localisation"] = scores(maps, masks)
-    return ctx.cache["localisation"]
+    shared: dict[str, np.ndarray] = ctx.cache["localisation"]
+    return shared
 
 
 @metric("P", label="Energy concentration P", paper="Explainable Convolutional Neural Networks (Brno, 2021)",
@@ -211,13 +214,15 @@ def ranked(maps: ArrayLike, masks: ArrayLike, rel: dict[str, np.ndarray] | None 
 def _relevances(maps: ArrayLike, ctx: MetricContext) -> dict[str, np.ndarray]:
     if "relevance" not in ctx.cache:
         ctx.cache["relevance"] = relevances(maps)
-    return ctx.cache["relevance"]
+    rel: dict[str, np.ndarray] = ctx.cache["relevance"]
+    return rel
 
 
 def _ranked(maps: ArrayLike, masks: ArrayLike, ctx: MetricContext) -> dict[str, np.ndarray]:
     if "ranked" not in ctx.cache:
         ctx.cache["ranked"] = ranked(maps, masks, _relevances(maps, ctx))
-    return ctx.cache["ranked"]
+    rk: dict[str, np.ndarray] = ctx.cache["ranked"]
+    return rk
 
 
 def _expected_hits(rk: dict[str, np.ndarray], k: np.ndarray) -> np.ndarray:
@@ -232,7 +237,8 @@ def _expected_hits(rk: dict[str, np.ndarray], k: np.ndarray) -> np.ndarray:
     lo = (v < at).sum(axis=1)  # the tied group of the cut is positions lo..hi-1
     hi = (v <= at).sum(axis=1)
     group = before[rows, hi] - before[rows, lo]
-    return (before[:, n] - before[rows, hi]) + (hi - cut) * group / np.maximum(hi - lo, 1)  # ≥ 1 but on NaN maps
+    hits: np.ndarray = (before[:, n] - before[rows, hi]) + (hi - cut) * group / np.maximum(hi - lo, 1)  # ≥ 1 but on NaN maps
+    return hits
 
 
 def top_k_intersection(rk: dict[str, np.ndarray], k: int = TOP_K) -> np.ndarray:

@@ -138,7 +138,8 @@ def sensitivities(explain: Explain, batch: Batch, relevance: torch.Tensor,
     a = _flat(relevance, batch.shape[0])
     maps, _ = _perturbed_maps(explain, batch, settings.copies(), "sensitivity passes")
     _same_size(a, maps)
-    return (a[:, None] - maps).norm(dim=2) / a.norm(dim=1, keepdim=True)
+    ratio: torch.Tensor = (a[:, None] - maps).norm(dim=2) / a.norm(dim=1, keepdim=True)
+    return ratio
 
 
 def max_sensitivity(explain: Explain, batch: Batch, relevance: torch.Tensor,

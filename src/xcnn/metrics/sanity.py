@@ -68,7 +68,8 @@ def pixel_energy(a: ArrayLike) -> np.ndarray:
         m = m[None]
     if m.ndim != 3:
         raise XcnnError(f"a map must be C×H×W or H×W, got shape {tuple(m.shape)}")
-    return np.square(m, dtype=np.float64).sum(axis=0)
+    e: np.ndarray = np.square(m, dtype=np.float64).sum(axis=0)
+    return e
 
 
 def _pair(a: ArrayLike, b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +123,8 @@ def ranks(a: ArrayLike) -> np.ndarray:
 
 
 def _ranks(e: np.ndarray) -> np.ndarray:
-    return stats.rankdata(e.reshape(e.shape[0], -1), axis=1)
+    ranks: np.ndarray = stats.rankdata(e.reshape(e.shape[0], -1), axis=1)
+    return ranks
 
 
 def spearman_batch(a: ArrayLike, b: ArrayLike) -> np.ndarray:
@@ -164,7 +166,8 @@ def _unit(e: np.ndarray) -> np.ndarray:
     """Each H×W of B×H×W min–max scaled to [0, 1]; a constant one to zeros."""
     lo = e.min(axis=(1, 2), keepdims=True)
     span = e.max(axis=(1, 2), keepdims=True) - lo
-    return np.divide(e - lo, span, out=np.zeros_like(e), where=span > 0)
+    scaled: np.ndarray = np.divide(e - lo, span, out=np.zeros_like(e), where=span > 0)
+    return scaled
 
 
 def _ssim(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
@@ -177,7 +180,8 @@ def _ssim(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
     cov_norm = n / (n - 1)  # sample covariance, as scikit-image
 
     def mean(v: np.ndarray) -> np.ndarray:
-        return ndimage.uniform_filter(v, size=(1, SSIM_WINDOW, SSIM_WINDOW), mode="reflect")
+        filtered: np.ndarray = ndimage.uniform_filter(v, size=(1, SSIM_WINDOW, SSIM_WINDOW), mode="reflect")
+        return filtered
 
     ux, uy = mean(x), mean(y)
     vx = cov_norm * (mean(x * x) - ux * ux)
@@ -186,7 +190,8 @@ def _ssim(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
     c1, c2 = (k1 * r) ** 2, (k2 * r) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
     pad = (SSIM_WINDOW - 1) // 2  # windows that reach past the border are left out
-    return s[:, pad:-pad, pad:-pad].mean(axis=(1, 2), dtype=np.float64)
+    ssim: np.ndarray = s[:, pad:-pad, pad:-pad].mean(axis=(1, 2), dtype=np.float64)
+    return ssim
 
 
 # ------------------------------------------------------- input and class dependence
