@@ -190,8 +190,8 @@ def test_baseline_ms_is_per_map_like_the_engines(monkeypatch: pytest.MonkeyPatch
     clock = iter([10.0, 10.4])  # one baseline over a batch of 4 photos takes 0.4 s
     monkeypatch.setattr(worker.time, "perf_counter", lambda: next(clock))
     units = [SimpleNamespace(photo=np.zeros((8, 8, 3), np.uint8)) for _ in range(4)]
-    out = worker.Worker._baselines(SimpleNamespace(), units, SimpleNamespace(methods=["uniform"]))  # type: ignore[arg-type]
-    assert len(out) == 4 and out[0][1]["ms"]["uniform"] == pytest.approx(100.0)
+    out = worker.baseline_maps(["uniform"], units)  # type: ignore[arg-type]
+    assert len(out) == 4 and out[0].ms["uniform"] == pytest.approx(100.0) and out[0].target is None
 
 
 def test_a_check_batch_killed_twice_is_given_up_until_retry_killed(tmp_path: Path, dataset: tuple[Path, Path],

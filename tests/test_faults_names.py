@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from xcnn.experiment import load_config, run
-from xcnn.experiment.worker import load_maps
+from xcnn.experiment.pictures import load_maps
 from xcnn import files
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -254,8 +254,6 @@ def test_checks_are_turned_on_by_name_or_table_and_refused_in_one_line(own_regis
 def test_a_check_that_raises_or_yields_other_things_is_one_line(own_registry: None) -> None:
     from types import SimpleNamespace
 
-    from xcnn.experiment import worker as worker_module
-
     @registry.model_check("raising", label="R")
     def raising(ctx):
         raise ZeroDivisionError("boom")
@@ -264,26 +262,24 @@ def test_a_check_that_raises_or_yields_other_things_is_one_line(own_registry: No
     def wrong_rows(ctx):
         yield (0, "gradient", "t", "m", 1.0)
 
-    from xcnn.experiment.config import Checks, Config, ModelSpec, Size
-    from xcnn.experiment.plan import Batch
+    from xcnn.experiment.config import Checks, ModelSpec, Size
+    from xcnn.experiment.explained import EngineParams, Explained, Targets
+    from xcnn.experiment.jobs import RecordJob
+    from xcnn.experiment.outputs import CheckSetup, check_rows
     from tests.tiny_net import build
 
-    config = Config(categories=("dog",), models=(ModelSpec("m"),), targets="label",
-                    checks=Checks(others=(("raising", None),
-                                                                                          ("wrong_rows", None))))
-    w = worker_module.Worker.__new__(worker_module.Worker)
-    w.config, w.device = config, torch.device("cpu")
-    model = build()
-    lm = SimpleNamespace(model=model, categories=["dog", "b", "c"], wnids=None,
+    checks = Checks(others=(("raising", None), ("wrong_rows", None)))
+    lm = SimpleNamespace(model=build(), categories=["dog", "b", "c"], wnids=None, device=torch.device("cpu"),
                          normalize=lambda x: x, explainer=lambda *a, **k: None)
     sample = SimpleNamespace(image_id=1, category="dog", file="p.png")
     unit = SimpleNamespace(sample=sample, photo=np.zeros((16, 16, 3), np.uint8), mask=np.ones((16, 16), bool))
-    batch = Batch(ModelSpec("m"), Size("16", (16, 16)), (sample,), ("gradient",))
-    outs = [(unit, {"maps": {"gradient": np.ones((3, 16, 16), np.float32)}, "target": 0})]
+    job = RecordJob(ModelSpec("m"), Size("16", (16, 16)), (sample,), ("gradient",))  # type: ignore[arg-type]
+    out = Explained(maps={"gradient": np.ones((3, 16, 16), np.float32)}, ms={}, target=0)
+    setup = CheckSetup(lm, None, job, checks, Targets("label"), EngineParams())  # type: ignore[arg-type]
     for name, expected in (("raising", "check 'raising' (tests.test_plugins) raised ZeroDivisionError: boom"),
                            ("wrong_rows", "check 'wrong_rows' (tests.test_plugins) must yield xcnn.CheckRow")):
         with pytest.raises(XcnnError, match=re.escape(expected)):
-            w._rows(lm, None, batch, outs, (name,))
+            check_rows(setup, [unit], [out], [(name, [0])])  # type: ignore[list-item]
 
 
 def test_the_captum_style_classes_see_every_built_in_whoever_loads_the_registry_first() -> None:

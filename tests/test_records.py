@@ -52,3 +52,18 @@ def test_a_unit_key_reads_ids_as_text() -> None:
     assert unit_key(row) == ("net", "224", "7", "dog")
     result = UnitResult(unit_key(row), [_record()])
     assert result.record_rows() == [row]
+
+
+def test_the_store_writes_a_unit_result_as_records_json_and_a_failure_with_its_photo(tmp_path: Path) -> None:
+    from xcnn.experiment.store import RunStore
+
+    with RunStore(tmp_path / "run") as store:
+        store.open_failures()
+        assert store.add(UnitResult(("net", "224", "7", "dog"), [_record()], files={"pictures/a.jpg": b"x"})) == 1
+        assert store.add(UnitResult(("net", "224", "7", "dog"), [_record()])) == 0  # already done
+        assert store.add(UnitResult(("net", "224", "8", "dog"), failure="unreadable image: x", photo=(8, "b.jpg"))) == 0
+    lines = [json.loads(line) for line in (tmp_path / "run/records.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "_part"} for r in lines] == [_record().to_json()]
+    assert (tmp_path / "run/pictures/a.jpg").read_bytes() == b"x"
+    failure = json.loads((tmp_path / "run/failures.jsonl").read_text())
+    assert (failure["id"], failure["file"], failure["reason"]) == (8, "b.jpg", "unreadable image: x")

@@ -12,6 +12,9 @@ import pytest
 from xcnn.errors import XcnnError
 from xcnn.experiment.store import JsonlStore, RunLock, RunStore, started_counts
 from xcnn.files import write_atomic
+from xcnn.runfolder.records import UnitResult
+
+from tests.test_records import _record
 
 METHODS = ("a", "b", "c")
 KEY = ("net", "224", "{}", "dog")
@@ -133,7 +136,7 @@ def test_files_from_a_worker_stay_inside_the_run_dir(tmp_path: Path) -> None:
     with RunStore(tmp_path / "run") as store:
         store.open_failures()
         with pytest.raises(ValueError, match="outside the run folder"):
-            store.add(("net", "224", "1", "dog"), _unit(1), None, {"../escape.jpg": b"x"})
+            store.add(UnitResult(("net", "224", "7", "dog"), [_record()], files={"../escape.jpg": b"x"}))
     assert not (tmp_path / "escape.jpg").exists()
 
 
@@ -151,12 +154,12 @@ def test_check_keys_are_typed_and_match_what_the_planner_asks() -> None:
     """A check row read back from checks.jsonl (0.2's, without a "check" field, or today's) is in
     the group the planner builds from the config (typed fields, not their text); other
     parameters are another group."""
-    from xcnn.experiment.config import Checks, Config, ModelSpec
+    from xcnn.experiment.config import Checks, Config, DataConfig, ModelSpec
     from xcnn.experiment.plan import check_group
     from xcnn.experiment.store import check_key
     from xcnn.metrics.checks import RandomisationParams
 
-    config = Config(categories=("dog",), models=(ModelSpec("m"),), checks=Checks(randomisation=True))
+    config = Config(DataConfig(("dog",)), (ModelSpec("m"),), checks=Checks(randomisation=True))
     row = json.loads(json.dumps({"CNN": "m", "size": "224", "id": 7, "class": "dog", "method": "gradcam",
                                  "test": "randomisation", "measure": "ssim", "step": 1, "steps": 5, "seed": 0}))
     planned = check_group(config, ("m", "224", "7", "dog"), "gradcam", "randomisation", RandomisationParams())

@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(runner, name)
     if name == "load_maps":
-        from xcnn.experiment import worker
+        from xcnn.experiment import pictures
 
-        return worker.load_maps
+        return pictures.load_maps
     raise AttributeError(f"module 'xcnn.experiment' has no attribute {name!r}")

@@ -25,51 +25,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 import logging
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from xcnn import registry
 from xcnn.experiment.config import DEFAULT_CHECK_PHOTOS, Config, ModelSpec, Size
-from xcnn.experiment.store import CheckGroup, UnitKey
+from xcnn.experiment.jobs import BaselineJob, CheckJob, Job, RecordJob, pair_key
+from xcnn.runfolder.jsonl import CheckGroup
 from xcnn.methods.registry import BASELINE_NAMES
+from xcnn.runfolder.records import RecordKey, UnitKey
+
+if TYPE_CHECKING:
+    from xcnn.data.dataset import Sample
 
 log = logging.getLogger(__name__)
 
 BASELINE_MODEL = ModelSpec("none")  # the pseudo model of the baselines: no network, no identity
+Batch = Job  # the name the backends know a job by
 
-
-@dataclass(frozen=True)
-class Batch:
-    """Units of one model at one input size; ``methods`` are the ones some unit still lacks.
-    ``check``: None for record units, else the name of the "photos"-scope check the batch is for.
-    ``faithful``: the pairs whose "maps"-scope check rows are wanted, ``checks`` those checks."""
-
-    model: ModelSpec
-    size: Size
-    samples: tuple[Any, ...]  # xcnn.data.Sample, each with its undilated mask
-    methods: tuple[str, ...]
-    photos: dict[str, bytes] = field(default_factory=dict, compare=False)  # file -> bytes, when shipped
-    check: str | None = None
-    faithful: frozenset[str] = frozenset()  # pair keys (pair_key) whose "maps"-scope check rows are wanted
-    # the "maps"-scope checks some pair lacks, each with the pairs it runs on (its first
-    # ``photos`` pairs when its parameters say, within ``faithful``)
-    checks: tuple[tuple[str, frozenset[str]], ...] = ()
-
-    def key(self, sample: Any) -> UnitKey:
-        return unit_key(self.model, self.size, sample, self.check)
-
-    def keys(self) -> list[UnitKey]:
-        return [self.key(s) for s in self.samples]
-
-
-def unit_key(spec: ModelSpec, size: Size, sample: Any, check: str | None = None) -> UnitKey:
-    category = sample.category if check is None else f"{sample.category}#{check}"
-    return (spec.name, size.label, str(sample.image_id), category)
-
-
-def pair_key(sample: Any) -> str:
-    """A (photo, category) pair as the checks name it (also the seed key of their randomness)."""
-    return f"{sample.image_id}|{sample.category}"
+__all__ = ["BASELINE_MODEL", "Batch", "BaselineJob", "CheckJob", "Job", "RecordJob", "all_batches", "missing",
+           "pair_key", "plan"]
 
 
 def models(config: Config) -> list[ModelSpec]:
@@ -78,38 +53,40 @@ def models(config: Config) -> list[ModelSpec]:
 
 
 def methods_of(config: Config, spec: ModelSpec) -> tuple[str, ...]:
-    return BASELINE_NAMES if spec == BASELINE_MODEL else config.methods
+    return BASELINE_NAMES if spec == BASELINE_MODEL else config.run.methods
 
 
-def check_group(config: Config, base: UnitKey, method: str, check: str, params: Any) -> CheckGroup:
+def check_group(config: Config, base: UnitKey, method: str, check: str, params: object) -> CheckGroup:
     """The group of rows one check writes for one unit and method, with the run's parameters."""
     steps, hashed = registry.check_identity(params)
     return CheckGroup(base, method, check, steps, config.checks.seed, hashed)
 
 
-def missing(config: Config, batch: Batch, sample: Any, done: set[Any], checks_done: set[CheckGroup]) -> list[str]:
+def missing(config: Config, batch: Job, sample: Sample, done: set[RecordKey],
+            checks_done: set[CheckGroup]) -> list[str]:
     """The methods whose records or check rows for this unit of ``batch`` are not yet done."""
-    return [m for m in methods_of(config, batch.model) if lacking_checks(config, batch, sample, m, done, checks_done)
-            or (batch.check is None and (*unit_key(batch.model, batch.size, sample), m) not in done)]
+    return [m for m in methods_of(config, batch.model) if lacking_checks(config, batch, sample, m, checks_done)
+            or (not isinstance(batch, CheckJob) and (*batch.key(sample), m) not in done)]
 
 
-def lacking_checks(config: Config, batch: Batch, sample: Any, method: str, done: set[Any],
-                   checks_done: set[CheckGroup]) -> list[str]:
-    """The checks whose rows for this unit and method are missing: the batch's own check, or, in
-    a record batch, the "maps"-scope ones when the pair is one they run on."""
+def lacking_checks(config: Config, batch: Job, sample: Sample, method: str, checks_done: set[CheckGroup]) -> list[str]:
+    """The checks whose rows for this unit and method are missing: a check job's own check, or,
+    in a record job, the "maps"-scope ones when the pair is one they run on."""
     base = (batch.model.name, batch.size.label, str(sample.image_id), sample.category)
-    if batch.check is not None:
+    if isinstance(batch, CheckJob):
         params = dict(config.checks.enabled()).get(batch.check)
         return [batch.check] if check_group(config, base, method, batch.check, params) not in checks_done else []
+    if isinstance(batch, BaselineJob):
+        return []
     pairs = dict(batch.checks)
     return [name for name, params in config.checks.scoped("maps")
             if pair_key(sample) in pairs.get(name, ()) and check_group(config, base, method, name, params) not in checks_done]
 
 
-def all_batches(config: Config, samples: Sequence[Any]) -> list[Batch]:
-    """Every batch of the config, done or not, in the order they run: model by model (so a
-    worker loads each model once), each model's check batches after its record batches."""
-    batches = []
+def all_batches(config: Config, samples: Sequence[Sample]) -> list[Job]:
+    """Every job of the config, done or not, in the order they run: model by model (so a
+    worker loads each model once), each model's check jobs after its record jobs."""
+    batches: list[Job] = []
     check_size = config.check_size()
     n = config.checks.faithfulness_photos
     eligible = {pair_key(s) for s in (samples[:n] if n else samples)}
@@ -119,55 +96,64 @@ def all_batches(config: Config, samples: Sequence[Any]) -> list[Batch]:
         on_maps[name] = eligible & {pair_key(s) for s in samples[:own]} if own else eligible
     for spec in models(config):
         methods = methods_of(config, spec)
-        for size in config.sizes:
+        for size in config.run.sizes:
             faithful = spec != BASELINE_MODEL and size in config.faithfulness_sizes()
-            for group in _groups(samples, size, config.batch_size):
+            for group in _groups(samples, size, config.run.batch_size):
+                if spec == BASELINE_MODEL:
+                    batches.append(BaselineJob(spec, size, tuple(group), methods))
+                    continue
                 wanted = frozenset(pair_key(s) for s in group if pair_key(s) in eligible) if faithful else frozenset()
                 checks = tuple((name, frozenset(wanted & pairs)) for name, pairs in on_maps.items() if wanted & pairs)
-                batches.append(Batch(spec, size, tuple(group), methods, faithful=wanted, checks=checks))
+                batches.append(RecordJob(spec, size, tuple(group), methods, faithful=wanted, checks=checks))
         if spec == BASELINE_MODEL or check_size is None:
             continue
         for check, params in config.checks.scoped("photos"):
             photos = getattr(params, "photos", DEFAULT_CHECK_PHOTOS)
-            batches.append(Batch(spec, check_size, tuple(samples[:photos]), methods, check=check))
+            batches.append(CheckJob(spec, check_size, tuple(samples[:photos]), methods, check=check))
     return batches
 
 
-def plan(config: Config, samples: Sequence[Any], done: set[Any], closed: set[UnitKey],
-         checks_done: set[CheckGroup] = frozenset(), filtered: set[UnitKey] = frozenset()) -> list[Batch]:  # type: ignore[assignment]
-    """Every batch that holds a unit with a method whose records (or check rows) are not yet
-    done; ``closed`` units (failed for good, or killed twice: a check batch with one is skipped
+def plan(config: Config, samples: Sequence[Sample], done: set[RecordKey], closed: set[UnitKey],
+         checks_done: set[CheckGroup] = frozenset(),  # type: ignore[assignment]
+         filtered: set[UnitKey] = frozenset()) -> list[Job]:  # type: ignore[assignment]
+    """Every job that holds a unit with a method whose records (or check rows) are not yet
+    done; ``closed`` units (failed for good, or killed twice: a check job with one is skipped
     whole) and ``filtered`` units (record or check units whose target ranked over
-    run.max_target_rank) count as done. A record batch keeps only the methods some unit lacks
-    and the "maps"-scope checks some pair lacks; a check batch is run whole or not at all (its
-    photos depend on each other). A batch keeps its filtered units: the worker finds them again
+    run.max_target_rank) count as done. A record job keeps only the methods some unit lacks
+    and the "maps"-scope checks some pair lacks; a check job is run whole or not at all (its
+    photos depend on each other). A job keeps its filtered units: the worker finds them again
     from the same forward pass, so the kept ones are explained in the same company."""
     if config.checks.scoped("photos") and config.check_size() is None:
         log.info("checks: randomisation and dependence need a resized size in run.sizes; skipped")
-    out = []
+    out: list[Job] = []
     for batch in all_batches(config, samples):
-        if batch.check is not None and any(batch.key(s) in closed for s in batch.samples):
-            continue  # a check batch killed twice is given up whole, like its units
+        if isinstance(batch, CheckJob) and any(batch.key(s) in closed for s in batch.samples):
+            continue  # a check job killed twice is given up whole, like its units
         lacking: set[str] = set()
         checks: set[str] = set()
         for s in batch.samples:
-            key = batch.key(s)
-            if key not in filtered and key not in closed:
+            if batch.key(s) not in filtered and batch.key(s) not in closed:
                 lacking.update(missing(config, batch, s, done, checks_done))
-                if batch.check is None:
+                if isinstance(batch, RecordJob):
                     for m in batch.methods:
-                        checks.update(lacking_checks(config, batch, s, m, done, checks_done))
-        if lacking:
-            keep = batch.methods if batch.check else tuple(m for m in batch.methods if m in lacking)
-            out.append(replace(batch, methods=keep, checks=tuple(c for c in batch.checks if c[0] in checks)))
+                        checks.update(lacking_checks(config, batch, s, m, checks_done))
+        if not lacking:
+            continue
+        if isinstance(batch, CheckJob):
+            out.append(batch)
+        elif isinstance(batch, RecordJob):
+            out.append(replace(batch, methods=tuple(m for m in batch.methods if m in lacking),
+                               checks=tuple(c for c in batch.checks if c[0] in checks)))
+        else:
+            out.append(replace(batch, methods=tuple(m for m in batch.methods if m in lacking)))
     return out
 
 
-def _groups(samples: Sequence[Any], size: Size, batch_size: int) -> Iterator[list[Any]]:
+def _groups(samples: Sequence[Sample], size: Size, batch_size: int) -> Iterator[list[Sample]]:
     """Batches of equal input size, in an order fixed by the sample list alone."""
-    def shape(s: Any) -> tuple[int, ...]:
+    def shape(s: Sample) -> tuple[int, ...]:
         return size.hw if size.hw is not None else tuple(s.mask.shape)
-    groups: dict[tuple[int, ...], list[Any]] = {}
+    groups: dict[tuple[int, ...], list[Sample]] = {}
     for s in samples:
         groups.setdefault(shape(s), []).append(s)
     for group in groups.values():

@@ -12,13 +12,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xcnn.experiment.plan import Batch
     from xcnn.experiment.store import RunStore
-    from xcnn.runfolder.records import UnitKey
+    from xcnn.runfolder.records import UnitKey, UnitResult
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +93,10 @@ class Progress:
         """The reporter of xcnn.methods.passes: a loop inside the running batch moved."""
         self._passes(label, done, planned)
 
-    def store(self, store: RunStore, batch: Batch, results: Sequence[Any]) -> None:
+    def store(self, store: RunStore, batch: Batch, results: Sequence[UnitResult]) -> None:
         """Hand one batch's results to the store, count them, and log the units as ended."""
         for r in results:
-            sample = next(s for s in batch.samples if batch.key(s) == r.key)
-            photo = (sample.image_id, Path(sample.file).name)
-            self.summary.records += store.add(r.key, r.records, r.failure, r.files, photo,
-                                              checks=getattr(r, "checks", ()), filtered=getattr(r, "filtered", None))
+            self.summary.records += store.add(r)
             if r.failure is not None and r.key in self.todo:
                 log.warning("%s %s photo %s (%s): %s", *r.key[:3], r.key[3], r.failure)
                 self.summary.failures[r.failure.split(":")[0]] += 1

@@ -23,7 +23,7 @@ from xcnn.files import write_atomic
 from xcnn.experiment.backends import BACKENDS
 from xcnn.experiment.config import Config
 from xcnn.experiment.layout import FILTERED_FILE, SKIPPED_FILE
-from xcnn.experiment.plan import Batch, all_batches, missing, plan
+from xcnn.experiment.plan import Batch, CheckJob, all_batches, missing, plan
 from xcnn.experiment.progress import Progress, Summary
 from xcnn.experiment.store import DEMO_DIR, RunStore
 from xcnn.runfolder.records import UnitKey
@@ -97,7 +97,7 @@ def _config_body(config: Config, data: DataSource, units: list[Unit]) -> dict[st
     return {"identity": config.identity(_digest(data)), "config": config.to_dict(), "source": config.source,
             "xcnn": __version__, "torch": torch.__version__, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             # what a report of a killed run counts its "N of M units done" against
-            "record_units": sum(1 for _, _, b in units if b.check is None),
+            "record_units": sum(1 for _, _, b in units if not isinstance(b, CheckJob)),
             # how the report (torch-free, without the plugins) names, orders and draws them
             "registry": registry.describe(config.run.methods),
             "plugins": dict(config.plugins)}

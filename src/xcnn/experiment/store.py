@@ -48,7 +48,7 @@ from xcnn.runfolder.layout import (
     STARTED_FILE,
 )
 from xcnn.runfolder.lock import holder_text
-from xcnn.runfolder.records import UnitKey, unit_key
+from xcnn.runfolder.records import UnitKey, UnitResult, unit_key
 
 log = logging.getLogger(__name__)
 
@@ -274,13 +274,13 @@ class RunStore:
 
     # --- results -----------------------------------------------------------------------------
 
-    def add(self, key: UnitKey, records: Sequence[dict[str, Any]], failure: str | None,
-            files: dict[str, bytes], photo: tuple[int | str, str] = ("", ""),
-            checks: Sequence[dict[str, Any]] = (), filtered: dict[str, Any] | None = None) -> int:
+    def add(self, result: UnitResult) -> int:
         """Write one unit's result: its files first, then its new records in one durable write
         (so a unit counts as done only once its pictures exist), then its new check rows in
-        another. ``photo``: (id, file name) for the failure list. ``filtered``: the unit's row of
-        filtered.jsonl when run.max_target_rank left it out. Returns the records written."""
+        another; a failure goes to the failure list, a unit run.max_target_rank left out to
+        filtered.jsonl. Returns the records written."""
+        key, failure, files, photo, filtered = result.key, result.failure, result.files, result.photo, result.filtered
+        records, checks = result.record_rows(), result.checks
         if failure is not None:
             if key not in self.failed:
                 self.failures.append([{"CNN": key[0], "size": key[1], "id": photo[0], "class": key[3],

@@ -14,6 +14,7 @@ from typing import NamedTuple
 RECORD_SCHEMA = 2  # bump when a record's fields or meaning change: older runs are then refused
 
 UnitKey = tuple[str, str, str, str]  # (CNN, size, photo id, category)
+RecordKey = tuple[str, str, str, str, str]  # UnitKey + method
 ImageId = int | str  # a COCO image id, or a photo's path relative to the dataset's root
 Metric = float | bool | None  # a per-map metric's value (a boolean one is None where undefined)
 JsonRow = dict[str, object]  # a line of a JSONL file of the run folder

@@ -25,7 +25,8 @@ from xcnn.experiment.config import Config, ModelSpec
 from xcnn.experiment.plan import Batch
 from xcnn.experiment.progress import Progress
 from xcnn.experiment.store import RunStore
-from xcnn.experiment.worker import UnitResult, Worker
+from xcnn.experiment.worker import Worker
+from xcnn.runfolder.records import UnitResult
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class _Pool:
                     len(job.batch.samples), job.batch.model.name, job.losses, MAX_LOSSES, _first_line(err))
         if job.losses >= MAX_LOSSES:
             reason = f"{LOST}: its process died while running this batch (out of memory?)"
-            progress.store(store, job.batch, [UnitResult(k, failure=reason) for k in job.batch.keys()])
+            progress.store(store, job.batch, job.batch.failed(reason))
         else:
             self.retries.appendleft(job)
 
