@@ -257,11 +257,11 @@ class RunStore:
 
     @property
     def failed(self) -> set[UnitKey]:
-        return {k[:4] for k in self.failures.done}  # type: ignore[misc]
+        return {k[:4] for k in self.failures.done}
 
     @property
     def filtered_units(self) -> set[UnitKey]:
-        return set(self.filtered.done)  # type: ignore[arg-type]
+        return set(self.filtered.done)
 
     def mark(self, keys: Sequence[UnitKey], event: str) -> None:
         """Log units as started (durably, before the work) or ended."""

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from xcnn.errors import XcnnError
-from xcnn.runfolder.layout import CONFIG_FILE, FAILURES_FILE, FILTERED_FILE, RECORDS_FILE
 from xcnn.report import progress
 from xcnn.report.tables import cnn_label, is_baseline, method_label, order_methods, order_sizes, size_label
+from xcnn.runfolder.jsonl import read_lines
+from xcnn.runfolder.layout import CONFIG_FILE, FAILURES_FILE, FILTERED_FILE, RECORDS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def run_info(run_dir: Path, df: pd.DataFrame | None, body: dict[str, Any] | None
         _record_facts(df, config, fact)
     rank = config.get("max_target_rank")
     if rank is not None:
-        n = len(progress.read_lines(run_dir / FILTERED_FILE))
+        n = len(read_lines(run_dir / FILTERED_FILE))
         fact("Target filter", f"only targets in the model's top {rank} (run.max_target_rank): "
                               f"{n} (CNN, size, photo, category) units left out, listed in {FILTERED_FILE}")
     growth = config.get("growth")
