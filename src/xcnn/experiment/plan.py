@@ -1,22 +1,22 @@
 """The units of work still to do.
 
 A unit is (model, size, photo, category): the store's key. Units travel in batches of equal
-input size, and the batches are fixed by the config and the photo list alone, never by what is
-already done, so a resumed run feeds the model exactly the batches an uninterrupted one does and
+input size (jobs, xcnn.experiment.jobs), and the batches are fixed by the config and the photo
+list alone, never by what is already done, so a resumed run feeds the model exactly the batches an uninterrupted one does and
 gets bit-for-bit the same numbers.
 
 The checks add units of their own ([checks] in the config, never part of the identity):
 
-- baselines: units of the pseudo model ``none`` (``BASELINE_MODEL``), whose "methods" are the
-  model-free baselines; their records are keyed like any other.
+- baselines: units of the pseudo model ``none`` (``BASELINE_MODEL``, in ``BaselineJob``s), whose
+  "methods" are the model-free baselines; their records are keyed like any other.
 - "maps"-scope checks (deletion / insertion, and the registry's others): no new units; a method
   unit at a faithfulness size is also wanted while one of their rows is missing (the worker then
   recomputes its maps; the store keeps records it already has).
-- "photos"-scope checks (randomisation, dependence, ...): one *check batch* per (model, check)
+- "photos"-scope checks (randomisation, dependence, ...): one ``CheckJob`` per (model, check)
   at the first resized size, holding the first N (photo, category) pairs; its unit keys are the
   photo's with the category written "<category>#<check>", so they never meet a record unit's.
 
-Which rows are done is asked per (unit, method, check, parameters): ``store.CheckGroup``.
+Which rows are done is asked per (unit, method, check, parameters): ``runfolder.jsonl.CheckGroup``.
 
 With run.max_target_rank, batches stay whole: the worker reads each unit's rank from the batch's
 forward pass and reports the units it filters, which the store keeps as done (filtered.jsonl).
