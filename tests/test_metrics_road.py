@@ -113,7 +113,9 @@ def test_faithfulness_correlation_equals_quantus_given_the_subsets(monkeypatch: 
     assert np.abs(ours.numpy() - np.array(expected)).max() < 1e-5
     alone = F.faithfulness_correlation(model, F.Batch(x[2:], t[2:], KEYS[2:]), a[2:],
                                          F.CorrelationSettings(seed=3, nr_runs=12, subset_size=60))
-    assert alone[0].item() == pytest.approx(ours[2].item(), abs=1e-12)
+    # the same subsets whatever the batch; only the CPU convolutions' float32 sums may differ with the
+    # batch's make-up (3e-7 seen with torch 2.14), while another draw would move r by far more
+    assert alone[0].item() == pytest.approx(ours[2].item(), abs=1e-5)
 
 
 def test_faithfulness_correlation_of_a_constant_map_is_nan() -> None:
