@@ -74,3 +74,47 @@ def test_outside_a_graph_it_is_the_plain_op() -> None:
         assert torch.relu(torch.tensor(Z)).tolist() == [0.0, 2.0, 7.0]
     with pytest.raises(ValueError, match="unknown rule"):
         RectifierRules().rule = "lrp"  # type: ignore[assignment]
+
+
+def test_one_rule_type_shared_with_the_registry() -> None:
+    """The registry (torch-free) and the rectifier rules name the same rules with the same type."""
+    from xcnn import registry, rules
+
+    assert rules.Rule is registry.Rule and rules.RULES is registry.RULES
+    mode = rules.RectifierRules()
+    for rule in registry.RULES:
+        mode.rule = rule
+        assert mode.rule == rule
+
+
+@pytest.mark.parametrize("call", CALLS)
+def test_true_derivatives_suspends_the_rules_in_the_block_only(call: str) -> None:
+    """What the extra-pass methods rely on (sampling.plain_torch): inside true_derivatives a
+    rectifier under a live guided rule back-propagates its true derivative and is not counted;
+    the rules apply again after the block, also after an error inside it."""
+    from xcnn.rules import true_derivatives
+
+    def grad() -> list[float]:
+        z = torch.tensor(Z, requires_grad=True)
+        (g,) = torch.autograd.grad(CALLS[call](z), z, torch.tensor(G))
+        return list(g.tolist())
+
+    six = "6" in call
+    with RectifierRules() as mode:
+        mode.rule = "guided"
+        with true_derivatives():
+            with true_derivatives():  # nested blocks
+                pass
+            assert grad() == EXPECTED["gradient"][six]
+        assert mode.rectifiers == 0
+        with pytest.raises(RuntimeError, match="boom"), true_derivatives():
+            raise RuntimeError("boom")
+        assert grad() == EXPECTED["guided"][six]
+        assert mode.rectifiers == 1
+
+
+def test_true_derivatives_leaves_a_callers_other_modes_in_force() -> None:
+    from xcnn.rules import true_derivatives
+
+    with torch.device("meta"), RectifierRules(), true_derivatives():
+        assert torch.zeros(1).device.type == "meta"

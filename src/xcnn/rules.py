@@ -14,15 +14,20 @@ patched.
 """
 from __future__ import annotations
 
+import threading
 from collections import Counter
-from typing import Any, Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-Rule = Literal["gradient", "deconvnet", "guided"]
-RULES: tuple[Rule, ...] = ("gradient", "deconvnet", "guided")
+# The rule names live with the registry (torch-free), which a method's entry names them in.
+from xcnn.registry import RULES, Rule
+
+__all__ = ["RULES", "RectifierRules", "Rule", "true_derivatives"]
 
 _RELU_FUNCS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
 _INPLACE_RELU_FUNCS = {torch.relu_, torch.Tensor.relu_}
@@ -49,6 +54,31 @@ _KEPT_ACTIVATIONS: dict[Any, str] = {
 }
 
 
+class _Suspended(threading.local):
+    """How many :func:`true_derivatives` blocks this thread is inside."""
+
+    depth = 0
+
+
+_SUSPENDED = _Suspended()
+
+
+@contextmanager
+def true_derivatives() -> Iterator[None]:
+    """Inside the block, rectifier calls run as the plain ops, whatever ``RectifierRules`` is
+    active (in this thread): the model's own forward and gradients, as the extra-pass methods
+    need them. Other torch function modes a caller set (``torch.device(...)``, a profiler's)
+    stay in force: they are the caller's, and the model runs under them as anywhere else.
+
+    A flag the rules read, not torch's mode stack: torch has no public way to take modes off its
+    stack (``torch.overrides._pop_mode`` is private)."""
+    _SUSPENDED.depth += 1
+    try:
+        yield
+    finally:
+        _SUSPENDED.depth -= 1
+
+
 class _RuleState:
     """The rule the next backward pass applies; read by every rectifier node at backward time."""
 
@@ -60,7 +90,7 @@ class _Rectify(torch.autograd.Function):
     """max(z, 0) or clamp(z, 0, 6) forward; backward by the rule current at backward time."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, z: torch.Tensor, upper: float | None, state: _RuleState, inplace: bool
     ) -> torch.Tensor:
         if inplace:
@@ -76,7 +106,7 @@ class _Rectify(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         (out,) = ctx.saved_tensors
         rule = ctx.state.rule
         if rule != "gradient":
@@ -115,6 +145,8 @@ class RectifierRules(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
+        if _SUSPENDED.depth:
+            return func(*args, **kwargs)
         if func in _RELU_FUNCS:
             inplace = func in _INPLACE_RELU_FUNCS or bool(kwargs.get("inplace", False))
             if len(args) > 1:  # F.relu(x, True)
@@ -136,10 +168,11 @@ class RectifierRules(TorchFunctionMode):
             return z.clamp_(min=0, max=upper) if inplace else z.clamp(min=0, max=upper)
         # In-place on a leaf or a view of one is not allowed by autograd; fall back to a copy.
         inplace = inplace and not z.is_leaf and z._base is None
-        return _Rectify.apply(z, upper, self._state, inplace)
+        out: torch.Tensor = _Rectify.apply(z, upper, self._state, inplace)
+        return out
 
 
-def _hardtanh_args(func: Any, args: tuple, kwargs: dict) -> tuple[float, float, bool]:
+def _hardtanh_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, float, bool]:
     if func is F.relu6:
         inplace = bool(args[1]) if len(args) > 1 else bool(kwargs.get("inplace", False))
         return 0.0, 6.0, inplace

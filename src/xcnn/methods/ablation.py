@@ -20,10 +20,9 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 
 from xcnn.errors import XcnnError
-from xcnn.methods.context import Context, to_heat
+from xcnn.methods.context import Context, to_heat, weighted_cam
 from xcnn.methods.passes import Tally
 from xcnn.methods.sampling import chunk_items, even_chunks, footprint, plain_torch
 from xcnn.registry import method
@@ -43,8 +42,7 @@ def layer_cam(ctx: Context) -> torch.Tensor:
     if ctx.activation is None:
         raise XcnnError("ablationcam needs the target layer's activations; pass a target layer")
     activation = ctx.activation.detach()
-    weights = channel_weights(ctx, activation)
-    return F.relu((weights[:, :, None, None] * activation).sum(dim=1, keepdim=True))
+    return weighted_cam(channel_weights(ctx, activation), activation)
 
 
 def channel_weights(ctx: Context, activation: torch.Tensor) -> torch.Tensor:

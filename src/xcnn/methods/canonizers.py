@@ -36,7 +36,7 @@ COVERED = ("torchvision ResNet, ResNeXt, Wide ResNet, VGG (with or without batch
 
 # --- MobileNetV2 ------------------------------------------------------------------------------
 
-class MobileNetV2ResidualCanonizer(AttributeCanonizer):
+class MobileNetV2ResidualCanonizer(AttributeCanonizer):  # type: ignore[misc]  # zennit is untyped
     """torchvision MobileNetV2's ``InvertedResidual``: ``x + self.conv(x)`` through a ``Sum`` module."""
 
     def __init__(self) -> None:
@@ -52,10 +52,11 @@ class MobileNetV2ResidualCanonizer(AttributeCanonizer):
 
     @staticmethod
     def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
-        return self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))
+        out: torch.Tensor = self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))
+        return out
 
 
-class MobileNetV2PoolCanonizer(AttributeCanonizer):
+class MobileNetV2PoolCanonizer(AttributeCanonizer):  # type: ignore[misc]  # zennit is untyped
     """torchvision MobileNetV2's functional ``adaptive_avg_pool2d`` as an ``AdaptiveAvgPool2d`` module."""
 
     def __init__(self) -> None:
@@ -72,10 +73,11 @@ class MobileNetV2PoolCanonizer(AttributeCanonizer):
     @staticmethod
     def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
         x = self.canonizer_pool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
+        out: torch.Tensor = self.classifier(torch.flatten(x, 1))
+        return out
 
 
-class MobileNetV2Canonizer(CompositeCanonizer):
+class MobileNetV2Canonizer(CompositeCanonizer):  # type: ignore[misc]  # zennit is untyped
     """torchvision MobileNetV2: batch norms merged into their convolutions, residuals as ``Sum``
     modules, the global pooling as a module."""
 
@@ -96,7 +98,7 @@ def _lite_types() -> tuple[type, ...]:
     return model.EfficientNet, model.MBConvBlock, utils.Conv2dStaticSamePadding, utils.Identity
 
 
-class EfficientNetLiteMergeBatchNorm(MergeBatchNorm):
+class EfficientNetLiteMergeBatchNorm(MergeBatchNorm):  # type: ignore[misc]  # zennit is untyped
     """Each batch norm of an efficientnet_lite_pytorch model merged into the convolution before it,
     named by the package's attribute names (its convolutions are not leaves: they pad in a child)."""
 
@@ -116,7 +118,7 @@ class EfficientNetLiteMergeBatchNorm(MergeBatchNorm):
         return instances
 
 
-class EfficientNetLiteResidualCanonizer(AttributeCanonizer):
+class EfficientNetLiteResidualCanonizer(AttributeCanonizer):  # type: ignore[misc]  # zennit is untyped
     """efficientnet_lite_pytorch's ``MBConvBlock``: the skip connection ``x + inputs`` through a ``Sum``."""
 
     def __init__(self) -> None:
@@ -134,7 +136,7 @@ class EfficientNetLiteResidualCanonizer(AttributeCanonizer):
         from efficientnet_lite_pytorch.utils import drop_connect
 
         # The package's MBConvBlock.forward without squeeze-excitation (refused in canonizers()).
-        x = inputs
+        x: torch.Tensor = inputs
         if self._block_args.expand_ratio != 1:
             x = self._swish(self._bn0(self._expand_conv(inputs)))
         x = self._swish(self._bn1(self._depthwise_conv(x)))
@@ -147,7 +149,7 @@ class EfficientNetLiteResidualCanonizer(AttributeCanonizer):
         return x
 
 
-class EfficientNetLiteCanonizer(CompositeCanonizer):
+class EfficientNetLiteCanonizer(CompositeCanonizer):  # type: ignore[misc]  # zennit is untyped
     """efficientnet_lite_pytorch's Lite models (ReLU6, no squeeze-excitation): batch norms merged,
     residuals as ``Sum`` modules. The global pooling is a module already."""
 

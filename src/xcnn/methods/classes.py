@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,8 +51,6 @@ class Attribution:
 
 class Named(Attribution):
     """Base of the per-method classes: the method is fixed by the class."""
-
-    method: ClassVar[str]
 
     def __init__(self, model: nn.Module, target_layer: str | None = "auto", *, params: Any = None,
                  memory_mb: int = DEFAULT_MEMORY_MB, options: Options | None = None) -> None:

@@ -123,7 +123,7 @@ class Context:
         if self._shared_prefix and len(rows) > 1 and bool((rows == rows[0]).all()):
             seen[0] = 0
             try:
-                logits = self.model(self.images[rows[:1]])
+                logits: torch.Tensor = self.model(self.images[rows[:1]])
                 if logits.shape[0] == len(rows):
                     return logits
             except RuntimeError as err:
@@ -131,7 +131,8 @@ class Context:
                           "running every row", self.layer, err)
             self._shared_prefix = False
         seen[0] = 0
-        return self.model(self.images[rows])
+        every: torch.Tensor = self.model(self.images[rows])
+        return every
 
     def _calls_per_forward(self, module: nn.Module) -> int:
         """How often one forward pass calls ``module``: counted once, on the first photo."""
@@ -156,3 +157,9 @@ def to_heat(cam: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     lo = cam.amin(dim=(2, 3), keepdim=True)
     span = cam.amax(dim=(2, 3), keepdim=True) - lo
     return torch.where(span > 0, (cam - lo) / span.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
+
+
+def weighted_cam(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """relu(Σ_k w_k A_k), B×1×h×w, for one weight per channel and image (B×K) and activations
+    A (B×K×h×w): how Ablation-CAM and Score-CAM combine the channels they scored."""
+    return F.relu((weights[:, :, None, None] * activation).sum(dim=1, keepdim=True))

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from xcnn.errors import XcnnError
-from xcnn.methods.context import Context, to_heat
+from xcnn.methods.context import Context, to_heat, weighted_cam
 from xcnn.methods.passes import Tally
 from xcnn.methods.sampling import chunk_items, even_chunks, footprint, plain_torch
 from xcnn.registry import method
@@ -55,8 +55,7 @@ def channel_cam(ctx: Context) -> torch.Tensor:
         raise XcnnError("scorecam needs the target layer's activations; pass a target layer")
     activation = ctx.activation.detach()
     with plain_torch(), torch.no_grad():
-        weights = channel_weights(ctx, activation)
-        return F.relu((weights[:, :, None, None] * activation).sum(dim=1, keepdim=True))
+        return weighted_cam(channel_weights(ctx, activation), activation)
 
 
 def channel_weights(ctx: Context, activation: torch.Tensor) -> torch.Tensor:

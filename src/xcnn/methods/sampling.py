@@ -4,9 +4,8 @@ Both evaluate ∂y_c/∂x at n points per image. The points of every image of th
 out as one list of items and run through the model in chunks sized to ``ctx.memory_mb``,
 so a chunk mixes images and steps (or samples) and no image is ever run alone.
 
-The gradients are the model's own (plain autograd, input only, no weight gradients): any torch
-function mode active around the call — the engine's rectifier rules among them — is suspended
-while these passes run (:func:`plain_torch`).
+The gradients are the model's own (plain autograd, input only, no weight gradients): rectifier
+rules active around the call are suspended while these passes run (:func:`plain_torch`).
 
 Also home of what the extra-pass methods share: :func:`plain_torch` and :func:`footprint` (the
 memory estimate).
@@ -24,30 +23,23 @@ from itertools import chain
 import numpy as np
 import torch
 from torch import nn
-from torch.overrides import _len_torch_function_stack, _pop_mode, _push_mode
 
 from xcnn.errors import XcnnError
 from xcnn.methods.context import Context
 from xcnn.methods.passes import Tally
 from xcnn.registry import method
+from xcnn.rules import true_derivatives
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
 def plain_torch() -> Iterator[None]:
-    """Run the model as written: every torch function mode is taken off the stack for the block
-    and put back, in order, afterwards. Inside the engine's ``RectifierRules`` a forward pass
-    would route every rectifier through a rule-dependent backward; outside it the model is plain.
-    """
-    modes = []
-    try:
-        while _len_torch_function_stack() > 0:
-            modes.append(_pop_mode())
+    """Run the model as written: inside a caller's or the engine's ``RectifierRules`` a forward
+    pass would route every rectifier through a rule-dependent backward; in this block rectifiers
+    are the plain ops (:func:`xcnn.rules.true_derivatives`)."""
+    with true_derivatives():
         yield
-    finally:
-        for mode in reversed(modes):
-            _push_mode(mode)
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,7 @@ class Footprint:
 # kernels for that shape), which a run over many batches of one size should pay once. The
 # estimate depends on the architecture and the shape, not on the weights; a stale one would
 # only change the chunking, never a map.
-_FOOTPRINTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Footprint]] = weakref.WeakKeyDictionary()
+_FOOTPRINTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], Footprint]] = weakref.WeakKeyDictionary()
 
 
 def footprint(model: nn.Module, images: torch.Tensor) -> Footprint:
