@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.report_fixture import make_run_dir, rewrite_records, write_checks
-from xcnn.experiment import descriptions
+from xcnn.runfolder import descriptions
 from xcnn.report import categories, stats, tables
 
 SNAPSHOT = json.loads(descriptions.SNAPSHOT.read_text())

@@ -12,7 +12,7 @@ from PIL import Image
 
 from tests.report_fixture import BASELINES, MANY_METHODS, make_run_dir
 from xcnn.errors import XcnnError
-from xcnn.experiment import descriptions
+from xcnn.runfolder import descriptions
 from xcnn.report import figures, grids, tables
 
 

@@ -19,7 +19,8 @@ from PIL import Image
 from tests.report_fixture import BASELINES, MANY_METHODS, make_run_dir, rewrite_records, write_checks
 from xcnn.cli.report import main as report_main
 from xcnn.errors import XcnnError
-from xcnn.experiment.export import read_records, write_exports
+from xcnn.experiment.export import write_exports
+from xcnn.runfolder.reading import read_records
 from xcnn.report import build, write_report
 
 BASE = {"gradient": 0.1, "deconvnet": 0.2, "guided_backprop": 0.3, "gradcam": 0.4, "guided_gradcam": 0.5,

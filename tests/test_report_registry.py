@@ -15,8 +15,8 @@ import pytest
 from tests.report_fixture import make_run_dir, rewrite_records
 from tests.test_report_no_torch import SCRIPT
 from xcnn.errors import XcnnError
-from xcnn.experiment import descriptions
-from xcnn.experiment.export import FIELDS
+from xcnn.runfolder import descriptions
+from xcnn.runfolder.reading import FIELDS
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "xcnn"
 
@@ -172,7 +172,7 @@ def test_a_run_without_descriptions_reads_as_before(tmp_path):
 
 
 def test_metric_order_is_kept_although_config_json_sorts_its_keys() -> None:
-    from xcnn.experiment.descriptions import parse
+    from xcnn.runfolder.descriptions import parse
 
     registry = {"methods": {"gradient": {"label": "Gradient"}},
                 "metrics": {"P": {"label": "P"}, "zeta": {"label": "Zeta"}, "alpha": {"label": "Alpha"}},

@@ -312,7 +312,7 @@ def test_loader_drops_an_incomplete_last_write(tmp_path):
 
 def test_loader_reads_null_p_as_nan(tmp_path):
     _known(tmp_path)
-    from xcnn.experiment.export import read_records
+    from xcnn.runfolder.reading import read_records
 
     lines = read_records(tmp_path)
     lines[0]["P"] = None  # the store writes NaN as null
