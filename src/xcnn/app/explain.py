@@ -16,7 +16,6 @@ import io
 import logging
 import math
 import secrets
-import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,17 @@ class Request:
     size: str = "224"  # "original", a side, or HxW
     target: int | None = None  # None: the category's best class (dataset photo), else the top-1
     growth: float = 0.2
+
+
+@dataclass
+class Input:
+    """One photo as the engine takes it: the model's input, the class explained, the RGB it came
+    from (to draw over) and the key that seeds per-photo randomness (SmoothGrad), as a run's."""
+
+    x: Any
+    target: Any  # a class, or a function of the logits that picks it (the first engine call)
+    rgb: np.ndarray
+    key: str
 
 
 @dataclass
@@ -206,21 +216,37 @@ def run_job(job: Job, photo: Photo, loaded: tuple[Any, Any]) -> None:
     req = job.request
     rgb, job.mask = prepare(photo, parse_size(req.size), req.growth)
     x = lm.normalize(torch.from_numpy(rgb.copy()).to(lm.device).permute(2, 0, 1)[None].float() / 255.0)
-    with torch.no_grad():
-        logits = lm.model(x).detach().float().cpu()[0]
-    target = choose_target(req.target, photo.category, logits, lm)
-    probs = torch.softmax(logits, dim=0)
-    top = torch.topk(probs, min(5, len(probs)))
-    job.top5 = [{"index": int(i), "name": lm.categories[int(i)], "prob": float(p)} for p, i in zip(top.values, top.indices)]
-    job.info = {"target": target, "target_name": lm.categories[target], "target_prob": float(probs[target]),
-                "target_rank": int((logits > logits[target]).sum()) + 1, "height": rgb.shape[0], "width": rgb.shape[1],
-                "model": req.model, "growth": req.growth, "mask": photo.mask_source if job.mask is not None else "",
-                "photo": photo.name, "category": photo.category}
+    if req.target is not None and not 0 <= req.target < len(lm.categories):
+        raise XcnnError(f"target {req.target}: {lm.name} has classes 0 to {len(lm.categories) - 1}")
+
+    def pick(logits: Any) -> Any:  # from the first engine call's own forward pass: no extra one
+        return torch.tensor([choose_target(req.target, photo.category, logits[0].float().cpu(), lm)],
+                            device=logits.device)
+
     fast = [m for m in req.methods if not registry.get(m).extra_passes]
     slow = [m for m in req.methods if registry.get(m).extra_passes]
     key = photo.token[5:] if photo.token.startswith("demo:") else photo.token  # SmoothGrad's seed key, as a run's
+    inp = Input(x, pick, rgb, key)
     for group in ([fast] if fast else []) + [[m] for m in slow]:
-        explain_group(job, ex, x, target, group, rgb, key)
+        out = explain_group(job, ex, inp, group)
+        if not job.info:
+            inp.target = int(out.targets[0])
+            describe(job, lm, out.logits[0].detach().float().cpu(), inp.target, photo)
+
+
+def describe(job: Job, lm: Any, logits: Any, target: int, photo: Photo) -> None:
+    """The top 5 and the explained class, for the page."""
+    import torch
+
+    probs = torch.softmax(logits, dim=0)
+    top = torch.topk(probs, min(5, len(probs)))
+    job.top5 = [{"index": int(i), "name": lm.categories[int(i)], "prob": float(p)} for p, i in zip(top.values, top.indices)]
+    req = job.request
+    h, w = job.maps[next(iter(job.maps))].raw.shape[-2:]
+    job.info = {"target": target, "target_name": lm.categories[target], "target_prob": float(probs[target]),
+                "target_rank": int((logits > logits[target]).sum()) + 1, "height": int(h), "width": int(w),
+                "model": req.model, "growth": req.growth, "mask": photo.mask_source if job.mask is not None else "",
+                "photo": photo.name, "category": photo.category}
 
 
 def choose_target(asked: int | None, category: str | None, logits: Any, lm: Any) -> int:
@@ -243,7 +269,8 @@ def choose_target(asked: int | None, category: str | None, logits: Any, lm: Any)
     return int(logits.argmax())
 
 
-def explain_group(job: Job, ex: Any, x: Any, target: int, methods: list[str], rgb: np.ndarray, key: str) -> None:
+def explain_group(job: Job, ex: Any, inp: Input, methods: list[str]) -> Any:
+    """The maps of ``methods`` in one engine call, into ``job.maps``; returns the engine's Maps."""
     from xcnn import render
     from xcnn.methods import passes
 
@@ -254,15 +281,16 @@ def explain_group(job: Job, ex: Any, x: Any, target: int, methods: list[str], rg
 
     job.progress = f"computing {', '.join(methods)}"
     with passes.reporting(tell):
-        out = ex.explain(x, targets=target, methods=methods, keys=[key])
+        out = ex.explain(inp.x, targets=inp.target, methods=methods, keys=[inp.key])
     spent = getattr(out, "milliseconds", {})
     for m in methods:
         raw = out.get(m)[0].detach().float().cpu().numpy()
         buf = io.BytesIO()
-        Image.fromarray(render.picture(m, raw, rgb)).save(buf, format="PNG", compress_level=1)
+        Image.fromarray(render.picture(m, raw, inp.rgb)).save(buf, format="PNG", compress_level=1)
         ms = float(spent.get(m, (time.perf_counter() - started) * 1000.0))
-        numbers = {} if job.mask is None else scores(m, raw, job.mask, rgb)
+        numbers = {} if job.mask is None else scores(m, raw, job.mask, inp.rgb)
         job.maps[m] = MapResult(m, ms, buf.getvalue(), raw, numbers)
+    return out
 
 
 def scores(method: str, raw: np.ndarray, mask: np.ndarray, rgb: np.ndarray) -> dict[str, Any]:

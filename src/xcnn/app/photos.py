@@ -140,9 +140,3 @@ class PhotoStore:
                 return Photo(key, Path(s.file).name, rgb, mask=s.mask, category=s.category,  # type: ignore[attr-defined]
                              mask_source="dataset")
         raise XcnnError(f"no demo photo {key[5:]!r}; pick one from the list")
-
-    def demo_file(self, key: str) -> Path:
-        for k, s in self._demo_samples():
-            if k == key:
-                return Path(s.file)  # type: ignore[attr-defined]
-        raise XcnnError(f"no demo photo {key[5:]!r}")

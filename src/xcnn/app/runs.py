@@ -114,6 +114,8 @@ class Run:
         rows = rows.sort_values("P", ascending=False, na_position="last")
         maps = [{"method": r["method"], "CNN": r["CNN"], "picture": r["map_png"],
                  **{k: _clean(r[k]) for k in SHOWN if k in rows.columns}} for _, r in rows.iterrows()]
+        for m in maps:  # the report reads the pointing game as 1 / 0 (NaN: an all-zero map); the page as hit / miss
+            m["pointing_hit"] = None if m.get("pointing_hit") is None else m["pointing_hit"] == 1.0
         first = rows[rows["CNN"] == cnn].iloc[0] if (rows["CNN"] == cnn).any() else rows.iloc[0]
         return {"id": photo, "class": category, "CNN": cnn, "size": size, "file": first["file"],
                 "photo": first["image_png"], "mask": first["mask_png"], "target_name": first["target_name"],

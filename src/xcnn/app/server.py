@@ -35,6 +35,14 @@ class Settings:
 
 def create_app(settings: Settings) -> FastAPI:
     """The app; ``settings.temp`` is the folder uploads go to (the caller removes it)."""
+    # Imported here, once: requests run in threads, and two threads importing torch (the explainer
+    # and a run's reader, through SciPy) at the same moment find it half-initialised.
+    import torch  # noqa: F401
+
+    import xcnn.report.tables  # noqa: F401
+    from xcnn import registry
+
+    registry.methods()
     # No /docs, /redoc or /openapi.json: the docs pages load their scripts from a CDN.
     app = FastAPI(title="xcnn", docs_url=None, redoc_url=None, openapi_url=None)
     photos = PhotoStore(settings.temp, settings.max_pixels)
@@ -52,7 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"error": f"internal error: {one_line(err)}"}, status_code=500)
 
     _page_routes(app)
-    _explain_routes(app, settings, photos, explaining)
+    _upload_routes(app, settings, photos)
+    _explain_routes(app, photos, explaining)
     _run_routes(app, runs)
     return app
 
@@ -88,7 +97,7 @@ async def _body(request: Request, limit: int) -> tuple[bytes, str]:
     return data, unquote(request.headers.get("x-filename", "upload"))[:200]
 
 
-def _explain_routes(app: FastAPI, settings: Settings, photos: PhotoStore, explaining: Explaining) -> None:
+def _upload_routes(app: FastAPI, settings: Settings, photos: PhotoStore) -> None:
     from xcnn import registry
 
     @app.get("/api/info")
@@ -117,6 +126,8 @@ def _explain_routes(app: FastAPI, settings: Settings, photos: PhotoStore, explai
         data, name = await _body(request, MAX_WEIGHTS_BYTES)
         return {"token": photos.add_weights(data, name), "name": name}
 
+
+def _explain_routes(app: FastAPI, photos: PhotoStore, explaining: Explaining) -> None:
     @app.post("/api/explain")
     async def explain(request: Request) -> dict[str, Any]:
         body = await request.json()
@@ -156,10 +167,6 @@ def _explain_routes(app: FastAPI, settings: Settings, photos: PhotoStore, explai
     def numbers_json(job_id: str) -> JSONResponse:
         return JSONResponse(numbers(explaining.job(job_id)),
                             headers={"Content-Disposition": 'attachment; filename="numbers.json"'})
-
-    @app.get("/api/demo/{key}")
-    def demo_photo(key: str) -> FileResponse:
-        return FileResponse(photos.demo_file(f"demo:{key}"))
 
 
 def _filters(request: Request) -> dict[str, str]:

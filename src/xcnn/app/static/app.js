@@ -48,7 +48,8 @@ async function loadInfo() {
   for (const m of info.methods) {
     const box = el("input", { type: "checkbox", id: "method-" + m.name, value: m.name });
     box.checked = info.default_methods.includes(m.name);
-    $("methods").append(el("label", { title: m.label }, box, " " + m.name + (m.slow ? " ⏳" : "")));
+    $("methods").append(el("label", { title: m.label + (m.slow ? " (multi-pass: its progress shows beside Explain)" : "") },
+      box, " " + m.name + (m.slow ? " (multi-pass)" : "")));
   }
   for (const d of info.demo) $("demo-photo").append(el("option", { value: d.key }, `${d.file} (${d.category})`));
   if (info.runs === 0) $("tab-browse").disabled = true;
