@@ -61,7 +61,7 @@ class DataConfig:
 def _category_list(data: dict[str, Any], src: Source) -> list[str]:
     if "categories" not in data:
         raise src.fail("data.categories", 'missing; list COCO category names, e.g. ["traffic light", "dog"]')
-    cats = typed(data["categories"], list, "data.categories", src)
+    cats: list[str] = typed(data["categories"], list, "data.categories", src)
     if not cats or not all(isinstance(c, str) for c in cats):
         raise src.fail("data.categories", f"expected a non-empty list of names, got {cats!r}")
     if len(set(cats)) != len(cats):
