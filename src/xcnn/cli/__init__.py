@@ -4,7 +4,8 @@ gradients, …) of a model's decision on your photos, for torchvision, timm or y
 `xcnn data` fetches COCO photos with their object masks (or builds the offline demo set); `xcnn run`
 runs a config's experiment, scoring every map by how much of it falls on the object (resumable:
 after an interruption, run the same command again); `xcnn report` turns a run into tables, figures
-and an HTML page. Example: xcnn explain cat.jpg --model mobilenet_v2 --out maps/"""
+and an HTML page; `xcnn app` explains a photo and browses runs in the browser. Example: xcnn explain cat.jpg
+--model mobilenet_v2 --out maps/"""
 from __future__ import annotations
 
 import argparse

@@ -35,6 +35,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for run_dir in args.runs:
+        if not run_dir.is_dir():
+            raise XcnnError(f"run folder {run_dir} does not exist; give a folder that 'xcnn run' wrote")
+    names = args.model or []
+    if args.weights is not None and len(names) != 1:
+        raise XcnnError("--weights goes with exactly one --model")
+    if args.weights is not None and not Path(args.weights).is_file():
+        raise XcnnError(f"--weights {args.weights}: no such file")
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -45,14 +53,6 @@ def run(args: argparse.Namespace) -> int:
     from xcnn.registry import load_plugins
 
     load_plugins(args.plugin or [], Path.cwd())
-    for run_dir in args.runs:
-        if not run_dir.is_dir():
-            raise XcnnError(f"run folder {run_dir} does not exist; give a folder that 'xcnn run' wrote")
-    names = args.model or []
-    if args.weights is not None and len(names) != 1:
-        raise XcnnError("--weights goes with exactly one --model")
-    if args.weights is not None and not Path(args.weights).is_file():
-        raise XcnnError(f"--weights {args.weights}: no such file")
     if args.host not in LOCAL_HOSTS:
         log.warning("listening on %s: anyone who can reach this machine there can use the page and its CPU; "
                     "the page has no login", args.host)
