@@ -154,10 +154,8 @@ class Run:
 def _read_checks(path: Path) -> Any:
     import pandas as pd
 
-    try:
-        from xcnn.runfolder.reading import current_checks
-    except ImportError:  # before the run-folder readers moved
-        from xcnn.experiment.export import current_checks  # type: ignore[no-redef]
+    from xcnn.runfolder.reading import current_checks
+
     return pd.DataFrame(current_checks(path))
 
 
