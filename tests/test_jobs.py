@@ -64,3 +64,19 @@ def test_a_check_jobs_keys_name_its_check_and_a_failed_job_names_its_photos() ->
     assert check.keys() == [("m", "16", "5", "dog#dependence")] and record.keys() == [("m", "16", "5", "dog")]
     (failed,) = BaselineJob(ModelSpec("none"), size, (sample,), ("uniform",)).failed("lost")  # type: ignore[arg-type]
     assert (failed.key, failed.failure, failed.photo) == (("none", "16", "5", "dog"), "lost", (5, "p5.png"))
+
+
+def test_a_check_on_some_units_gets_their_input_as_model_input_lays_it_out() -> None:
+    # A convolution's last bits follow the input's memory layout: rows taken from the job's input
+    # must equal, strides too, the input of those units alone (0.2's check rows to 1e-6).
+    from xcnn.experiment.explained import model_input
+
+    lm = SimpleNamespace(normalize=lambda x: (x - 0.5) / 0.25)
+    units = _units(4)
+    for i, u in enumerate(units):
+        u.photo = np.random.default_rng(i).integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    full = model_input(lm, units, torch.device("cpu"))  # type: ignore[arg-type]
+    inputs = outputs._Inputs(full, torch.zeros(4, dtype=torch.long), {}, np.zeros((4, 1)), np.zeros((4, 1)))
+    alone = model_input(lm, [units[1], units[3]], torch.device("cpu"))  # type: ignore[arg-type]
+    taken = inputs.take([1, 3]).images
+    assert torch.equal(taken, alone) and taken.stride() == alone.stride()

@@ -126,7 +126,11 @@ class _Inputs(NamedTuple):
         if len(places) == len(self.targets):
             return self
         pick = torch.tensor(places, dtype=torch.long)
-        return _Inputs(self.images[pick], self.targets[pick], {m: a[places] for m, a in self.maps.items()},
+        images = self.images[pick]
+        if self.images.is_contiguous(memory_format=torch.channels_last):
+            # as model_input lays them out: a convolution's algorithm, hence its last bits, follows the layout
+            images = images.contiguous(memory_format=torch.channels_last)
+        return _Inputs(images, self.targets[pick], {m: a[places] for m, a in self.maps.items()},
                        self.masks[places], self.photos[places])
 
 
