@@ -122,9 +122,11 @@ class _Inputs(NamedTuple):
     photos: np.ndarray
 
     def take(self, places: list[int]) -> _Inputs:
-        """The rows of the units at ``places`` (the same values as arrays built for them alone)."""
+        """The rows of the units at ``places``: fresh arrays, equal to those built for them alone
+        (a check may change what it is given in place; the next check must not see it)."""
         if len(places) == len(self.targets):
-            return self
+            return _Inputs(self.images.clone(), self.targets.clone(), {m: a.copy() for m, a in self.maps.items()},
+                           self.masks.copy(), self.photos.copy())
         pick = torch.tensor(places, dtype=torch.long)
         images = self.images[pick]
         if self.images.is_contiguous(memory_format=torch.channels_last):
