@@ -17,6 +17,7 @@ CHECK_KEY = (*RECORD_KEY, "test", "measure", "step", "steps", "seed")
 # The fixtures were made with torch on 2 CPU threads; CPU convolutions sum in another order on
 # another thread count, which moves P by ~1e-5, so the comparison runs on as many.
 THREADS = 2
+CHECK_TOL = 1e-5
 
 
 def read(path: Path) -> list[dict[str, Any]]:
@@ -64,4 +65,8 @@ def assert_numbers_of_v02(out: Path) -> None:
     assert differences(old_records, new_records) == []
     old_checks = {k: {f: v for f, v in r.items() if f != "xcnn"}
                   for k, r in by_key(read(FIXTURES / "demo_checks.jsonl.gz"), CHECK_KEY).items()}
-    assert differences(old_checks, by_key(read(out / "checks.jsonl"), CHECK_KEY)) == []
+    # The check rows' softmax probabilities of perturbed photos sit on float32 convolutions whose last
+    # bits follow the CPU's kernels: the same code (0.2's last commit included) gives deletion and
+    # insertion probabilities up to 1.5e-6 away from these fixtures on another x86 CPU at 2 threads,
+    # while every record stays within 1e-6. 1e-5 still catches any change of method or metric.
+    assert differences(old_checks, by_key(read(out / "checks.jsonl"), CHECK_KEY), tol=CHECK_TOL) == []
