@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -202,7 +201,9 @@ def _curves(model: nn.Module, images: torch.Tensor, target: torch.Tensor, unique
     blurred = blur(x, settings.blur_sigma)
     curves = np.empty((len(unique), 2, steps + 1), dtype=np.float64)
     tally = Tally("deletion/insertion passes", 3 * b + 2 * len(unique) * (steps - 1))
-    with torch.no_grad(), _eval_mode(model):
+    from xcnn.engine.layers import eval_mode
+
+    with torch.no_grad(), eval_mode(model):
         ends = _probabilities(model, torch.cat([x, torch.zeros_like(x), blurred]), target.repeat(3),
                               per_pass * (steps + 1), tally)
         photo, deleted, start = ends[:b], ends[b:2 * b], ends[2 * b:]
@@ -273,15 +274,3 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
             group = []
     if group:
         yield group
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the call (BatchNorm statistics, no dropout), then each flag as it was."""
-    flags = [(mod, mod.training) for mod in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for mod, training in flags:
-            mod.training = training

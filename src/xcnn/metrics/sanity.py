@@ -238,7 +238,7 @@ def randomisation_steps(model: nn.Module, example: torch.Tensor, n_steps: int = 
     """
     import torch
 
-    from xcnn.metrics.faithfulness import _eval_mode
+    from xcnn.engine.layers import eval_mode
 
     if n_steps < 1:
         raise XcnnError(f"n_steps must be at least 1, got {n_steps}")
@@ -257,7 +257,7 @@ def randomisation_steps(model: nn.Module, example: torch.Tensor, n_steps: int = 
 
     handles = [modules[name].register_forward_hook(hook(name)) for name in owners]
     try:
-        with torch.no_grad(), _eval_mode(model):
+        with torch.no_grad(), eval_mode(model):
             model(example)
     finally:
         for h in handles:
